@@ -1,0 +1,93 @@
+"""PyTorch -> Flax conversion: the only part of jaxplain that imports torch.
+
+>>> import torchvision, converters
+>>> model = converters.from_torch(torchvision.models.resnet18())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from converters.core import build_model, variables_from_state_dict
+from converters.torchvision import RECOGNISERS, unsupported_modules
+from jaxplain import nets
+from jaxplain.model import Model
+from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
+
+
+def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    arrays = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise ValueError(f"state dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        arrays[key] = value.detach().cpu().float().numpy() if isinstance(value, torch.Tensor) else value
+    return arrays
+
+
+def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None = None) -> Model:
+    """Convert a torchvision model instance, with its weights, into a ``jaxplain.Model``.
+
+    Args:
+        module: a torchvision classification model (eval mode is assumed).
+        input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
+
+    Raises:
+        ValueError: naming every unsupported module, or every missing, unexpected or
+            mis-shaped state-dict key.
+    """
+    kind = type(module).__name__
+    if kind not in RECOGNISERS:
+        raise ValueError(f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(RECOGNISERS)}")
+    unsupported = unsupported_modules(module)
+    if unsupported:
+        raise ValueError("unsupported modules: " + ", ".join(unsupported))
+    flax_module = RECOGNISERS[kind](module)
+    return build_model(
+        flax_module,
+        _numpy_state_dict(module.state_dict()),
+        input_shape=input_shape or (1, 224, 224, 3),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        name=kind.lower(),
+    )
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a state dict safely: ``.safetensors``, or ``torch.load(weights_only=True)``."""
+    path = os.fspath(path)
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    loaded = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, Mapping):
+        raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    return _numpy_state_dict(loaded)
+
+
+def load(path: str | os.PathLike, arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any) -> Model:
+    """Build zoo architecture ``arch`` with the weights saved at ``path``.
+
+    Args:
+        path: a ``.pth``/``.pt`` state dict (loaded with ``weights_only=True``) or a
+            ``.safetensors`` file.
+        arch: a zoo name such as ``"resnet18"`` (see ``jaxplain.nets.ARCHITECTURES``).
+        input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
+        **arch_kwargs: constructor arguments, e.g. ``num_classes=10``.
+    """
+    flax_module = nets.build(arch, **arch_kwargs)
+    return build_model(
+        flax_module,
+        load_state_dict(path),
+        input_shape=input_shape or (1, 224, 224, 3),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        name=arch,
+    )
+
+
+__all__ = ["from_torch", "load", "load_state_dict", "variables_from_state_dict"]

@@ -1,0 +1,124 @@
+"""Map a PyTorch state dict onto the variables of a zoo module.
+
+The zoo names its Flax modules after torchvision's module paths, so a torch key
+``layer1.0.conv1.weight`` lands on ``params/layer1/0/conv1/kernel`` with a layout
+change (OIHW -> HWIO for convolutions, (out, in) -> (in, out) for dense layers) and
+batch-norm buffers land in ``batch_stats``. Nothing here depends on torch: state
+dicts arrive as ``{key: numpy array}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from jaxplain.model import Model
+
+IGNORED_BUFFERS = ("num_batches_tracked",)
+
+
+def template_variables(module: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Shapes of ``module``'s variables, without computing anything."""
+    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32))
+    return {collection: traverse_util.flatten_dict(tree, sep="/") for collection, tree in shapes.items()}
+
+
+def _destination(key: str, flat: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, Any] | None:
+    """Where a torch key goes: ``(collection, flax path, transform)``, or None if nowhere."""
+    *module_path, leaf = key.split(".")
+    prefix = "/".join(module_path)
+    params = flat.get("params", {})
+    stats = flat.get("batch_stats", {})
+    if leaf == "weight":
+        if f"{prefix}/kernel" in params:
+            return "params", f"{prefix}/kernel", _kernel_layout
+        if f"{prefix}/scale" in params:
+            return "params", f"{prefix}/scale", None
+    if leaf == "running_mean" and f"{prefix}/mean" in stats:
+        return "batch_stats", f"{prefix}/mean", None
+    if leaf == "running_var" and f"{prefix}/var" in stats:
+        return "batch_stats", f"{prefix}/var", None
+    if f"{prefix}/{leaf}" in params:
+        return "params", f"{prefix}/{leaf}", None
+    return None
+
+
+def _kernel_layout(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    if array.ndim == 2:
+        return np.transpose(array)
+    return array
+
+
+def variables_from_state_dict(
+    state_dict: Mapping[str, np.ndarray], module: nn.Module, input_shape: tuple[int, ...]
+) -> dict:
+    """Variables for ``module`` from a torch state dict given as numpy arrays.
+
+    Raises:
+        ValueError: naming every missing, unexpected and mis-shaped key at once.
+    """
+    flat = template_variables(module, input_shape)
+    filled: dict[str, dict[str, np.ndarray]] = {collection: {} for collection in flat}
+    unexpected, misshaped = [], []
+    for key, value in state_dict.items():
+        destination = _destination(key, flat)
+        if destination is None:
+            if key.rsplit(".", 1)[-1] in IGNORED_BUFFERS and _has_batch_norm(key, flat):
+                continue
+            unexpected.append(key)
+            continue
+        collection, path, transform = destination
+        array = np.asarray(value, dtype=np.float32)
+        array = transform(array) if transform else array
+        expected = flat[collection][path].shape
+        if array.shape != expected:
+            misshaped.append(f"{key}: got {tuple(np.shape(value))}, expected {_torch_shape(expected, transform)}")
+            continue
+        filled[collection][path] = array
+    missing = [f"{collection}/{path}" for collection in flat for path in flat[collection] if path not in filled[collection]]
+    if missing or unexpected or misshaped:
+        lines = []
+        if missing:
+            lines.append("missing (no torch key for these Flax variables): " + ", ".join(missing))
+        if unexpected:
+            lines.append("unexpected keys: " + ", ".join(unexpected))
+        if misshaped:
+            lines.append("mis-shaped keys: " + "; ".join(misshaped))
+        raise ValueError(f"state dict does not fit {type(module).__name__}:\n" + "\n".join(lines))
+    return {
+        collection: traverse_util.unflatten_dict({path: jnp.asarray(a) for path, a in arrays.items()}, sep="/")
+        for collection, arrays in filled.items()
+    }
+
+
+def _has_batch_norm(key: str, flat: Mapping[str, Mapping[str, Any]]) -> bool:
+    prefix = key.rsplit(".", 1)[0].replace(".", "/")
+    return f"{prefix}/mean" in flat.get("batch_stats", {})
+
+
+def _torch_shape(flax_shape: tuple[int, ...], transform: Any) -> tuple[int, ...]:
+    if transform is None:
+        return tuple(flax_shape)
+    if len(flax_shape) == 4:
+        kh, kw, cin, cout = flax_shape
+        return (cout, cin, kh, kw)
+    return tuple(reversed(flax_shape))
+
+
+def build_model(
+    module: nn.Module,
+    state_dict: Mapping[str, np.ndarray],
+    *,
+    input_shape: tuple[int, ...] = (1, 224, 224, 3),
+    **metadata: Any,
+) -> Model:
+    """A ``Model`` of ``module`` carrying the weights of ``state_dict``."""
+    variables = variables_from_state_dict(state_dict, module, input_shape)
+    return Model(module, variables, input_channels=input_shape[-1], **metadata)
