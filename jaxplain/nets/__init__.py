@@ -4,7 +4,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from jaxplain.nets import resnet
+from jaxplain.nets import alexnet, densenet, mobilenet, resnet, squeezenet, vgg
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -16,6 +16,22 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "wide_resnet101_2": resnet.wide_resnet101_2,
     "resnext50_32x4d": resnet.resnext50_32x4d,
     "resnext101_32x8d": resnet.resnext101_32x8d,
+    "vgg11": vgg.vgg11,
+    "vgg13": vgg.vgg13,
+    "vgg16": vgg.vgg16,
+    "vgg19": vgg.vgg19,
+    "vgg11_bn": vgg.vgg11_bn,
+    "vgg13_bn": vgg.vgg13_bn,
+    "vgg16_bn": vgg.vgg16_bn,
+    "vgg19_bn": vgg.vgg19_bn,
+    "alexnet": alexnet.alexnet,
+    "squeezenet1_0": squeezenet.squeezenet1_0,
+    "squeezenet1_1": squeezenet.squeezenet1_1,
+    "densenet121": densenet.densenet121,
+    "densenet161": densenet.densenet161,
+    "densenet169": densenet.densenet169,
+    "densenet201": densenet.densenet201,
+    "mobilenet_v2": mobilenet.mobilenet_v2,
 }
 
 
