@@ -22,7 +22,14 @@ from jaxplain.attribution._common import (
 )
 from jaxplain.typing import Array, Target
 
-PATH_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+PATH_METHODS = (
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+    "riemann_trapezoid_captum",
+)
 
 
 @lru_cache(maxsize=None)
@@ -31,6 +38,10 @@ def path_points(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
 
     Source: captum/attr/_utils/approximation_methods.py. Gauss-Legendre maps the
     nodes of ``numpy.polynomial.legendre.leggauss(n)`` from [-1, 1] to [0, 1].
+    ``riemann_trapezoid`` is the trapezoid rule (step ``1/(n-1)``, halved ends), exact
+    on linear paths; Captum's ``riemann_trapezoid`` uses step ``1/n`` with halved ends,
+    whose weights sum to ``1 - 1/n`` (a completeness gap of ``1/n``): it is available
+    as ``riemann_trapezoid_captum`` to reproduce Captum's numbers.
     """
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
@@ -44,7 +55,10 @@ def path_points(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
         return np.linspace(1.0 / n_steps, 1.0, n_steps), steps
     if method == "riemann_middle":
         return np.linspace(0.5 / n_steps, 1.0 - 0.5 / n_steps, n_steps), steps
-    steps[0] = steps[-1] = 0.5 / n_steps
+    if method == "riemann_trapezoid":
+        steps = np.full(n_steps, 1.0 / (n_steps - 1))
+    steps[0] /= 2.0
+    steps[-1] /= 2.0
     return np.linspace(0.0, 1.0, n_steps), steps
 
 
@@ -92,7 +106,9 @@ def integrated_gradients(
     Args:
         baselines: None (zeros), a scalar, per-channel ``[C]``, ``[1, ...]`` or ``[N, ...]``.
         n_steps: number of quadrature points.
-        method: ``"gausslegendre"`` or ``"riemann_left|right|middle|trapezoid"``.
+        method: ``"gausslegendre"``, ``"riemann_left|right|middle|trapezoid"``, or
+            ``"riemann_trapezoid_captum"`` (Captum's biased trapezoid weights; see
+            :func:`path_points`).
         batch_size: quadrature points evaluated at once (None: all).
         multiply_by_inputs: multiply the path integral by ``x - x'`` (Captum's default).
         return_convergence_delta: also return ``sum(attr) - (F_t(x) - F_t(x'))`` per example.

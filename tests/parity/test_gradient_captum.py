@@ -55,7 +55,7 @@ def test_input_x_gradient(pair, images):
 
 @pytest.mark.parametrize(
     "method,baseline_kind",
-    [("gausslegendre", "none"), ("riemann_trapezoid", "channel"), ("riemann_left", "full"), ("riemann_middle", "scalar")],
+    [("gausslegendre", "none"), ("riemann_trapezoid_captum", "channel"), ("riemann_left", "full"), ("riemann_middle", "scalar")],
 )
 def test_integrated_gradients(pair, images, method, baseline_kind):
     torch_model, model = pair
@@ -74,7 +74,7 @@ def test_integrated_gradients(pair, images, method, baseline_kind):
         images,
         baselines=theirs_baseline,
         n_steps=16,
-        method=method,
+        method=method.removesuffix("_captum"),
         return_convergence_delta=True,
     )
     assert_close(ours, theirs)
