@@ -1,0 +1,41 @@
+"""The ``jaxplain`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+METHODS: tuple[tuple[str, str, str], ...] = (
+    ("saliency", "gradient", "Captum Saliency"),
+    ("input_x_gradient", "gradient", "Captum InputXGradient"),
+    ("integrated_gradients", "gradient", "Captum IntegratedGradients"),
+    ("noise_tunnel", "gradient", "Captum NoiseTunnel (smoothgrad, smoothgrad_sq, vargrad)"),
+    ("smoothgrad", "gradient", "Captum NoiseTunnel(Saliency); CaBRNet / xdeep noise conventions"),
+    ("gradient_shap", "gradient", "Captum GradientShap"),
+    ("guided_backprop", "gradient", "Captum GuidedBackprop; TorchRay guided_backprop"),
+    ("deconvolution", "gradient", "Captum Deconvolution; TorchRay deconvnet"),
+    ("convergence_delta", "helper", "Captum compute_convergence_delta"),
+)
+
+
+def _methods(_: argparse.Namespace) -> int:
+    width = max(len(name) for name, _, _ in METHODS)
+    for name, family, peer in METHODS:
+        print(f"{name:<{width}}  {family:<9}  {peer}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxplain`` command."""
+    parser = argparse.ArgumentParser(prog="jaxplain", description="Explanation methods in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("methods", help="list the available methods and the peer each reproduces").set_defaults(
+        run=_methods
+    )
+    arguments = parser.parse_args(argv)
+    return arguments.run(arguments)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
