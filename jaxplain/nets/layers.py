@@ -228,7 +228,8 @@ def _max_pool_fwd(inputs, window, strides, pads):
 def _max_pool_bwd(window, strides, pads, residuals, cotangent):
     inputs, out = residuals
     (pad_h, pad_w), (sh, sw) = pads, strides
-    padded = jnp.pad(inputs, ((0, 0), pad_h, pad_w, (0, 0)), constant_values=-jnp.inf)
+    border = ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0))
+    padded = lax.pad(inputs, jnp.array(-jnp.inf, inputs.dtype), border)
     height, width = padded.shape[1], padded.shape[2]
     out_h, out_w = out.shape[1], out.shape[2]
     taken = jnp.zeros(out.shape, bool)
@@ -246,8 +247,7 @@ def _max_pool_bwd(window, strides, pads, residuals, cotangent):
                 ((0, 0, 0), (di, height - limit[1], sh - 1), (dj, width - limit[2], sw - 1), (0, 0, 0)),
             )
             grad = grad + placed
-    grad = grad[:, pad_h[0] : height - pad_h[1], pad_w[0] : width - pad_w[1], :]
-    return (grad,)
+    return (lax.pad(grad, zero, tuple((-low, -high, 0) for low, high, _ in border)),)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
