@@ -1,0 +1,111 @@
+"""Access to one layer: its activation, and gradients with respect to it.
+
+A *tap* is a rule placed on the module at a path. It records the module's output
+(or its inputs, with ``attribute_to_layer_input``) and adds a zero perturbation
+``delta`` to it; the gradient of the target with respect to ``delta`` is the gradient
+with respect to the activation. Any other rule map (guided backprop, DeepLift) stays
+active around the tap, including on the tapped module itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.model import Model
+from jaxplain.rules.engine import RuleMap, forward_with_rules, module_calls
+from jaxplain.typing import Array
+
+
+def _no_rules(module, path):
+    return None
+
+
+def check_layer(model: Model, inputs: Array, layer: str, *, method: str) -> None:
+    """Raise a ``ValueError`` naming the closest valid paths when ``layer`` is unknown or reused."""
+    if not isinstance(layer, str):
+        raise TypeError(f"{method}: layer must be a dotted path such as 'layer4', got {type(layer).__name__}")
+    names = [".".join(path) for path, _ in module_calls(model, inputs) if path]
+    count = names.count(layer)
+    if count == 0:
+        close = difflib.get_close_matches(layer, names, n=8, cutoff=0.5)
+        near = [n for n in names if n.startswith(layer.rsplit(".", 1)[0] + ".")][:8] if "." in layer else []
+        suggestions = list(dict.fromkeys(close + near)) or names[:12]
+        raise ValueError(f"{method}: unknown layer {layer!r}; valid paths near it: {', '.join(suggestions)}")
+    if count > 1:
+        raise ValueError(f"{method}: layer {layer!r} is called {count} times in one forward pass; pick one call site")
+
+
+def tapped_forward(
+    model: Model, layer: str, *, attribute_to_layer_input: bool = False, rules: RuleMap = _no_rules
+) -> Callable[[Array, Any], tuple[Array, Any]]:
+    """``f(inputs, delta) -> (outputs, activation)`` with ``delta`` added at ``layer``.
+
+    ``activation`` is the layer's output (or the tuple of its inputs, or the single
+    input when there is one) before ``delta`` is added; ``delta`` has its structure.
+    """
+
+    def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
+        captured = []
+
+        def rule_map(module, path):
+            inner = rules(module, path)
+            if ".".join(path) != layer:
+                return inner
+
+            def tap(module, call, *args):
+                run = (lambda *a: inner(module, call, *a)) if inner is not None else call
+                if attribute_to_layer_input:
+                    captured.append(args[0] if len(args) == 1 else args)
+                    shifted = jax.tree_util.tree_map(jnp.add, captured[0], delta)
+                    return run(*((shifted,) if len(args) == 1 else shifted))
+                out = run(*args)
+                captured.append(out)
+                return out + delta
+
+            return tap
+
+        outputs = forward_with_rules(model, rule_map)(inputs)
+        return outputs, captured[0]
+
+    return forward
+
+
+def activation_shape(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+    """Shapes (``jax.ShapeDtypeStruct``) of the activation at ``layer``."""
+    forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
+    return jax.eval_shape(lambda x: forward(x, 0.0)[1], inputs)
+
+
+def zeros_like_activation(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+    shapes = activation_shape(model, layer, inputs, attribute_to_layer_input)
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def layer_gradient_and_activation(
+    model: Model,
+    layer: str,
+    inputs: Array,
+    target: Array,
+    *,
+    attribute_to_layer_input: bool = False,
+    rules: RuleMap = _no_rules,
+) -> tuple[Any, Any]:
+    """``(dF_t/dA, A)`` at ``layer`` for every row."""
+    forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input, rules=rules)
+    delta = zeros_like_activation(model, layer, inputs, attribute_to_layer_input)
+
+    def selected(d):
+        outputs, activation = forward(inputs, d)
+        return jnp.sum(jnp.take_along_axis(outputs, target[:, None], axis=1)), activation
+
+    return jax.grad(selected, has_aux=True)(delta)
+
+
+def layer_activation_of(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+    """The activation at ``layer`` (no gradient)."""
+    forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
+    return forward(inputs, zeros_like_activation(model, layer, inputs, attribute_to_layer_input))[1]
