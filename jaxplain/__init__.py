@@ -5,7 +5,16 @@
 """
 
 from jaxplain import nets
+from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
+from jaxplain.attribution.layer import (
+    internal_influence,
+    layer_activation,
+    layer_activation_guided_backprop,
+    layer_conductance,
+    layer_gradient_shap,
+    layer_gradient_x_activation,
+)
 from jaxplain.attribution.noise import noise_tunnel, smoothgrad
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.model import FunctionModel, Model, init_model
@@ -18,11 +27,20 @@ __all__ = [
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
+    "guided_gradcam",
     "init_model",
     "input_x_gradient",
     "integrated_gradients",
+    "internal_influence",
+    "layer_activation",
+    "layer_activation_guided_backprop",
+    "layer_conductance",
+    "layer_gradcam",
+    "layer_gradient_shap",
+    "layer_gradient_x_activation",
     "nets",
     "noise_tunnel",
     "saliency",
+    "score_cam",
     "smoothgrad",
 ]

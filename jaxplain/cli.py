@@ -15,6 +15,15 @@ METHODS: tuple[tuple[str, str, str], ...] = (
     ("gradient_shap", "gradient", "Captum GradientShap"),
     ("guided_backprop", "gradient", "Captum GuidedBackprop; TorchRay guided_backprop"),
     ("deconvolution", "gradient", "Captum Deconvolution; TorchRay deconvnet"),
+    ("layer_gradcam", "cam", "Captum LayerGradCam; TorchRay grad_cam"),
+    ("guided_gradcam", "cam", "Captum GuidedGradCam"),
+    ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam"),
+    ("layer_activation", "layer", "Captum LayerActivation"),
+    ("layer_gradient_x_activation", "layer", "Captum LayerGradientXActivation"),
+    ("internal_influence", "layer", "Captum InternalInfluence"),
+    ("layer_conductance", "layer", "Captum LayerConductance"),
+    ("layer_gradient_shap", "layer", "Captum LayerGradientShap"),
+    ("layer_activation_guided_backprop", "layer", "pytorch-cnn-visualizations layer activation with guided backprop"),
     ("convergence_delta", "helper", "Captum compute_convergence_delta"),
 )
 

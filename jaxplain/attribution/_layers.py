@@ -60,11 +60,11 @@ def tapped_forward(
                 run = (lambda *a: inner(module, call, *a)) if inner is not None else call
                 if attribute_to_layer_input:
                     captured.append(args[0] if len(args) == 1 else args)
-                    shifted = jax.tree_util.tree_map(jnp.add, captured[0], delta)
+                    shifted = _shift(captured[0], delta)
                     return run(*((shifted,) if len(args) == 1 else shifted))
                 out = run(*args)
                 captured.append(out)
-                return out + delta
+                return _shift(out, delta)
 
             return tap
 
@@ -72,6 +72,13 @@ def tapped_forward(
         return outputs, captured[0]
 
     return forward
+
+
+def _shift(activation: Any, delta: Any) -> Any:
+    """``activation + delta`` leaf by leaf; a scalar ``delta`` is added to every leaf."""
+    if isinstance(delta, (int, float)):
+        return jax.tree_util.tree_map(lambda leaf: leaf + delta, activation)
+    return jax.tree_util.tree_map(jnp.add, activation, delta)
 
 
 def activation_shape(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:

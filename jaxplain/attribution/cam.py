@@ -1,0 +1,162 @@
+"""Class activation maps: Grad-CAM, guided Grad-CAM, Score-CAM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.attribution._common import check_batch_size, check_choice, run, target_gradient
+from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation
+from jaxplain.attribution.layer import prepare_layer
+from jaxplain.image import interpolate
+from jaxplain.rules.engine import forward_with_rules
+from jaxplain.rules.guided import GUIDED_BACKPROP
+from jaxplain.typing import Array, Target
+
+UPSAMPLE_MODES = (None, "nearest", "bilinear")
+GRADCAM_FLAVOURS = ("captum", "torchray")
+
+
+def _gradcam(gradient: Array, activation: Array, *, relu: bool, sum_channels: bool) -> Array:
+    spatial = tuple(range(1, activation.ndim - 1))
+    weights = jnp.mean(gradient, axis=spatial, keepdims=True) if spatial else gradient
+    cam = weights * activation
+    if sum_channels:
+        cam = jnp.sum(cam, axis=-1, keepdims=True)
+    return jax.nn.relu(cam) if relu else cam
+
+
+def _upsample(cam: Array, size: tuple[int, int], mode: str | None) -> Array:
+    return cam if mode is None else interpolate(cam, size, mode)
+
+
+def _layer_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, relu, sum_channels, upsample):
+    gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
+    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels)
+    return _upsample(cam, inputs.shape[1:3], upsample)
+
+
+def layer_gradcam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    relu_attributions: bool = False,
+    attribute_to_layer_input: bool = False,
+    attr_dim_summation: bool = True,
+    upsample: str | None = None,
+    flavour: str = "captum",
+) -> Array:
+    """Grad-CAM (Selvaraju et al. 2017) at ``layer``.
+
+    ``w_c = mean_hw dF_t/dA_c``; the map is ``sum_c w_c A_c`` with one channel
+    ``[N, h, w, 1]`` (captum/attr/_core/layer/grad_cam.py; Captum applies no ReLU by
+    default). ``upsample="nearest"|"bilinear"`` resizes it to the input's size as
+    ``F.interpolate`` does. ``flavour="torchray"`` gives TorchRay's ``grad_cam``:
+    ReLU applied, and bilinear resizing when ``upsample`` is set.
+    """
+    check_choice("upsample", upsample, UPSAMPLE_MODES, method="layer_gradcam")
+    check_choice("flavour", flavour, GRADCAM_FLAVOURS, method="layer_gradcam")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradcam")
+    if flavour == "torchray":
+        relu_attributions, upsample = True, (None if upsample is None else "bilinear")
+    return run(
+        _layer_gradcam_core,
+        model,
+        inputs,
+        target,
+        layer=layer,
+        to_input=attribute_to_layer_input,
+        relu=relu_attributions,
+        sum_channels=attr_dim_summation,
+        upsample=upsample,
+    )
+
+
+def _guided_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, mode):
+    gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
+    cam = interpolate(_gradcam(gradient, activation, relu=True, sum_channels=True), inputs.shape[1:3], mode)
+    guided = target_gradient(forward_with_rules(model, GUIDED_BACKPROP), inputs, target)
+    return guided * cam
+
+
+def guided_gradcam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    interpolate_mode: str = "nearest",
+    attribute_to_layer_input: bool = False,
+) -> Array:
+    """Guided Grad-CAM: guided backprop times the ReLU'd Grad-CAM upsampled to the input.
+
+    Captum's ``GuidedGradCam`` (captum/attr/_core/guided_grad_cam.py): the one-channel
+    map is broadcast over the input's channels.
+    """
+    check_choice("interpolate_mode", interpolate_mode, UPSAMPLE_MODES[1:], method="guided_gradcam")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="guided_gradcam")
+    return run(_guided_gradcam_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input, mode=interpolate_mode)
+
+
+def _min_max(maps: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
+    low = jnp.min(maps, axis=axes, keepdims=True)
+    high = jnp.max(maps, axis=axes, keepdims=True)
+    return maps - low, high - low
+
+
+def _score_cam_core(model, inputs, target, key, arrays, *, layer, batch_size, flavour):
+    activation = layer_activation_of(model, layer, inputs)
+    size = inputs.shape[1:3]
+
+    def channel_term(channel):
+        low_res = jnp.take(activation, channel[None], axis=-1)
+        upsampled = interpolate(low_res, size, "bilinear")
+        shifted, spread = _min_max(upsampled, (1, 2, 3))
+        constant = spread[:, 0, 0, 0] == 0
+        mask = shifted / jnp.where(spread == 0, 1.0, spread)
+        probabilities = jax.nn.softmax(model(inputs * mask), axis=-1)
+        score = jnp.where(constant, 0.0, jnp.take_along_axis(probabilities, target[:, None], axis=1)[:, 0])
+        weighted = low_res if flavour == "pytorch_cnn_visualizations" else upsampled
+        return score[:, None, None, None] * weighted
+
+    cam = jax.lax.map(channel_term, jnp.arange(activation.shape[-1]), batch_size=batch_size).sum(axis=0)
+    if flavour == "pytorch_cnn_visualizations":
+        cam = interpolate(cam + 1.0, size, "bilinear")
+    shifted, spread = _min_max(jax.nn.relu(cam), (1, 2, 3))
+    return shifted / jnp.where(spread == 0, 1.0, spread)
+
+
+SCORE_CAM_FLAVOURS = ("paper", "pytorch_cnn_visualizations")
+
+
+def score_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    batch_size: int | None = 16,
+    flavour: str = "paper",
+) -> Array:
+    """Score-CAM (Wang et al. 2020): channels weighted by the score of the input they mask.
+
+    For each channel ``k`` of ``layer``: ``M_k`` = its activation upsampled (bilinear) to
+    the input and min-max normalised per example; ``w_k = softmax(F(x * M_k))_t``
+    (0 for a constant map); the map is ``relu(sum_k w_k upsample(A_k))``, min-max
+    normalised to [0, 1], shape ``[N, H, W, 1]`` (the authors' implementation). The
+    channel axis is one vmapped axis, ``batch_size`` channels at a time.
+
+    ``flavour="pytorch_cnn_visualizations"`` reproduces that repository's variant:
+    the weighted sum is taken at the layer's resolution and starts from ones
+    (``1 + sum_k w_k A_k``, its ``np.ones`` initialisation), then ReLU, min-max and
+    resize. Its uint8 quantisation and PIL antialiased resize are not reproduced:
+    the resize here is bilinear.
+    """
+    check_batch_size(batch_size, method="score_cam")
+    check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="score_cam")
+    return run(_score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size, flavour=flavour)

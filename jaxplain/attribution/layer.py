@@ -1,0 +1,284 @@
+"""Layer methods: activations, gradients and path integrals at a named layer.
+
+A layer is named by its path in the Flax module, as torchvision names it
+(``"layer4"``, ``"layer3.1.conv2"``, ``"features.28"``). Layer attributions have the
+layer's shape (NHWC for convolutional layers); with ``attribute_to_layer_input`` they
+refer to the layer's input (a tuple when the module takes several, e.g. ``add``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.attribution._common import (
+    broadcast_baselines,
+    check_batch_size,
+    check_choice,
+    prepare,
+    require_key,
+    run,
+)
+from jaxplain.attribution._layers import check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
+from jaxplain.attribution.path import PATH_METHODS, path_points
+from jaxplain.model import require_structure
+from jaxplain.rules.guided import GUIDED_BACKPROP
+from jaxplain.typing import Array, Target
+
+tree_map = jax.tree_util.tree_map
+
+
+def prepare_layer(model: Any, inputs: Array, target: Target, layer: str, *, method: str):
+    """``prepare`` plus the checks every layer method needs."""
+    model, inputs, target = prepare(model, inputs, target, method=method)
+    model = require_structure(model, method)
+    check_layer(model, inputs, layer, method=method)
+    return model, inputs, target
+
+
+def _layer_activation_core(model, inputs, target, key, arrays, *, layer, to_input):
+    return layer_activation_of(model, layer, inputs, to_input)
+
+
+def layer_activation(model: Any, inputs: Array, *, layer: str, attribute_to_layer_input: bool = False) -> Any:
+    """The activation of ``layer`` (Captum's ``LayerActivation``)."""
+    model, inputs, target = prepare_layer(model, inputs, 0, layer, method="layer_activation")
+    return run(_layer_activation_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input)
+
+
+def _layer_gradient_x_activation_core(model, inputs, target, key, arrays, *, layer, to_input, multiply):
+    gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
+    return tree_map(jnp.multiply, gradient, activation) if multiply else gradient
+
+
+def layer_gradient_x_activation(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    attribute_to_layer_input: bool = False,
+    multiply_by_inputs: bool = True,
+) -> Any:
+    """``dF_t/dA * A`` at ``layer`` (Captum's ``LayerGradientXActivation``)."""
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradient_x_activation")
+    return run(
+        _layer_gradient_x_activation_core,
+        model,
+        inputs,
+        target,
+        layer=layer,
+        to_input=attribute_to_layer_input,
+        multiply=multiply_by_inputs,
+    )
+
+
+def _path(inputs, baselines, alpha):
+    return baselines + alpha * (inputs - baselines)
+
+
+def _internal_influence_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
+    baselines = arrays["baselines"]
+    alphas, steps = path_points(method, n_steps)
+
+    def step(alpha, size):
+        gradient, _ = layer_gradient_and_activation(
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input
+        )
+        return tree_map(lambda g: size * g, gradient)
+
+    stacked = jax.lax.map(lambda p: step(*p), (jnp.asarray(alphas), jnp.asarray(steps)), batch_size=batch_size)
+    return tree_map(lambda s: jnp.sum(s, axis=0), stacked)
+
+
+def _check_path_options(n_steps: int, method: str, batch_size: int | None, *, name: str) -> None:
+    check_choice("method", method, PATH_METHODS, method=name)
+    check_batch_size(batch_size, method=name)
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"{name}: n_steps must be a positive int, got {n_steps!r}")
+
+
+def internal_influence(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    baselines: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+) -> Any:
+    """Internal influence (Leino et al. 2018; Captum's ``InternalInfluence``).
+
+    ``sum_k w_k dF_t/dA (x' + a_k (x - x'))``: the layer gradient integrated along the
+    input path (captum/attr/_core/layer/internal_influence.py).
+    """
+    _check_path_options(n_steps, method, batch_size, name="internal_influence")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="internal_influence")
+    return run(
+        _internal_influence_core,
+        model,
+        inputs,
+        target,
+        arrays={"baselines": broadcast_baselines(baselines, inputs, method="internal_influence")},
+        layer=layer,
+        to_input=attribute_to_layer_input,
+        n_steps=n_steps,
+        method=method,
+        batch_size=batch_size,
+    )
+
+
+def _layer_conductance_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
+    baselines = arrays["baselines"]
+    alphas, _ = path_points(method, n_steps + 1)
+
+    def point(alpha):
+        return layer_gradient_and_activation(
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input
+        )
+
+    gradients, activations = jax.lax.map(point, jnp.asarray(alphas), batch_size=batch_size)
+    return tree_map(lambda g, a: jnp.sum(g[:-1] * (a[1:] - a[:-1]), axis=0), gradients, activations)
+
+
+def layer_conductance(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    baselines: Any = None,
+    n_steps: int = 50,
+    method: str = "gausslegendre",
+    batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+) -> Any:
+    """Layer conductance (Dhamdhere et al. 2018; Captum's ``LayerConductance``).
+
+    With ``n_steps + 1`` path points ``a_0 < ... < a_n``:
+    ``sum_{k<n} (A(p_{k+1}) - A(p_k)) * dF_t/dA (p_k)``
+    (captum/attr/_core/layer/layer_conductance.py). ``batch_size`` bounds how many
+    points are evaluated at once; only layer-sized results are kept per point.
+    """
+    _check_path_options(n_steps, method, batch_size, name="layer_conductance")
+    if method != "gausslegendre" and n_steps + 1 < 2:
+        raise ValueError("layer_conductance: Riemann methods need n_steps >= 1")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_conductance")
+    return run(
+        _layer_conductance_core,
+        model,
+        inputs,
+        target,
+        arrays={"baselines": broadcast_baselines(baselines, inputs, method="layer_conductance")},
+        layer=layer,
+        to_input=attribute_to_layer_input,
+        n_steps=n_steps,
+        method=method,
+        batch_size=batch_size,
+    )
+
+
+def _layer_gradient_shap_core(model, inputs, target, key, arrays, *, layer, to_input, n_samples, stdevs, batch_size, multiply):
+    baselines = arrays["baselines"]
+
+    def sample(sample_key):
+        pick_key, noise_key, alpha_key = jax.random.split(sample_key, 3)
+        chosen = baselines[jax.random.randint(pick_key, (inputs.shape[0],), 0, baselines.shape[0])]
+        noisy = inputs + stdevs * jax.random.normal(noise_key, inputs.shape, inputs.dtype)
+        alpha = jax.random.uniform(alpha_key, (inputs.shape[0],) + (1,) * (inputs.ndim - 1), inputs.dtype)
+        gradient, _ = layer_gradient_and_activation(
+            model, layer, alpha * noisy + (1.0 - alpha) * chosen, target, attribute_to_layer_input=to_input
+        )
+        if not multiply:
+            return gradient
+        difference = tree_map(
+            jnp.subtract,
+            layer_activation_of(model, layer, noisy, to_input),
+            layer_activation_of(model, layer, chosen, to_input),
+        )
+        return tree_map(jnp.multiply, difference, gradient)
+
+    total = jax.lax.map(sample, jax.random.split(key, n_samples), batch_size=batch_size)
+    return tree_map(lambda s: jnp.mean(s, axis=0), total)
+
+
+def layer_gradient_shap(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: str,
+    baselines: Any,
+    key: Array,
+    n_samples: int = 5,
+    stdevs: float = 0.0,
+    batch_size: int | None = None,
+    attribute_to_layer_input: bool = False,
+    multiply_by_inputs: bool = True,
+) -> Any:
+    """Layer GradientSHAP (Captum's ``LayerGradientShap``).
+
+    Per draw: ``(A(x~) - A(b)) * dF_t/dA (a x~ + (1 - a) b)`` with the draws of
+    :func:`jaxplain.gradient_shap` (same keys, same baselines, noise and alphas);
+    the mean over ``n_samples`` draws (captum/attr/_core/layer/layer_gradient_shap.py).
+    """
+    check_batch_size(batch_size, method="layer_gradient_shap")
+    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradient_shap")
+    key = require_key(key, method="layer_gradient_shap")
+    baselines = jnp.asarray(baselines, inputs.dtype)
+    if baselines.ndim != inputs.ndim or baselines.shape[1:] != inputs.shape[1:]:
+        raise ValueError(f"layer_gradient_shap: baselines must be a distribution [B, *inputs.shape[1:]], got {baselines.shape}")
+    return run(
+        _layer_gradient_shap_core,
+        model,
+        inputs,
+        target,
+        key=key,
+        arrays={"baselines": baselines},
+        layer=layer,
+        to_input=attribute_to_layer_input,
+        n_samples=n_samples,
+        stdevs=float(stdevs),
+        batch_size=batch_size,
+        multiply=multiply_by_inputs,
+    )
+
+
+def _layer_activation_guided_backprop_core(model, inputs, target, key, arrays, *, layer):
+    forward = tapped_forward(model, layer, rules=GUIDED_BACKPROP)
+
+    def objective(x):
+        _, activation = forward(x, 0.0)
+        channel = jnp.take_along_axis(activation, target.reshape((-1,) + (1,) * (activation.ndim - 1)), axis=-1)
+        return jnp.sum(jnp.abs(channel))
+
+    return jax.grad(objective)(inputs)
+
+
+def layer_activation_guided_backprop(model: Any, inputs: Array, target: Target, *, layer: str) -> Array:
+    """Guided backprop of ``sum |A[..., target]|``, one channel of ``layer`` per example.
+
+    pytorch-cnn-visualizations' ``layer_activation_with_guided_backprop.py``: the
+    "target" is a channel (filter) index of ``layer``, not a class.
+    """
+    model, inputs, _ = prepare(model, inputs, 0, method="layer_activation_guided_backprop")
+    model = require_structure(model, "layer_activation_guided_backprop")
+    check_layer(model, inputs, layer, method="layer_activation_guided_backprop")
+    channels = jax.eval_shape(lambda x: layer_activation_of(model, layer, x), inputs).shape[-1]
+    target = _channel_target(target, inputs.shape[0], channels)
+    return run(_layer_activation_guided_backprop_core, model, inputs, target, layer=layer)
+
+
+def _channel_target(target: Target, batch: int, channels: int) -> Array:
+    target = jnp.broadcast_to(jnp.asarray(target), (batch,))
+    if not jnp.issubdtype(target.dtype, jnp.integer):
+        raise TypeError("layer_activation_guided_backprop: target must be an int channel index or an int array [N]")
+    if int(target.min()) < 0 or int(target.max()) >= channels:
+        raise ValueError(f"layer_activation_guided_backprop: channel {target.tolist()} out of range for {channels} channels")
+    return target.astype(jnp.int32)
+
