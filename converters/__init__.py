@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from converters.core import build_model, variables_from_state_dict
-from converters.torchvision import RECOGNISERS, unsupported_modules
+from converters.torchvision import RECOGNISERS, structure_mismatches, unsupported_modules
 from jaxplain import nets
 from jaxplain.model import Model
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
@@ -31,13 +31,17 @@ def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None = None) -> Model:
     """Convert a torchvision model instance, with its weights, into a ``jaxplain.Model``.
 
+    The model's ``name`` is the torchvision constructor it matches (``"vgg11_bn"``,
+    ``"densenet121"``), or its lowercase class name for a custom configuration.
+
     Args:
         module: a torchvision classification model (eval mode is assumed).
         input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
 
     Raises:
-        ValueError: naming every unsupported module, or every missing, unexpected or
-            mis-shaped state-dict key.
+        ValueError: naming every unsupported module, every module whose type or
+            hyper-parameters the zoo does not reproduce, or every missing, unexpected
+            or mis-shaped state-dict key.
     """
     kind = type(module).__name__
     if kind not in RECOGNISERS:
@@ -45,25 +49,38 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
     unsupported = unsupported_modules(module)
     if unsupported:
         raise ValueError("unsupported modules: " + ", ".join(unsupported))
+    input_shape = input_shape or (1, 224, 224, 3)
     flax_module = RECOGNISERS[kind](module)
+    mismatches = structure_mismatches(module, flax_module, input_shape)
+    if mismatches:
+        raise ValueError(f"the torch {kind} departs from the zoo's {kind}:\n" + "\n".join(mismatches))
     return build_model(
         flax_module,
         _numpy_state_dict(module.state_dict()),
-        input_shape=input_shape or (1, 224, 224, 3),
+        input_shape=input_shape,
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
-        name=kind.lower(),
+        name=nets.identify(flax_module) or kind.lower(),
     )
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a state dict safely: ``.safetensors``, or ``torch.load(weights_only=True)``."""
     path = os.fspath(path)
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import load_file
 
-        return load_file(path)
-    loaded = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(path)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as error:
+        reason = str(error).partition("\n")[0]
+        raise ValueError(
+            f"{path} is not a readable state dict ({type(error).__name__}: {reason}); "
+            "save one with torch.save(model.state_dict(), path) or safetensors.torch.save_file"
+        ) from error
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     return _numpy_state_dict(loaded)

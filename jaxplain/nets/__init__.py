@@ -42,4 +42,16 @@ def build(arch: str, **kwargs) -> nn.Module:
     return ARCHITECTURES[arch](**kwargs)
 
 
-__all__ = ["ARCHITECTURES", "build"]
+def identify(module: nn.Module) -> str | None:
+    """The name of the zoo architecture ``module`` is an instance of (``"vgg11_bn"``), if any.
+
+    ``module`` matches a name when that constructor, given the same ``num_classes``,
+    builds an equal module; a custom configuration matches none.
+    """
+    num_classes = getattr(module, "num_classes", None)
+    if num_classes is None:
+        return None
+    return next((name for name, make in ARCHITECTURES.items() if make(num_classes=num_classes) == module), None)
+
+
+__all__ = ["ARCHITECTURES", "build", "identify"]
