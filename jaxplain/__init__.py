@@ -4,7 +4,11 @@
 >>> attributions = jx.integrated_gradients(model, images, target=3)  # doctest: +SKIP
 """
 
-from jaxplain import nets
+from jaxplain import _xla
+
+_xla.configure()
+
+from jaxplain import nets  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
 from jaxplain.attribution.layer import (

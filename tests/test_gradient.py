@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -170,6 +171,14 @@ def test_guided_backprop_zeroes_negative_gradients(model, inputs):
     torchray = jx.guided_backprop(model, inputs, TARGETS, flavour="torchray", gradient_to_saliency=True)
     assert torchray.shape == inputs.shape[:3] + (1,)
     assert float(torchray.min()) >= 0
+
+
+def test_import_restricts_miscompiling_ynnpack_fusions_on_affected_jaxlib():
+    code = (
+        "import os, jaxplain, jaxplain._xla as x; v = x._jaxlib_version(); "
+        "assert not v.startswith(x.AFFECTED_JAXLIB) or x.SAFE_YNN_FUSIONS in os.environ['XLA_FLAGS']"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"})
 
 
 def test_import_leaves_torch_out():

@@ -20,6 +20,7 @@ from jaxplain.attribution._common import (
     prepare,
     require_key,
     run,
+    sum_over,
 )
 from jaxplain.attribution._layers import check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
 from jaxplain.attribution.path import PATH_METHODS, path_points
@@ -89,8 +90,7 @@ def _internal_influence_core(model, inputs, target, key, arrays, *, layer, to_in
         )
         return tree_map(lambda g: size * g, gradient)
 
-    stacked = jax.lax.map(lambda p: step(*p), (jnp.asarray(alphas), jnp.asarray(steps)), batch_size=batch_size)
-    return tree_map(lambda s: jnp.sum(s, axis=0), stacked)
+    return sum_over(lambda p: step(*p), (jnp.asarray(alphas), jnp.asarray(steps)), batch_size)
 
 
 def _check_path_options(n_steps: int, method: str, batch_size: int | None, *, name: str) -> None:
