@@ -317,3 +317,64 @@ class AdaptiveAvgPool2d(nn.Module):
         cols = jnp.asarray(_adaptive_matrix(inputs.shape[2], out_w), inputs.dtype)
         return jnp.einsum("oh,nhwc,pw->nopc", rows, inputs, cols)
 
+
+
+class LeakyReLU(nn.Module):
+    """``torch.nn.LeakyReLU``: gradient ``negative_slope`` at 0, as torch."""
+
+    negative_slope: float = 0.01
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return jnp.where(inputs > 0, inputs, self.negative_slope * inputs)
+
+
+class ELU(nn.Module):
+    """``torch.nn.ELU``: ``alpha * (exp(x) - 1)`` for ``x <= 0``; gradient ``alpha`` at 0, as torch."""
+
+    alpha: float = 1.0
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        negative = self.alpha * jnp.expm1(jnp.minimum(inputs, 0.0))
+        return jnp.where(inputs > 0, inputs, negative)
+
+
+class Sigmoid(nn.Module):
+    """``torch.nn.Sigmoid``."""
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(inputs)
+
+
+class Tanh(nn.Module):
+    """``torch.nn.Tanh``."""
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return jnp.tanh(inputs)
+
+
+class Softplus(nn.Module):
+    """``torch.nn.Softplus``: ``log(1 + exp(beta x)) / beta``, the identity where ``beta x > threshold``."""
+
+    beta: float = 1.0
+    threshold: float = 20.0
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        scaled = self.beta * inputs
+        above = scaled > self.threshold
+        smooth = jnp.log1p(jnp.exp(jnp.where(above, 0.0, scaled))) / self.beta
+        return jnp.where(above, inputs, smooth)
+
+
+class Softmax(nn.Module):
+    """``torch.nn.Softmax`` over ``axis`` of the NHWC (or ``[N, K]``) tensor."""
+
+    axis: int = -1
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        return jax.nn.softmax(inputs, axis=self.axis)

@@ -1,0 +1,284 @@
+"""DeepLift's rescale rule as modified backward passes (Shrikumar et al. 2017).
+
+The model runs once on the stacked batch ``[x; x']`` (``2N`` rows, inputs then
+baselines). At every call site of a nonlinearity, the backward pass replaces the
+local derivative by the multiplier ``m = (y - y') / (x - x')`` computed from the two
+halves at that call site, the same multiplier for both halves (Ancona et al. 2018's
+gradient formulation); where ``|x - x'| < eps`` it keeps the ordinary derivative.
+Linear layers, batch norm, sums and average pooling keep their gradient, so the
+gradient of the target with respect to ``x`` is DeepLift's multiplier. Every module
+call is its own rule application, so residual and dense networks need no care.
+
+Semantics of Captum's ``DeepLift`` (captum/attr/_core/deep_lift.py: ``nonlinear``,
+``softmax``, ``maxpool``). The rules assume every layer keeps the batch as its
+leading axis. :func:`deeplift_rules` with ``flavour="captum"`` reproduces Captum's
+numbers where its hooks depart from the rescale rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxplain.nets.layers import (
+    ELU,
+    LeakyReLU,
+    MaxPool2d,
+    ReLU,
+    ReLU6,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+    _window_shapes,
+)
+from jaxplain.rules.engine import ByType, FirstMatch, Rule, RuleMap
+from jaxplain.typing import Array
+
+FLAVOURS = ("rescale", "captum")
+
+Backward = Callable[[Array, Array, Callable, Array], Array]
+
+
+def _halves(value: Array) -> tuple[Array, Array]:
+    first, second = jnp.split(value, 2, axis=0)
+    return first, second
+
+
+def _both_halves(value: Array) -> Array:
+    return jnp.concatenate([value, value], axis=0)
+
+
+def _difference(value: Array) -> Array:
+    """``[v - v'; v - v']`` for the stacked ``[v; v']``."""
+    first, second = _halves(value)
+    return _both_halves(first - second)
+
+
+def _with_backward(call: Callable[[Array], Array], inputs: Array, backward: Backward) -> Array:
+    """``call(inputs)`` whose input cotangent is ``backward(x, y, pullback, g)``.
+
+    ``pullback`` is the layer's ordinary vector-Jacobian product at ``x``.
+    """
+
+    @jax.custom_vjp
+    def layer(x):
+        return call(x)
+
+    def forward(x):
+        y, pullback = jax.vjp(call, x)
+        return y, (x, y, pullback)
+
+    def backward_pass(residuals, cotangent):
+        return (backward(*residuals, cotangent),)
+
+    layer.defvjp(forward, backward_pass)
+    return layer(inputs)
+
+
+def _rescaled(eps: float, x: Array, y: Array, pullback: Callable, cotangent: Array) -> Array:
+    """``g * (y - y') / (x - x')``, or the ordinary ``J^T g`` where ``|x - x'| < eps``."""
+    dx, dy = _difference(x), _difference(y)
+    small = jnp.abs(dx) < eps
+    return jnp.where(small, pullback(cotangent)[0], cotangent * dy / jnp.where(small, 1.0, dx))
+
+
+@dataclass(frozen=True)
+class Rescale:
+    """The rescale rule of an elementwise nonlinearity (Captum's ``nonlinear``)."""
+
+    eps: float = 1e-10
+
+    def backward(self, module: nn.Module, x: Array) -> Backward:
+        return lambda *residuals: _rescaled(self.eps, *residuals)
+
+    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
+        return _with_backward(call, x, self.backward(module, x))
+
+
+@dataclass(frozen=True)
+class SoftmaxRescale:
+    """Rescale, then subtract the mean multiplier (Captum's ``softmax``).
+
+    Captum's mean runs over the whole tensor, batch included, so one example's
+    attribution depends on the others (``whole_tensor=True`` reproduces it); by
+    default the mean runs over the softmax axis of each example, which is
+    Captum's value for a batch of one.
+    """
+
+    eps: float = 1e-10
+    whole_tensor: bool = False
+
+    def backward(self, module: nn.Module, x: Array) -> Backward:
+        def backward(*residuals):
+            multiplier = _rescaled(self.eps, *residuals)
+            if self.whole_tensor:
+                return multiplier - jnp.mean(multiplier)
+            return multiplier - jnp.mean(multiplier, axis=module.axis, keepdims=True)
+
+        return backward
+
+    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
+        return _with_backward(call, x, self.backward(module, x))
+
+
+def _unpool_last_window(inputs: Array, out: Array, cotangent: Array, window, strides, pads) -> Array:
+    """``torch.nn.functional.max_unpool2d`` of ``cotangent`` at each window's first maximum.
+
+    Where overlapping windows share a maximum, unpooling assigns rather than adds:
+    the window that comes last in raster order wins, as in torch's CPU kernel; for
+    one input position that is the window offset ``(di, dj)`` that comes first.
+    """
+    (pad_h, pad_w), (sh, sw) = pads, strides
+    border = ((0, 0, 0), (*pad_h, 0), (*pad_w, 0), (0, 0, 0))
+    padded = lax.pad(inputs, jnp.array(-jnp.inf, inputs.dtype), border)
+    height, width = padded.shape[1], padded.shape[2]
+    out_h, out_w = out.shape[1], out.shape[2]
+    zero = jnp.zeros((), cotangent.dtype)
+    taken = jnp.zeros(out.shape, bool)
+    placed = jnp.zeros(padded.shape, cotangent.dtype)
+    written = jnp.zeros(padded.shape, bool)
+    for di in range(window[0]):
+        for dj in range(window[1]):
+            limit = (padded.shape[0], di + (out_h - 1) * sh + 1, dj + (out_w - 1) * sw + 1, padded.shape[3])
+            candidates = lax.slice(padded, (0, di, dj, 0), limit, (1, sh, sw, 1))
+            hit = (candidates == out) & ~taken
+            taken = taken | hit
+            spread = ((0, 0, 0), (di, height - limit[1], sh - 1), (dj, width - limit[2], sw - 1), (0, 0, 0))
+            here = lax.pad(hit, False, spread) & ~written
+            placed = jnp.where(here, lax.pad(cotangent, zero, spread), placed)
+            written = written | here
+    return lax.pad(placed, zero, tuple((-low, -high, 0) for low, high, _ in border))
+
+
+@dataclass(frozen=True)
+class MaxPoolRescale:
+    """Captum's max-pool multiplier (``maxpool`` in deep_lift.py).
+
+    With ``M = max(y, y')`` per window, ``g (M - y')`` goes to the maximum of the
+    input's window and ``g (y - M)`` to the maximum of the baseline's; the shares are
+    added and divided by ``x - x'``, which conserves ``sum g (y - y')``. Where
+    ``|x - x'| < eps`` the ordinary gradient is kept. ``captum=True`` reproduces
+    Captum's two departures: ``max_unpool2d`` keeps only the last window's share
+    where overlapping windows (ResNet's stem) share a maximum, which breaks
+    summation-to-delta; and its fallback is the ordinary gradient of the first row of
+    the stacked batch (``grad_input[0]``) broadcast to every row.
+    """
+
+    eps: float = 1e-10
+    captum: bool = False
+
+    def backward(self, module: nn.Module, x: Array) -> Backward:
+        stride = module.kernel_size if module.stride is None else module.stride
+        window, strides, pads = _window_shapes(x, module.kernel_size, stride, module.padding, module.ceil_mode)
+
+        def backward(x, y, pullback, cotangent):
+            (y_in, y_ref), (g_in, g_ref) = _halves(y), _halves(cotangent)
+            top = jnp.maximum(y_in, y_ref)
+            shares = jnp.concatenate([g_in * (top - y_ref), g_ref * (y_in - top)])
+            if self.captum:
+                placed = _unpool_last_window(x, y, shares, window, strides, pads)
+            else:
+                placed = pullback(shares)[0]
+            placed_in, placed_ref = _halves(placed)
+            dx = _difference(x)
+            small = jnp.abs(dx) < self.eps
+            plain = pullback(cotangent)[0]
+            if self.captum:
+                plain = jnp.broadcast_to(plain[:1], plain.shape)
+            return jnp.where(small, plain, _both_halves(placed_in + placed_ref) / jnp.where(small, 1.0, dx))
+
+        return backward
+
+    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
+        return _with_backward(call, x, self.backward(module, x))
+
+
+_ELEMENTWISE = (ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus)
+
+
+class CaptumRules:
+    """Captum's DeepLift hooks, departures included; one instance per forward pass.
+
+    Besides the softmax and max-pool departures (:class:`SoftmaxRescale`,
+    :class:`MaxPoolRescale`), ReLU6 keeps its ordinary gradient (Captum hooks no
+    ``nn.ReLU6``, which breaks summation-to-delta on MobileNetV2), and a hooked
+    module whose input is the output of another hooked module (ReLU then max pool in
+    every torchvision network) passes back its *ordinary* gradient: the producer
+    records its output gradient before the consumer's tensor hook rewrites it
+    (captum/_utils/common.py, ``_register_backward_hook``: hooks on one tensor run in
+    registration order). The consumer's rule survives only where ``|x - x'| < eps``,
+    through the producer's fallback. The instance remembers the outputs of the hooked
+    modules it has served, to recognise that case. This is exact for chains of two
+    directly connected hooked modules (all that torchvision classifiers have); along
+    longer chains (tanh, sigmoid, max pool) Captum mixes two gradients per tensor,
+    which one backward pass cannot carry, and the numbers may differ.
+    """
+
+    def __init__(self, eps: float = 1e-10):
+        self.eps = eps
+        self._outputs: list[Any] = []
+
+    def _rule_for(self, module: nn.Module) -> Rescale | SoftmaxRescale | MaxPoolRescale | None:
+        if isinstance(module, _ELEMENTWISE):
+            return Rescale(self.eps)
+        if isinstance(module, Softmax):
+            return SoftmaxRescale(self.eps, whole_tensor=True)
+        if isinstance(module, MaxPool2d):
+            return MaxPoolRescale(self.eps, captum=True)
+        return None
+
+    def __call__(self, module: nn.Module, path: tuple[str, ...]) -> Rule | None:
+        rule = self._rule_for(module)
+        if rule is None:
+            return None
+
+        def hooked(module, call, x):
+            backward = rule.backward(module, x)
+            if any(x is output for output in self._outputs):
+                backward = _ordinary_unless_equal(self.eps, backward)
+            out = _with_backward(call, x, backward)
+            self._outputs.append(out)
+            return out
+
+        return hooked
+
+
+def _ordinary_unless_equal(eps: float, backward: Backward) -> Backward:
+    """The ordinary gradient, except ``backward``'s where ``|x - x'| < eps``."""
+
+    def replaced(x, y, pullback, cotangent):
+        small = jnp.abs(_difference(x)) < eps
+        return jnp.where(small, backward(x, y, pullback, cotangent), pullback(cotangent)[0])
+
+    return replaced
+
+
+def deeplift_rules(eps: float = 1e-10, flavour: str = "rescale") -> RuleMap:
+    """DeepLift's rule map: rescale on nonlinearities, Captum's softmax and max-pool rules.
+
+    ``flavour="rescale"`` (default): ReLU, ReLU6, LeakyReLU, ELU, Sigmoid, Tanh and
+    Softplus use the rescale rule, softmax subtracts the mean over its axis per
+    example, max pooling adds the shares of overlapping windows; every layer uses
+    its own rule. The attributions then sum to ``F_t(x) - F_t(x')``
+    (summation-to-delta) on any network without softmax. ``flavour="captum"``
+    returns a fresh :class:`CaptumRules`, which reproduces Captum's numbers; build
+    one per forward pass.
+    """
+    if flavour == "captum":
+        return CaptumRules(eps)
+    return FirstMatch(
+        (
+            ByType(_ELEMENTWISE + (ReLU6,), Rescale(eps)),
+            ByType((Softmax,), SoftmaxRescale(eps)),
+            ByType((MaxPool2d,), MaxPoolRescale(eps)),
+        )
+    )
+
+
+DEEPLIFT = deeplift_rules()
