@@ -10,6 +10,7 @@ _xla.configure()
 
 from jaxplain import nets  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
+from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
 from jaxplain.attribution.layer import (
     internal_influence,
@@ -28,6 +29,8 @@ __all__ = [
     "Model",
     "convergence_delta",
     "deconvolution",
+    "deeplift",
+    "deeplift_shap",
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
@@ -39,6 +42,7 @@ __all__ = [
     "layer_activation",
     "layer_activation_guided_backprop",
     "layer_conductance",
+    "layer_deeplift",
     "layer_gradcam",
     "layer_gradient_shap",
     "layer_gradient_x_activation",
