@@ -12,8 +12,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from converters.core import build_model, variables_from_state_dict
-from converters.torchvision import RECOGNISERS, structure_mismatches, unsupported_modules
+from converters.core import build_model, flat_template, variables_from_state_dict
+from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
 from jaxplain import nets
 from jaxplain.model import Model
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
@@ -51,13 +51,15 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
         raise ValueError("unsupported modules: " + ", ".join(unsupported))
     input_shape = input_shape or (1, 224, 224, 3)
     flax_module = RECOGNISERS[kind](module)
-    mismatches = structure_mismatches(module, flax_module, input_shape)
+    zoo_modules, shapes = trace_zoo_module(flax_module, input_shape)
+    mismatches = structure_mismatches(module, zoo_modules)
     if mismatches:
         raise ValueError(f"the torch {kind} departs from the zoo's {kind}:\n" + "\n".join(mismatches))
     return build_model(
         flax_module,
         _numpy_state_dict(module.state_dict()),
         input_shape=input_shape,
+        template=flat_template(shapes),
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         name=nets.identify(flax_module) or kind.lower(),

@@ -24,8 +24,12 @@ IGNORED_BUFFERS = ("num_batches_tracked",)
 
 def template_variables(module: nn.Module, input_shape: tuple[int, ...]) -> dict:
     """Shapes of ``module``'s variables, without computing anything."""
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32))
-    return {collection: traverse_util.flatten_dict(tree, sep="/") for collection, tree in shapes.items()}
+    return flat_template(jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32)))
+
+
+def flat_template(variables: Mapping[str, Any]) -> dict:
+    """``{collection: {"layer1/0/conv1/kernel": leaf}}`` from (abstract) variables."""
+    return {collection: traverse_util.flatten_dict(tree, sep="/") for collection, tree in variables.items()}
 
 
 def _destination(key: str, flat: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, Any] | None:
@@ -57,16 +61,24 @@ def _kernel_layout(array: np.ndarray) -> np.ndarray:
 
 
 def variables_from_state_dict(
-    state_dict: Mapping[str, np.ndarray], module: nn.Module, input_shape: tuple[int, ...]
+    state_dict: Mapping[str, np.ndarray],
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    template: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Variables for ``module`` from a torch state dict given as numpy arrays.
+
+    ``template`` (:func:`flat_template` of the variable shapes) saves tracing
+    ``module`` again when the caller already has it.
 
     Raises:
         ValueError: naming every missing, unexpected and mis-shaped key at once.
     """
-    flat = template_variables(module, input_shape)
+    flat = template_variables(module, input_shape) if template is None else template
     filled: dict[str, dict[str, np.ndarray]] = {collection: {} for collection in flat}
     unexpected, misshaped = [], []
+    misfits: set[tuple[str, str]] = set()
     for key, value in state_dict.items():
         destination = _destination(key, flat)
         if destination is None:
@@ -80,13 +92,19 @@ def variables_from_state_dict(
         expected = flat[collection][path].shape
         if array.shape != expected:
             misshaped.append(f"{key}: got {tuple(np.shape(value))}, expected {_torch_shape(expected, transform)}")
+            misfits.add((collection, path))
             continue
         filled[collection][path] = array
-    missing = [f"{collection}/{path}" for collection in flat for path in flat[collection] if path not in filled[collection]]
+    missing = [
+        _torch_key(collection, path)
+        for collection in flat
+        for path in flat[collection]
+        if path not in filled[collection] and (collection, path) not in misfits
+    ]
     if missing or unexpected or misshaped:
         lines = []
         if missing:
-            lines.append("missing (no torch key for these Flax variables): " + ", ".join(missing))
+            lines.append("missing keys: " + ", ".join(missing))
         if unexpected:
             lines.append("unexpected keys: " + ", ".join(unexpected))
         if misshaped:
@@ -96,6 +114,16 @@ def variables_from_state_dict(
         collection: traverse_util.unflatten_dict({path: jnp.asarray(a) for path, a in arrays.items()}, sep="/")
         for collection, arrays in filled.items()
     }
+
+
+_TORCH_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("batch_stats", "mean"): "running_mean",
+                 ("batch_stats", "var"): "running_var"}
+
+
+def _torch_key(collection: str, path: str) -> str:
+    """The torch key a Flax variable is filled from (``params/fc/kernel`` -> ``fc.weight``)."""
+    *module_path, leaf = path.split("/")
+    return ".".join([*module_path, _TORCH_LEAVES.get((collection, leaf), leaf)])
 
 
 def _has_batch_norm(key: str, flat: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -117,8 +145,9 @@ def build_model(
     state_dict: Mapping[str, np.ndarray],
     *,
     input_shape: tuple[int, ...] = (1, 224, 224, 3),
+    template: Mapping[str, Mapping[str, Any]] | None = None,
     **metadata: Any,
 ) -> Model:
-    """A ``Model`` of ``module`` carrying the weights of ``state_dict``."""
-    variables = variables_from_state_dict(state_dict, module, input_shape)
+    """A ``Model`` of ``module`` carrying the weights of ``state_dict`` (``template`` as above)."""
+    variables = variables_from_state_dict(state_dict, module, input_shape, template=template)
     return Model(module, variables, input_channels=input_shape[-1], **metadata)

@@ -227,8 +227,9 @@ def _describe_zoo(module: nn.Module) -> dict[str, Any]:
     return {"type": type(module).__name__}
 
 
-def zoo_modules(module: nn.Module, input_shape: Sequence[int]) -> dict[str, nn.Module]:
-    """Every module ``module`` calls on an NHWC input of ``input_shape``, by dotted path (traced, not run)."""
+def trace_zoo_module(module: nn.Module, input_shape: Sequence[int]) -> tuple[dict[str, nn.Module], dict]:
+    """Every module ``module`` calls on an NHWC input of ``input_shape``, by dotted path, and
+    the shapes of its variables (one abstract trace, nothing computed)."""
     found: dict[str, nn.Module] = {}
 
     def record(call, args, kwargs, context):
@@ -240,8 +241,8 @@ def zoo_modules(module: nn.Module, input_shape: Sequence[int]) -> dict[str, nn.M
         with nn.intercept_methods(record):
             return module.init(jax.random.PRNGKey(0), jnp.zeros(tuple(input_shape), jnp.float32))
 
-    jax.eval_shape(init)
-    return found
+    shapes = jax.eval_shape(init)
+    return found, shapes
 
 
 def _call_sites(path: str, ours: dict[str, nn.Module]) -> list[str]:
@@ -256,19 +257,22 @@ def _call_sites(path: str, ours: dict[str, nn.Module]) -> list[str]:
 def _differences(path: str, theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     if theirs["type"] != ours["type"]:
         return [f"{path}: torch has a {theirs['type']}, the zoo a {ours['type']}"]
-    return [f"{path} ({theirs['type']}): {key} is {value} in torch, {ours[key]} in the zoo"
-            for key, value in theirs.items() if ours[key] != value]
+    return [
+        f"{path} ({theirs['type']}): {key} is {value} in torch, {ours[key]} in the zoo"
+        for key, value in theirs.items()
+        if ours[key] != value
+    ]
 
 
-def structure_mismatches(model: torch.nn.Module, module: nn.Module, input_shape: Sequence[int]) -> list[str]:
-    """Where the zoo ``module`` departs from the torch ``model``, one line per module path.
+def structure_mismatches(model: torch.nn.Module, ours: dict[str, nn.Module]) -> list[str]:
+    """Where the zoo modules ``ours`` (from :func:`trace_zoo_module`) depart from the torch
+    ``model``, one line per module path.
 
     Every torch leaf needs a zoo module of the same type and hyper-parameters at the
     same path; a torch activation reused at several call sites (``layer1.0.relu``)
     matches the zoo's numbered call sites (``relu1``, ``relu2``, ...). Children of a
     torch ``nn.Sequential`` are numbered by torch, so the zoo may add none there.
     """
-    ours = zoo_modules(module, input_shape)
     problems = []
     sequential_children: dict[str, set[str]] = {}
     for path, layer in model.named_modules():

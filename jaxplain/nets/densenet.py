@@ -20,7 +20,17 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 
-from jaxplain.nets.layers import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Concat, Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from jaxplain.nets.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Concat,
+    Conv2d,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
 
 
 class DenseLayer(nn.Module):

@@ -18,7 +18,7 @@ from typing import NamedTuple, Sequence
 import flax.linen as nn
 import jax
 
-from jaxplain.nets.layers import Add, AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU6
+from jaxplain.nets.layers import AdaptiveAvgPool2d, Add, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, ReLU6
 
 DEFAULT_SETTING: tuple[tuple[int, int, int, int], ...] = (
     (1, 16, 1, 1),
@@ -58,7 +58,9 @@ class ConvBNReLU6(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         padding = (self.kernel_size - 1) // 2
-        x = Conv2d(self.out_channels, self.kernel_size, self.stride, padding, groups=self.groups, use_bias=False, name="0")(x)
+        x = Conv2d(
+            self.out_channels, self.kernel_size, self.stride, padding, groups=self.groups, use_bias=False, name="0"
+        )(x)
         return ReLU6(name="2")(BatchNorm2d(name="1")(x))
 
 

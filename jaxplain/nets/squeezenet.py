@@ -23,19 +23,11 @@ POOL = "M"
 FireSpec = tuple[int, int, int]
 """``(squeeze, expand1x1, expand3x3)`` widths of a fire module."""
 
+FIRE16, FIRE32, FIRE48, FIRE64 = (16, 64, 64), (32, 128, 128), (48, 192, 192), (64, 256, 256)
+
 LAYOUTS: dict[str, tuple[int, int, tuple[FireSpec | str, ...]]] = {
-    "1_0": (
-        96,
-        7,
-        (POOL, (16, 64, 64), (16, 64, 64), (32, 128, 128), POOL, (32, 128, 128), (48, 192, 192), (48, 192, 192),
-         (64, 256, 256), POOL, (64, 256, 256)),
-    ),
-    "1_1": (
-        64,
-        3,
-        (POOL, (16, 64, 64), (16, 64, 64), POOL, (32, 128, 128), (32, 128, 128), POOL, (48, 192, 192),
-         (48, 192, 192), (64, 256, 256), (64, 256, 256)),
-    ),
+    "1_0": (96, 7, (POOL, FIRE16, FIRE16, FIRE32, POOL, FIRE32, FIRE48, FIRE48, FIRE64, POOL, FIRE64)),
+    "1_1": (64, 3, (POOL, FIRE16, FIRE16, POOL, FIRE32, FIRE32, POOL, FIRE48, FIRE48, FIRE64, FIRE64)),
 }
 """Per version: stem width, stem kernel size, and what follows the stem's ReLU."""
 
