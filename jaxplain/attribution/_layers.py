@@ -24,52 +24,65 @@ def _no_rules(module, path):
     return None
 
 
-def check_layer(model: Model, inputs: Array, layer: str, *, method: str) -> None:
-    """Raise a ``ValueError`` naming the closest valid paths when ``layer`` is unknown or reused."""
-    if not isinstance(layer, str):
-        raise TypeError(f"{method}: layer must be a dotted path such as 'layer4', got {type(layer).__name__}")
+Layers = str | tuple[str, ...]
+
+
+def layer_tuple(layer: Layers) -> tuple[str, ...]:
+    """One path or several paths, as a tuple."""
+    return (layer,) if isinstance(layer, str) else tuple(layer)
+
+
+def check_layer(model: Model, inputs: Array, layer: Layers, *, method: str) -> None:
+    """Raise a ``ValueError`` naming the closest valid paths when a layer is unknown or reused."""
+    if not isinstance(layer, (str, tuple, list)) or not layer or not all(isinstance(n, str) for n in layer_tuple(layer)):
+        raise TypeError(f"{method}: layer must be a dotted path such as 'layer4' (or a tuple of them), got {layer!r}")
     names = [".".join(path) for path, _ in module_calls(model, inputs) if path]
-    count = names.count(layer)
-    if count == 0:
-        close = difflib.get_close_matches(layer, names, n=8, cutoff=0.5)
-        near = [n for n in names if n.startswith(layer.rsplit(".", 1)[0] + ".")][:8] if "." in layer else []
-        suggestions = list(dict.fromkeys(close + near)) or names[:12]
-        raise ValueError(f"{method}: unknown layer {layer!r}; valid paths near it: {', '.join(suggestions)}")
-    if count > 1:
-        raise ValueError(f"{method}: layer {layer!r} is called {count} times in one forward pass; pick one call site")
+    for name in layer_tuple(layer):
+        count = names.count(name)
+        if count == 0:
+            close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
+            near = [n for n in names if n.startswith(name.rsplit(".", 1)[0] + ".")][:8] if "." in name else []
+            suggestions = list(dict.fromkeys(close + near)) or names[:12]
+            raise ValueError(f"{method}: unknown layer {name!r}; valid paths near it: {', '.join(suggestions)}")
+        if count > 1:
+            raise ValueError(f"{method}: layer {name!r} is called {count} times in one forward pass; pick one call site")
 
 
 def tapped_forward(
-    model: Model, layer: str, *, attribute_to_layer_input: bool = False, rules: RuleMap = _no_rules
+    model: Model, layer: Layers, *, attribute_to_layer_input: bool = False, rules: RuleMap = _no_rules
 ) -> Callable[[Array, Any], tuple[Array, Any]]:
     """``f(inputs, delta) -> (outputs, activation)`` with ``delta`` added at ``layer``.
 
     ``activation`` is the layer's output (or the tuple of its inputs, or the single
     input when there is one) before ``delta`` is added; ``delta`` has its structure.
+    With a tuple of layers, ``activation`` and ``delta`` are tuples in that order.
     """
+    names = layer_tuple(layer)
 
     def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
-        captured = []
+        captured: dict[str, Any] = {}
+        deltas = dict(zip(names, (delta,) if isinstance(layer, str) else delta))
 
         def rule_map(module, path):
             inner = rules(module, path)
-            if ".".join(path) != layer:
+            name = ".".join(path)
+            if name not in deltas:
                 return inner
 
             def tap(module, call, *args):
                 run = (lambda *a: inner(module, call, *a)) if inner is not None else call
                 if attribute_to_layer_input:
-                    captured.append(args[0] if len(args) == 1 else args)
-                    shifted = _shift(captured[0], delta)
+                    captured[name] = args[0] if len(args) == 1 else args
+                    shifted = _shift(captured[name], deltas[name])
                     return run(*((shifted,) if len(args) == 1 else shifted))
-                out = run(*args)
-                captured.append(out)
-                return _shift(out, delta)
+                captured[name] = run(*args)
+                return _shift(captured[name], deltas[name])
 
             return tap
 
         outputs = forward_with_rules(model, rule_map)(inputs)
-        return outputs, captured[0]
+        activations = tuple(captured[name] for name in names)
+        return outputs, activations[0] if isinstance(layer, str) else activations
 
     return forward
 
@@ -81,20 +94,21 @@ def _shift(activation: Any, delta: Any) -> Any:
     return jax.tree_util.tree_map(jnp.add, activation, delta)
 
 
-def activation_shape(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def activation_shape(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     """Shapes (``jax.ShapeDtypeStruct``) of the activation at ``layer``."""
     forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
-    return jax.eval_shape(lambda x: forward(x, 0.0)[1], inputs)
+    zero = 0.0 if isinstance(layer, str) else (0.0,) * len(layer)
+    return jax.eval_shape(lambda x: forward(x, zero)[1], inputs)
 
 
-def zeros_like_activation(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def zeros_like_activation(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     shapes = activation_shape(model, layer, inputs, attribute_to_layer_input)
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def layer_gradient_and_activation(
     model: Model,
-    layer: str,
+    layer: Layers,
     inputs: Array,
     target: Array,
     *,
@@ -112,7 +126,7 @@ def layer_gradient_and_activation(
     return jax.grad(selected, has_aux=True)(delta)
 
 
-def layer_activation_of(model: Model, layer: str, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def layer_activation_of(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     """The activation at ``layer`` (no gradient)."""
     forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
     return forward(inputs, zeros_like_activation(model, layer, inputs, attribute_to_layer_input))[1]

@@ -60,7 +60,7 @@ def layer_gradcam(
     """
     check_choice("upsample", upsample, UPSAMPLE_MODES, method="layer_gradcam")
     check_choice("flavour", flavour, GRADCAM_FLAVOURS, method="layer_gradcam")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradcam")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradcam", several=False)
     if flavour == "torchray":
         relu_attributions, upsample = True, (None if upsample is None else "bilinear")
     return run(
@@ -98,7 +98,7 @@ def guided_gradcam(
     map is broadcast over the input's channels.
     """
     check_choice("interpolate_mode", interpolate_mode, UPSAMPLE_MODES[1:], method="guided_gradcam")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="guided_gradcam")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="guided_gradcam", several=False)
     return run(_guided_gradcam_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input, mode=interpolate_mode)
 
 
@@ -158,5 +158,5 @@ def score_cam(
     """
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="score_cam")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="score_cam", several=False)
     return run(_score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size, flavour=flavour)

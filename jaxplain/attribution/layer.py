@@ -4,6 +4,9 @@ A layer is named by its path in the Flax module, as torchvision names it
 (``"layer4"``, ``"layer3.1.conv2"``, ``"features.28"``). Layer attributions have the
 layer's shape (NHWC for convolutional layers); with ``attribute_to_layer_input`` they
 refer to the layer's input (a tuple when the module takes several, e.g. ``add``).
+Methods whose result is per-element (activation, gradient x activation, internal
+influence, conductance, layer GradientSHAP) take several layers at once,
+``layer=("layer3", "layer4")``, and return a tuple in that order from one pass.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from jaxplain.attribution._common import (
     run,
     sum_over,
 )
-from jaxplain.attribution._layers import check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
+from jaxplain.attribution._layers import Layers, check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
 from jaxplain.attribution.path import PATH_METHODS, path_points
 from jaxplain.model import require_structure
 from jaxplain.rules.guided import GUIDED_BACKPROP
@@ -31,21 +34,23 @@ from jaxplain.typing import Array, Target
 tree_map = jax.tree_util.tree_map
 
 
-def prepare_layer(model: Any, inputs: Array, target: Target, layer: str, *, method: str):
-    """``prepare`` plus the checks every layer method needs."""
+def prepare_layer(model: Any, inputs: Array, target: Target, layer: Layers, *, method: str, several: bool = True):
+    """``prepare`` plus the layer checks; returns the layer as a path or a tuple of paths."""
+    if not several and not isinstance(layer, str):
+        raise TypeError(f"{method}: layer must be one dotted path such as 'layer4', got {layer!r}")
     model, inputs, target = prepare(model, inputs, target, method=method)
     model = require_structure(model, method)
     check_layer(model, inputs, layer, method=method)
-    return model, inputs, target
+    return model, inputs, target, (layer if isinstance(layer, str) else tuple(layer))
 
 
 def _layer_activation_core(model, inputs, target, key, arrays, *, layer, to_input):
     return layer_activation_of(model, layer, inputs, to_input)
 
 
-def layer_activation(model: Any, inputs: Array, *, layer: str, attribute_to_layer_input: bool = False) -> Any:
-    """The activation of ``layer`` (Captum's ``LayerActivation``)."""
-    model, inputs, target = prepare_layer(model, inputs, 0, layer, method="layer_activation")
+def layer_activation(model: Any, inputs: Array, *, layer: Layers, attribute_to_layer_input: bool = False) -> Any:
+    """The activation of ``layer`` (Captum's ``LayerActivation``); a tuple for a tuple of layers."""
+    model, inputs, target, layer = prepare_layer(model, inputs, 0, layer, method="layer_activation")
     return run(_layer_activation_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input)
 
 
@@ -59,12 +64,12 @@ def layer_gradient_x_activation(
     inputs: Array,
     target: Target,
     *,
-    layer: str,
+    layer: Layers,
     attribute_to_layer_input: bool = False,
     multiply_by_inputs: bool = True,
 ) -> Any:
     """``dF_t/dA * A`` at ``layer`` (Captum's ``LayerGradientXActivation``)."""
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradient_x_activation")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradient_x_activation")
     return run(
         _layer_gradient_x_activation_core,
         model,
@@ -105,7 +110,7 @@ def internal_influence(
     inputs: Array,
     target: Target,
     *,
-    layer: str,
+    layer: Layers,
     baselines: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -118,7 +123,7 @@ def internal_influence(
     input path (captum/attr/_core/layer/internal_influence.py).
     """
     _check_path_options(n_steps, method, batch_size, name="internal_influence")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="internal_influence")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="internal_influence")
     return run(
         _internal_influence_core,
         model,
@@ -151,7 +156,7 @@ def layer_conductance(
     inputs: Array,
     target: Target,
     *,
-    layer: str,
+    layer: Layers,
     baselines: Any = None,
     n_steps: int = 50,
     method: str = "gausslegendre",
@@ -168,7 +173,7 @@ def layer_conductance(
     _check_path_options(n_steps, method, batch_size, name="layer_conductance")
     if method != "gausslegendre" and n_steps + 1 < 2:
         raise ValueError("layer_conductance: Riemann methods need n_steps >= 1")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_conductance")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_conductance")
     return run(
         _layer_conductance_core,
         model,
@@ -212,7 +217,7 @@ def layer_gradient_shap(
     inputs: Array,
     target: Target,
     *,
-    layer: str,
+    layer: Layers,
     baselines: Any,
     key: Array,
     n_samples: int = 5,
@@ -228,7 +233,7 @@ def layer_gradient_shap(
     the mean over ``n_samples`` draws (captum/attr/_core/layer/layer_gradient_shap.py).
     """
     check_batch_size(batch_size, method="layer_gradient_shap")
-    model, inputs, target = prepare_layer(model, inputs, target, layer, method="layer_gradient_shap")
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradient_shap")
     key = require_key(key, method="layer_gradient_shap")
     baselines = jnp.asarray(baselines, inputs.dtype)
     if baselines.ndim != inputs.ndim or baselines.shape[1:] != inputs.shape[1:]:
@@ -266,9 +271,7 @@ def layer_activation_guided_backprop(model: Any, inputs: Array, target: Target, 
     pytorch-cnn-visualizations' ``layer_activation_with_guided_backprop.py``: the
     "target" is a channel (filter) index of ``layer``, not a class.
     """
-    model, inputs, _ = prepare(model, inputs, 0, method="layer_activation_guided_backprop")
-    model = require_structure(model, "layer_activation_guided_backprop")
-    check_layer(model, inputs, layer, method="layer_activation_guided_backprop")
+    model, inputs, _, layer = prepare_layer(model, inputs, 0, layer, method="layer_activation_guided_backprop", several=False)
     channels = jax.eval_shape(lambda x: layer_activation_of(model, layer, x), inputs).shape[-1]
     target = _channel_target(target, inputs.shape[0], channels)
     return run(_layer_activation_guided_backprop_core, model, inputs, target, layer=layer)
