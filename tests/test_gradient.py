@@ -145,6 +145,15 @@ def test_no_retracing_for_a_second_call_of_the_same_shape(model, inputs, monkeyp
     jx.saliency(model.replace_variables(tiny_model(seed=4).variables), inputs, TARGETS)
 
 
+def test_target_none_means_the_predicted_class():
+    weights = jax.random.normal(jax.random.PRNGKey(4), (12, 6))
+    linear = lambda x: jnp.tanh(x.reshape(x.shape[0], -1)) @ weights
+    x = jax.random.normal(jax.random.PRNGKey(5), (8, 12))
+    predicted = jnp.argmax(linear(x), axis=-1)
+    assert len(set(predicted.tolist())) > 1, "the check needs examples predicting different classes"
+    np.testing.assert_array_equal(jx.saliency(linear, x, None), jx.saliency(linear, x, predicted))
+
+
 def test_smoothgrad_noise_conventions(model, inputs):
     ranges = inputs.reshape(3, -1).max(1) - inputs.reshape(3, -1).min(1)
     tunnel = jx.noise_tunnel(jx.saliency)
