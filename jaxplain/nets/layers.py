@@ -336,7 +336,7 @@ class ELU(nn.Module):
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        negative = self.alpha * jnp.expm1(jnp.minimum(inputs, 0.0))
+        negative = self.alpha * jnp.expm1(jnp.where(inputs > 0, 0.0, inputs))
         return jnp.where(inputs > 0, inputs, negative)
 
 
