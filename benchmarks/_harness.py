@@ -2,7 +2,10 @@
 
 Timing: one warm-up call, then the median of up to ``reps`` calls, each synchronised
 (``block_until_ready`` for JAX, ``torch.cuda.synchronize`` on a GPU). The warm-up
-call minus the steady-state median is reported as JAX's compile time.
+call minus the steady-state median is reported as JAX's compile time. Beside wall
+time, the process's CPU seconds per call are kept (``cpu_rate``): on a machine shared
+with other jobs and pinned to one core, images per CPU-second measure the work
+itself, whatever share of the core the other jobs take.
 
 Peak memory on CPU: the process's resident set. The kernel's high-water mark
 (``VmHWM``) is reset through ``/proc/self/clear_refs`` after the warm-up call and read
@@ -36,6 +39,7 @@ class Measurement:
     """One framework's figures for one configuration (``error`` set when it failed)."""
 
     rate: float | None = None
+    cpu_rate: float | None = None
     compile_s: float | None = None
     peak_bytes: int | None = None
     reps: int = 0
@@ -167,18 +171,24 @@ def measure(
         reps = max(1, min(reps, int(budget_s // max(first, 1e-9))))
         busy = wait_for_idle(idle_wait_s)
         meter.reset_peak()
-        times = []
+        times, cpu_times = [], []
         for _ in range(reps):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             sync(call())
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu)
     except Exception as error:
         if isinstance(error, MemoryError) or is_oom(error):
             return Measurement(peak_bytes=meter.peak(), error=f"fails ({meter.peak() / GB:.1f} GB)")
         raise
     median = statistics.median(times)
     return Measurement(
-        rate=images / median, compile_s=max(0.0, first - median), peak_bytes=meter.peak(), reps=reps, busy_cores=busy
+        rate=images / median,
+        cpu_rate=images / max(statistics.median(cpu_times), 1e-9),
+        compile_s=max(0.0, first - median),
+        peak_bytes=meter.peak(),
+        reps=reps,
+        busy_cores=busy,
     )
 
 

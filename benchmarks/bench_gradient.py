@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-wait-s", type=float, default=0.0,
                         help="on a shared machine: wait up to this long for other jobs to leave the CPU before timing")
     parser.add_argument("--in-process", action="store_true", help="one process for everything (approximate memory)")
+    parser.add_argument("--cpus", help="pin to these CPU ids (e.g. 0 or 0,1); thread pools follow, workers inherit it")
     parser.add_argument("--worker-timeout-s", type=float, default=3600.0)
     parser.add_argument("--json", help="append one JSON line per row to this file")
     parser.add_argument("--quick", action="store_true", help="smoke test: resnet18, 64 px, batch 2, 1 rep, in-process")
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.models, args.batches, args.size, args.reps, args.in_process = "resnet18", "2", 64, 1, True
+    if args.cpus:
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     args.gpu = on_gpu()
     device_gb = _device_gb() if args.gpu else None
     args.max_gb = args.max_gb or (0.9 * device_gb if device_gb else 16.0)
@@ -286,8 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown methods or models: {unknown}")
     print(_environment(args), flush=True)
-    headers = ["model", "batch", "method", "jaxplain img/s", "compile s", "jaxplain peak", "Captum img/s",
-               "Captum peak", "jaxplain / Captum", "max rel. diff"]
+    headers = ["model", "batch", "method", "jaxplain img/s", "Captum img/s", "jaxplain / Captum",
+               "same, CPU time", "compile s", "jaxplain peak", "Captum peak", "max rel. diff"]
     rows, cache = [], {}
     with tempfile.TemporaryDirectory() as samples:
         for model in args.models.split(","):
@@ -318,10 +321,11 @@ def _measure_method(args: argparse.Namespace, model: str, batch: int, method: st
         theirs = measure_framework(theirs_spec, args, cache)
         label = variant.label + (f"; jaxplain batch_size={chunk}" if variant.evals > 1 else "")
         ratio = f"{ours.rate / theirs.rate:.2f}x" if ours.rate and theirs.rate else "—"
+        cpu_ratio = f"{ours.cpu_rate / theirs.cpu_rate:.2f}x" if ours.cpu_rate and theirs.cpu_rate else "—"
         row = [model, str(batch), label, ours.error or h.format_rate(ours.rate),
+               theirs.error or h.format_rate(theirs.rate), ratio, cpu_ratio,
                "—" if ours.compile_s is None else f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes),
-               theirs.error or h.format_rate(theirs.rate), h.format_bytes(theirs.peak_bytes), ratio,
-               agreement(variant, ours_spec.sample_path, theirs_spec.sample_path)]
+               h.format_bytes(theirs.peak_bytes), agreement(variant, ours_spec.sample_path, theirs_spec.sample_path)]
         rows.append(row)
         if args.json:
             with open(args.json, "a") as out:
@@ -344,7 +348,8 @@ def _environment(args: argparse.Namespace) -> str:
     import jax
     import torch
 
-    device = torch.cuda.get_device_name(0) if args.gpu else f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    cpus = len(os.sched_getaffinity(0))
+    device = torch.cuda.get_device_name(0) if args.gpu else f"CPU, {cpus} of {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     return (
         f"# bench_gradient: {device}; JAX device {jax.devices()[0].device_kind}\n"
         f"torch {torch.__version__}, captum {captum.__version__}, jax {jax.__version__}; {args.size} px, seed {args.seed}, "

@@ -2,8 +2,9 @@
 
 Times forward and forward + input gradient of the zoo ResNet under graph variants
 (``--variants base,plainpool,foldbn,nchw,foldbn+nchw,remat-dots``; ``+`` composes)
-next to torch on the same converted weights, in one process, blocks of runs per
-side. XLA flags go through ``--xla-flags`` (set before jax is imported).
+next to torch on the same converted weights, in one process, calls interleaved round
+by round (see :func:`interleaved`). ``--convs`` times the strided convolutions alone.
+XLA flags go through ``--xla-flags`` (set before jax is imported).
 
     python benchmarks/xla_cpu_probe.py --arch resnet18 --batch 8 --variants base,foldbn
 """
@@ -23,25 +24,36 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import _harness as h  # noqa: E402
 
 Array = Any
-IDLE_WAIT_S = 300.0
 Forward = Callable[[Any, Array], Array]
 
 
-def _median_rate(fn: Callable[[], Any], batch: int, reps: int) -> tuple[float, float]:
-    """(first-call seconds, images/s from the median of ``reps`` later calls on a quiet machine)."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    h.wait_for_idle(IDLE_WAIT_S)
-    times = []
-    for _ in range(reps):
+def interleaved(fns: dict[str, Callable[[], Any]], reps: int, idle_wait_s: float = 0.0) -> dict[str, dict[str, float]]:
+    """Warm each function up, then ``reps`` rounds calling each once, in rotating order.
+
+    Per name: ``first`` (warm-up seconds), ``median`` and ``best`` wall seconds, and
+    ``cpu``, the median process CPU seconds. Round-robin spreads a shared machine's
+    noise evenly over the variants; pinned to one core (``taskset -c N``), CPU seconds
+    measure the work itself, whatever share of the core other jobs take.
+    """
+    stats: dict[str, dict[str, Any]] = {}
+    for name, fn in fns.items():
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return first, batch / statistics.median(times)
+        stats[name] = {"first": time.perf_counter() - start, "times": [], "cpu": []}
+    names = list(fns)
+    for round_index in range(reps):
+        h.wait_for_idle(idle_wait_s)
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+            start, cpu = time.perf_counter(), time.process_time()
+            fns[name]()
+            stats[name]["times"].append(time.perf_counter() - start)
+            stats[name]["cpu"].append(time.process_time() - cpu)
+    return {name: {"first": s["first"], "median": statistics.median(s["times"]), "best": min(s["times"]),
+                   "cpu": statistics.median(s["cpu"])} for name, s in stats.items()}
 
 
-def _torch_rates(arch: str, batch: int, size: int, reps: int, seed: int) -> tuple[Any, dict[str, float]]:
+def _torch_functions(arch: str, batch: int, size: int, seed: int) -> tuple[Any, dict[str, Callable[[], Any]]]:
+    """The seeded torchvision model and its forward / input-gradient calls."""
     import torch
     import torchvision
 
@@ -59,9 +71,7 @@ def _torch_rates(arch: str, batch: int, size: int, reps: int, seed: int) -> tupl
         out = model(inp).gather(1, target[:, None]).sum()
         torch.autograd.grad(out, inp)
 
-    _, fwd = _median_rate(forward, batch, reps)
-    _, grad = _median_rate(gradient, batch, reps)
-    return model, {"fwd": fwd, "grad": grad}
+    return model, {"torch fwd": forward, "torch grad": gradient}
 
 
 def _fold_batchnorm(variables: dict) -> dict:
@@ -88,6 +98,7 @@ def _interceptor(kinds: set[str]) -> Callable:
     import jax.numpy as jnp
     from jax import lax
 
+    from jaxplain import small_conv
     from jaxplain.nets import layers
 
     nchw = "nchw" in kinds
@@ -106,6 +117,11 @@ def _interceptor(kinds: set[str]) -> Callable:
             return args[0] + module.get_variable("params", "bias")
         if not nchw and "plainpool" in kinds and isinstance(module, layers.MaxPool2d):
             return pool(args[0], module)
+        if "smallconv" in kinds and isinstance(module, layers.Conv2d):
+            pad = layers._pair(module.padding)
+            out = small_conv.conv2d(args[0], module.get_variable("params", "kernel"), layers._pair(module.stride),
+                                    ((pad[0], pad[0]), (pad[1], pad[1])), layers._pair(module.dilation), module.groups)
+            return out + module.get_variable("params", "bias") if module.use_bias else out
         if not nchw:
             return next_fun(*args, **kwargs)
         x = args[0]
@@ -143,7 +159,7 @@ def build_forward(model: Any, variant: str) -> tuple[Forward, Any]:
 
     parts = [] if variant == "base" else variant.split("+")
     variables = _fold_batchnorm(model.variables) if "foldbn" in parts else model.variables
-    kinds = {p for p in parts if p in ("foldbn", "plainpool", "nchw")}
+    kinds = {p for p in parts if p in ("foldbn", "plainpool", "nchw", "smallconv")}
     policy = next((p.split("-", 1)[1] for p in parts if p.startswith("remat-")), None)
     unknown = [p for p in parts if p not in kinds and not p.startswith("remat-")]
     if unknown:
@@ -160,8 +176,122 @@ def build_forward(model: Any, variant: str) -> tuple[Forward, Any]:
     return forward, variables
 
 
+STRIDED_CONVS = {  # (input size, in, out, kernel) of every stride-2 convolution, at 224 px
+    "resnet18": [(224, 3, 64, 7), (56, 64, 128, 3), (28, 128, 256, 3), (14, 256, 512, 3),
+                 (56, 64, 128, 1), (28, 128, 256, 1), (14, 256, 512, 1)],
+    "resnet50": [(224, 3, 64, 7), (56, 128, 128, 3), (28, 256, 256, 3), (14, 512, 512, 3),
+                 (56, 256, 512, 1), (28, 512, 1024, 1), (14, 1024, 2048, 1)],
+}
+
+
+def _conv(x: Array, w: Array, strides: tuple[int, int], padding: Any) -> Array:
+    from jax import lax
+
+    return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def phase_input_gradient(cotangent: Array, kernel: Array, input_shape: tuple[int, ...], stride: int, pad: int) -> Array:
+    """A stride-``s`` convolution's input gradient as ``s*s`` stride-1 convolutions, one per output phase."""
+    import jax.numpy as jnp
+
+    n, height, width, channels = input_shape
+    rows, cols = -(-(height + 2 * pad) // stride), -(-(width + 2 * pad) // stride)
+    phases = []
+    for r in range(stride):
+        for q in range(stride):
+            taps = kernel[r::stride, q::stride]
+            if taps.size == 0:
+                phases.append(jnp.zeros((n, rows, cols, channels), cotangent.dtype))
+                continue
+            kr, kq = taps.shape[:2]
+            flipped = taps.transpose(0, 1, 3, 2)[::-1, ::-1]
+            phase = _conv(cotangent, flipped, (1, 1), ((kr - 1, kr - 1), (kq - 1, kq - 1)))[:, :rows, :cols]
+            phases.append(jnp.pad(phase, ((0, 0), (0, rows - phase.shape[1]), (0, cols - phase.shape[2]), (0, 0))))
+    stacked = jnp.stack(phases).reshape(stride, stride, n, rows, cols, channels)
+    full = stacked.transpose(2, 3, 0, 4, 1, 5).reshape(n, rows * stride, cols * stride, channels)
+    return full[:, pad : pad + height, pad : pad + width]
+
+
+def phase_sum_conv(x: Array, w: Array, stride: int, pad: int) -> Array:
+    """A stride-``s`` convolution as the sum of ``s*s`` stride-1 convolutions of the input's phases."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    k = w.shape[0]
+    out = (x.shape[1] + 2 * pad - k) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    total = None
+    for r in range(min(stride, k)):
+        for q in range(min(stride, k)):
+            part = lax.conv_general_dilated(xp[:, r::stride, q::stride], w[r::stride, q::stride], (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :out, :out]
+            total = part if total is None else total + part
+    return total
+
+
+def space_to_depth_conv(x: Array, w: Array, stride: int, pad: int) -> Array:
+    """A stride-``s`` convolution as one stride-1 convolution of the space-to-depth input."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    k, _, cin, cout = w.shape
+    taps = -(-k // stride)
+    out = (x.shape[1] + 2 * pad - k) // stride + 1
+    size = (out - 1 + taps) * stride
+    xp = jnp.pad(x, ((0, 0), (pad, max(0, size - x.shape[1] - pad)), (pad, max(0, size - x.shape[2] - pad)), (0, 0)))
+    xp = xp[:, :size, :size]
+    n = x.shape[0]
+    xs = xp.reshape(n, size // stride, stride, size // stride, stride, cin).transpose(0, 1, 3, 2, 4, 5)
+    xs = xs.reshape(n, size // stride, size // stride, stride * stride * cin)
+    wp = jnp.pad(w, ((0, taps * stride - k), (0, taps * stride - k), (0, 0), (0, 0)))
+    ws = wp.reshape(taps, stride, taps, stride, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(taps, taps, -1, cout)
+    return lax.conv_general_dilated(xs, ws, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def conv_rows(arch: str, batch: int, reps: int, idle_wait_s: float) -> None:
+    """Per strided convolution: forward and input-gradient ms, XLA (autodiff, by phase) and torch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    for size, cin, cout, k in STRIDED_CONVS[arch]:
+        x = rng.standard_normal((batch, size, size, cin), np.float32)
+        w = rng.standard_normal((k, k, cin, cout), np.float32) * 0.05
+        pad = ((k // 2, k // 2),) * 2
+        xj, wj = jnp.asarray(x), jnp.asarray(w)
+        y = _conv(xj, wj, (2, 2), pad)
+        ct = jnp.ones_like(y)
+        fwd = jax.jit(lambda x, w: _conv(x, w, (2, 2), pad))
+        native = jax.jit(lambda x, w, ct: jax.vjp(lambda x: _conv(x, w, (2, 2), pad), x)[1](ct)[0])
+        phased = jax.jit(lambda w, ct: phase_input_gradient(ct, w, x.shape, 2, k // 2))
+        alternatives = {name: (jax.jit(lambda x, w, f=f: f(x, w, 2, k // 2)),
+                               jax.jit(lambda x, w, ct, f=f: jax.vjp(lambda x: f(x, w, 2, k // 2), x)[1](ct)[0]))
+                        for name, f in (("phasesum", phase_sum_conv), ("s2d", space_to_depth_conv))}
+        xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+        wt = torch.from_numpy(w).permute(3, 2, 0, 1).contiguous()
+        ctt = torch.ones(batch, cout, *y.shape[1:3])
+        fns = {
+            "xla_fwd": lambda: fwd(xj, wj).block_until_ready(),
+            "xla_grad": lambda: native(xj, wj, ct).block_until_ready(),
+            "phase_grad": lambda: phased(wj, ct).block_until_ready(),
+            "torch_fwd": lambda: torch.nn.functional.conv2d(xt, wt, stride=2, padding=k // 2),
+            "torch_grad": lambda: torch.nn.grad.conv2d_input(xt.shape, wt, ctt, stride=2, padding=k // 2),
+        }
+        for name, (f_fwd, f_grad) in alternatives.items():
+            fns[f"{name}_fwd"] = lambda f=f_fwd: f(xj, wj).block_until_ready()
+            fns[f"{name}_grad"] = lambda f=f_grad: f(xj, wj, ct).block_until_ready()
+        with torch.no_grad():
+            stats = interleaved(fns, reps, idle_wait_s)
+        row = {"conv": f"{size}px {cin}->{cout} {k}x{k}/2", "busy": round(h.busy_cores(), 2)}
+        row.update({f"{name}_ms": round(1000 * s["best"], 2) for name, s in stats.items()})
+        row.update({f"{name}_cpu_ms": round(1000 * s["cpu"], 2) for name, s in stats.items()})
+        print(json.dumps(row), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print one JSON line per variant plus one for torch."""
+    """Print one JSON line per timed function."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--batch", type=int, default=8)
@@ -171,8 +301,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--xla-flags", default="")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--check", action="store_true", help="compare each variant's gradient with base")
+    parser.add_argument("--convs", action="store_true", help="time the strided convolutions one by one instead")
+    parser.add_argument("--idle-wait-s", type=float, default=0.0, help="wait up to this long for a quiet CPU per round")
     args = parser.parse_args(argv)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
+    if args.convs:
+        conv_rows(args.arch, args.batch, args.reps, args.idle_wait_s)
+        return
 
     import jax
     import jax.numpy as jnp
@@ -180,14 +315,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import converters
 
-    torch_model, torch_rates = _torch_rates(args.arch, args.batch, args.size, 1 if args.no_torch else args.reps, 0)
+    torch_model, fns = _torch_functions(args.arch, args.batch, args.size, 0)
+    if args.no_torch:
+        fns = {}
     model = converters.from_torch(torch_model)
-    if not args.no_torch:
-        print(json.dumps({"arch": args.arch, "batch": args.batch, "variant": "torch", **torch_rates}), flush=True)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((args.batch, args.size, args.size, 3), np.float32))
     target = jnp.arange(args.batch) * 37 % 1000
-    reference = None
+    gradients = {}
     for variant in args.variants.split(","):
         forward, variables = build_forward(model, variant)
         fwd = jax.jit(forward)
@@ -196,12 +331,18 @@ def main(argv: list[str] | None = None) -> None:
             return jnp.take_along_axis(forward(v, x), target[:, None], axis=1).sum()
 
         grad = jax.jit(jax.grad(loss, argnums=1))
-        first_f, rate_f = _median_rate(lambda: fwd(variables, x).block_until_ready(), args.batch, args.reps)
-        first_g, rate_g = _median_rate(lambda: grad(variables, x).block_until_ready(), args.batch, args.reps)
-        row = {"arch": args.arch, "batch": args.batch, "variant": variant, "flags": args.xla_flags, "fwd": rate_f,
-               "grad": rate_g, "compile_fwd": first_f - args.batch / rate_f, "compile_grad": first_g - args.batch / rate_g}
-        if args.check:
-            result = np.asarray(grad(variables, x))
+        fns[f"{variant} fwd"] = lambda fwd=fwd, v=variables: fwd(v, x).block_until_ready()
+        fns[f"{variant} grad"] = lambda grad=grad, v=variables: grad(v, x).block_until_ready()
+        gradients[variant] = lambda grad=grad, v=variables: np.asarray(grad(v, x))
+    stats = interleaved(fns, args.reps, args.idle_wait_s)
+    reference = None
+    for name, s in stats.items():
+        variant, kind = name.rsplit(" ", 1)
+        row = {"arch": args.arch, "batch": args.batch, "variant": variant, "kind": kind, "flags": args.xla_flags,
+               "median_img_s": round(args.batch / s["median"], 2), "best_img_s": round(args.batch / s["best"], 2),
+               "cpu_img_s": round(args.batch / s["cpu"], 2), "first_s": round(s["first"], 2)}
+        if args.check and variant in gradients and kind == "grad":
+            result = gradients[variant]()
             reference = result if reference is None else reference
             row["max_rel_diff"] = float(np.abs(result - reference).max() / np.abs(reference).max())
         print(json.dumps(row), flush=True)
