@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import chex
 import flax.linen as nn
 import jax
@@ -118,7 +120,8 @@ def test_summation_to_delta_on_a_converted_resnet18(resnet, layer, to_input):
             )
         reference = gap(resnet, images, 0.0 if baselines is None else baselines, targets)
         total = attributions.reshape(2, -1).sum(axis=1)
-        np.testing.assert_allclose(total, reference, atol=1e-4 * float(jnp.abs(attributions).reshape(2, -1).sum(1).max()))
+        scale = float(jnp.abs(attributions).reshape(2, -1).sum(axis=1).max())
+        np.testing.assert_allclose(total, reference, atol=1e-4 * scale)
 
 
 @settings(max_examples=5, deadline=None)
@@ -129,7 +132,8 @@ def test_linear_model_gives_difference_times_weight(seed):
     x, baselines = (jnp.asarray(rng.normal(size=(2, 4, 3, 2)), jnp.float32) for _ in range(2))
     kernel = model.variables["params"]["fc"]["kernel"]  # [C*H*W in torch's NCHW order, 5]
     weight = kernel[:, 2].reshape(2, 4, 3).transpose(1, 2, 0)
-    np.testing.assert_allclose(jx.deeplift(model, x, 2, baselines=baselines), (x - baselines) * weight, rtol=1e-5, atol=1e-6)
+    attributions = jx.deeplift(model, x, 2, baselines=baselines)
+    np.testing.assert_allclose(attributions, (x - baselines) * weight, rtol=1e-5, atol=1e-6)
 
 
 def test_deeplift_shap_is_the_mean_over_baselines_chunked_or_not(model, inputs):
@@ -162,10 +166,9 @@ def test_jit_and_vmap(model, inputs):
     direct = jx.deeplift(model, inputs, TARGETS, baselines=baselines)
     jitted = jax.jit(lambda m, x, b: jx.deeplift(m, x, TARGETS, baselines=b))(model, inputs, baselines)
     np.testing.assert_allclose(jitted, direct, rtol=1e-6, atol=1e-7)
-    mapped = jax.vmap(lambda x: jx.layer_deeplift(model, x, TARGETS, layer="add", baselines=baselines))(
-        jnp.stack([inputs, inputs[::-1]])
-    )
-    np.testing.assert_allclose(mapped[1], jx.layer_deeplift(model, inputs[::-1], TARGETS, layer="add", baselines=baselines), rtol=1e-5, atol=1e-7)
+    layer = partial(jx.layer_deeplift, model, target=TARGETS, layer="add", baselines=baselines)
+    mapped = jax.vmap(layer)(jnp.stack([inputs, inputs[::-1]]))
+    np.testing.assert_allclose(mapped[1], layer(inputs[::-1]), rtol=1e-5, atol=1e-7)
 
 
 def test_no_retracing_for_new_values_of_the_same_shapes(model, inputs, monkeypatch):
@@ -182,8 +185,9 @@ def test_softmax_mean_per_example_unless_captums_whole_batch_mean():
     ours = jx.deeplift(model, x, TARGETS, baselines=baselines)
     captum = jx.deeplift(model, x, TARGETS, baselines=baselines, flavour="captum")
     for row in range(3):
+        pick = slice(row, row + 1)
         one = {
-            flavour: jx.deeplift(model, x[row : row + 1], TARGETS[row], baselines=baselines[row : row + 1], flavour=flavour)[0]
+            flavour: jx.deeplift(model, x[pick], TARGETS[row], baselines=baselines[pick], flavour=flavour)[0]
             for flavour in ("rescale", "captum")
         }
         np.testing.assert_allclose(one["rescale"], ours[row], rtol=1e-5, atol=1e-7)
@@ -201,9 +205,10 @@ def test_layer_attributions_to_the_inputs_of_a_sum_are_a_pair_that_sums_to_delta
 
 def test_layer_attributions_are_activation_difference_times_multiplier(model, inputs):
     baselines = baselines_of("full", inputs)
-    multipliers = jx.layer_deeplift(model, inputs, TARGETS, layer="conv2", baselines=baselines, multiply_by_inputs=False)
-    attributions = jx.layer_deeplift(model, inputs, TARGETS, layer="conv2", baselines=baselines)
-    difference = jx.layer_activation(model, inputs, layer="conv2") - jx.layer_activation(model, baselines, layer="conv2")
+    layer = partial(jx.layer_deeplift, model, inputs, TARGETS, layer="conv2", baselines=baselines)
+    multipliers, attributions = layer(multiply_by_inputs=False), layer()
+    activation = partial(jx.layer_activation, model, layer="conv2")
+    difference = activation(inputs) - activation(baselines)
     assert attributions.shape == (3, 6, 5, 6)
     np.testing.assert_allclose(attributions, difference * multipliers, rtol=1e-5, atol=1e-7)
 
@@ -212,7 +217,7 @@ def test_layer_attributions_are_activation_difference_times_multiplier(model, in
     "call,error,match",
     [
         (lambda m, x: jx.deeplift(lambda v: m(v), x, 1), TypeError, "jaxplain.Model"),
-        (lambda m, x: jx.deeplift_shap(lambda v: m(v), x, 1, baselines=jnp.zeros((2,) + x.shape[1:])), TypeError, "jaxplain.Model"),
+        (lambda m, x: jx.deeplift_shap(lambda v: m(v), x, 1, baselines=x[:2]), TypeError, "jaxplain.Model"),
         (lambda m, x: jx.layer_deeplift(lambda v: m(v), x, 1, layer="conv2"), TypeError, "jaxplain.Model"),
         (lambda m, x: jx.layer_deeplift(m, x, 1, layer="conv3"), ValueError, "conv2"),
         (lambda m, x: jx.layer_deeplift(m, x, 1, layer="relu"), ValueError, "relu1, relu2|relu2, relu1"),

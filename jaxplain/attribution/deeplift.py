@@ -112,7 +112,9 @@ def deeplift(
     )
 
 
-def _deeplift_shap_core(model, inputs, target, key, arrays, *, eps, flavour, multiply_by_inputs, with_delta, batch_size):
+def _deeplift_shap_core(
+    model, inputs, target, key, arrays, *, eps, flavour, multiply_by_inputs, with_delta, batch_size
+):
     distribution = arrays["baselines"]
     count = distribution.shape[0]
 

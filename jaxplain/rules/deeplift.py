@@ -88,8 +88,18 @@ def _rescaled(eps: float, x: Array, y: Array, pullback: Callable, cotangent: Arr
     return jnp.where(small, pullback(cotangent)[0], cotangent * dy / jnp.where(small, 1.0, dx))
 
 
+class _MultiplierRule:
+    """A rule whose layer runs as usual and passes back ``self.backward(module, x)``'s cotangent."""
+
+    def backward(self, module: nn.Module, x: Array) -> Backward:
+        raise NotImplementedError
+
+    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
+        return _with_backward(call, x, self.backward(module, x))
+
+
 @dataclass(frozen=True)
-class Rescale:
+class Rescale(_MultiplierRule):
     """The rescale rule of an elementwise nonlinearity (Captum's ``nonlinear``)."""
 
     eps: float = 1e-10
@@ -97,12 +107,9 @@ class Rescale:
     def backward(self, module: nn.Module, x: Array) -> Backward:
         return lambda *residuals: _rescaled(self.eps, *residuals)
 
-    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
-        return _with_backward(call, x, self.backward(module, x))
-
 
 @dataclass(frozen=True)
-class SoftmaxRescale:
+class SoftmaxRescale(_MultiplierRule):
     """Rescale, then subtract the mean multiplier (Captum's ``softmax``).
 
     Captum's mean runs over the whole tensor, batch included, so one example's
@@ -122,9 +129,6 @@ class SoftmaxRescale:
             return multiplier - jnp.mean(multiplier, axis=module.axis, keepdims=True)
 
         return backward
-
-    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
-        return _with_backward(call, x, self.backward(module, x))
 
 
 def _unpool_last_window(inputs: Array, out: Array, cotangent: Array, window, strides, pads) -> Array:
@@ -157,7 +161,7 @@ def _unpool_last_window(inputs: Array, out: Array, cotangent: Array, window, str
 
 
 @dataclass(frozen=True)
-class MaxPoolRescale:
+class MaxPoolRescale(_MultiplierRule):
     """Captum's max-pool multiplier (``maxpool`` in deep_lift.py).
 
     With ``M = max(y, y')`` per window, ``g (M - y')`` goes to the maximum of the
@@ -195,9 +199,6 @@ class MaxPoolRescale:
 
         return backward
 
-    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
-        return _with_backward(call, x, self.backward(module, x))
-
 
 _ELEMENTWISE = (ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus)
 
@@ -224,7 +225,7 @@ class CaptumRules:
         self.eps = eps
         self._outputs: list[Any] = []
 
-    def _rule_for(self, module: nn.Module) -> Rescale | SoftmaxRescale | MaxPoolRescale | None:
+    def _rule_for(self, module: nn.Module) -> _MultiplierRule | None:
         if isinstance(module, _ELEMENTWISE):
             return Rescale(self.eps)
         if isinstance(module, Softmax):

@@ -198,7 +198,8 @@ def flax_stack(torch_model: torch.nn.Sequential) -> jx.Model:
         kind = type(module).__name__
         options: dict[str, object] = {}
         if kind == "Conv2d":
-            options = {"out_channels": module.out_channels, "kernel_size": module.kernel_size, "padding": module.padding}
+            options = {"out_channels": module.out_channels, "kernel_size": module.kernel_size}
+            options["padding"] = module.padding
             params[str(index)] = {"kernel": module.weight.detach().numpy().transpose(2, 3, 1, 0)}
         elif kind == "Linear":
             options = {"out_features": module.out_features}
@@ -248,7 +249,9 @@ def test_every_rule_against_captum_on_a_small_network(kind):
     baselines = None if kind == "zero" else rng.normal(size=images.shape).astype(np.float32)
     targets = np.array([0, 2])
     np.testing.assert_allclose(model(images), torch_model(nchw(images)).detach().numpy(), rtol=1e-5, atol=1e-6)
-    ours, our_delta = jx.deeplift(model, images, targets, baselines=baselines, return_convergence_delta=True, flavour="captum")
+    ours, our_delta = jx.deeplift(
+        model, images, targets, baselines=baselines, return_convergence_delta=True, flavour="captum"
+    )
     theirs, their_delta = captum_deeplift(
         ca.DeepLift(torch_model), images, None if baselines is None else nchw(baselines), target=targets
     )
