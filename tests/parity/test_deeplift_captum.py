@@ -30,6 +30,7 @@ import types
 
 import captum.attr as ca
 import flax.linen as nn
+import jax
 import numpy as np
 import pytest
 import torch
@@ -240,21 +241,30 @@ def every_rule_network() -> torch.nn.Sequential:
     return network
 
 
-@pytest.mark.parametrize("kind", ["zero", "full"])
+@pytest.mark.parametrize("kind", ["full", "zero", "partly equal"])
 def test_every_rule_against_captum_on_a_small_network(kind):
+    """Attributions, and multipliers where the baseline equals the input on a patch: there
+    the rules fall back to gradients (Captum's max pool to its first row's, broadcast)."""
     torch_model = every_rule_network()
     model = flax_stack(torch_model)
     rng = np.random.default_rng(7)
     images = rng.normal(size=(2, 16, 20, 3)).astype(np.float32)
-    baselines = None if kind == "zero" else rng.normal(size=images.shape).astype(np.float32)
+    baselines = rng.normal(size=images.shape).astype(np.float32)
+    if kind == "zero":
+        baselines[:] = 0.0
+    if kind == "partly equal":
+        baselines[:, 2:14, 3:17] = images[:, 2:14, 3:17]
+    multiply = kind != "partly equal"
     targets = np.array([0, 2])
-    np.testing.assert_allclose(model(images), torch_model(nchw(images)).detach().numpy(), rtol=1e-5, atol=1e-6)
-    ours, our_delta = jx.deeplift(
-        model, images, targets, baselines=baselines, return_convergence_delta=True, flavour="captum"
-    )
-    theirs, their_delta = captum_deeplift(
-        ca.DeepLift(torch_model), images, None if baselines is None else nchw(baselines), target=targets
-    )
+    forward = jax.jit(lambda m, x: m(x))
+    np.testing.assert_allclose(forward(model, images), torch_model(nchw(images)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    options = {"baselines": baselines, "multiply_by_inputs": multiply, "flavour": "captum"}
+    ours, our_delta = jx.deeplift(model, images, targets, return_convergence_delta=True, **options)
+    explainer = ca.DeepLift(torch_model, multiply_by_inputs=multiply)
+    theirs, their_delta = captum_deeplift(explainer, images, nchw(baselines), target=targets)
     assert_close(ours, theirs)
     assert_deltas_close(our_delta, their_delta, theirs)
-    assert np.abs(their_delta).max() > 1e-3, "Captum's departures should show in its delta"
+    if kind == "partly equal":
+        assert np.abs(theirs[:, 5:10, 6:12]).max() > 0, "the fallbacks should reach the patch"
+    else:
+        assert np.abs(their_delta).max() > 1e-3, "Captum's departures should show in its delta"
