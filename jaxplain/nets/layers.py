@@ -318,7 +318,6 @@ class AdaptiveAvgPool2d(nn.Module):
         return jnp.einsum("oh,nhwc,pw->nopc", rows, inputs, cols)
 
 
-
 class LeakyReLU(nn.Module):
     """``torch.nn.LeakyReLU``: gradient ``negative_slope`` at 0, as torch."""
 
