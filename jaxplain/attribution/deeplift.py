@@ -161,6 +161,7 @@ def deeplift_shap(
             (Captum returns it flat, ``reshape(N, B)``).
 
     Raises:
+        TypeError: for a bare function.
         ValueError: when ``baselines`` is not a distribution of at least two rows.
     """
     check_choice("flavour", flavour, FLAVOURS, method="deeplift_shap")
