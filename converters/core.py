@@ -110,14 +110,21 @@ def variables_from_state_dict(
         if misshaped:
             lines.append("mis-shaped keys: " + "; ".join(misshaped))
         raise ValueError(f"state dict does not fit {type(module).__name__}:\n" + "\n".join(lines))
+    # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
     return {
-        collection: traverse_util.unflatten_dict({path: jnp.asarray(a) for path, a in arrays.items()}, sep="/")
+        collection: traverse_util.unflatten_dict(
+            {path: jax.device_put(array, may_alias=False) for path, array in arrays.items()}, sep="/"
+        )
         for collection, arrays in filled.items()
     }
 
 
-_TORCH_LEAVES = {("params", "kernel"): "weight", ("params", "scale"): "weight", ("batch_stats", "mean"): "running_mean",
-                 ("batch_stats", "var"): "running_var"}
+_TORCH_LEAVES = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
 
 
 def _torch_key(collection: str, path: str) -> str:
