@@ -45,7 +45,9 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
     """
     kind = type(module).__name__
     if kind not in RECOGNISERS:
-        raise ValueError(f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(RECOGNISERS)}")
+        raise ValueError(
+            f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(RECOGNISERS)}"
+        )
     unsupported = unsupported_modules(module)
     if unsupported:
         raise ValueError("unsupported modules: " + ", ".join(unsupported))
@@ -88,7 +90,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return _numpy_state_dict(loaded)
 
 
-def load(path: str | os.PathLike, arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any) -> Model:
+def load(
+    path: str | os.PathLike, arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any
+) -> Model:
     """Build zoo architecture ``arch`` with the weights saved at ``path``.
 
     Args:

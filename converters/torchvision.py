@@ -56,13 +56,13 @@ def _layer(model: torch.nn.Module, path: str, kind: type[torch.nn.Module]) -> An
 
 def _resnet(model: torch.nn.Module) -> nn.Module:
     blocks = {"BasicBlock": resnet.BasicBlock, "Bottleneck": resnet.Bottleneck}
-    block_name = type(model.layer1[0]).__name__
+    block_name = type(_layer(model, "layer1.0", torch.nn.Module)).__name__
     if block_name not in blocks:
         raise ValueError(f"unsupported ResNet block layer1.0 ({block_name})")
     return resnet.ResNet(
-        stage_sizes=tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5)),
+        stage_sizes=tuple(len(_layer(model, f"layer{i}", torch.nn.Sequential)) for i in range(1, 5)),
         block=blocks[block_name],
-        num_classes=model.fc.out_features,
+        num_classes=_layer(model, "fc", torch.nn.Linear).out_features,
         groups=model.groups,
         width_per_group=model.base_width,
     )
@@ -162,7 +162,12 @@ def _describe_torch(layer: torch.nn.Module) -> dict[str, Any]:
     if isinstance(layer, torch.nn.Linear):
         return {"type": "Linear", "out_features": layer.out_features, "bias": layer.bias is not None}
     if isinstance(layer, torch.nn.BatchNorm2d):
-        return {"type": "BatchNorm2d", "eps": layer.eps}
+        return {
+            "type": "BatchNorm2d",
+            "eps": layer.eps,
+            "affine": layer.affine,
+            "track_running_stats": layer.track_running_stats,
+        }
     if isinstance(layer, torch.nn.MaxPool2d):
         return {
             "type": "MaxPool2d",
@@ -208,7 +213,7 @@ def _describe_zoo(module: nn.Module) -> dict[str, Any]:
     if isinstance(module, layers.Linear):
         return {"type": "Linear", "out_features": module.out_features, "bias": module.use_bias}
     if isinstance(module, layers.BatchNorm2d):
-        return {"type": "BatchNorm2d", "eps": module.eps}
+        return {"type": "BatchNorm2d", "eps": module.eps, "affine": True, "track_running_stats": True}
     if isinstance(module, (layers.MaxPool2d, layers.AvgPool2d)):
         stride = module.kernel_size if module.stride is None else module.stride
         pooling = {
@@ -228,11 +233,13 @@ def _describe_zoo(module: nn.Module) -> dict[str, Any]:
 
 
 def trace_zoo_module(module: nn.Module, input_shape: Sequence[int]) -> tuple[dict[str, nn.Module], dict]:
-    """Every module ``module`` calls on an NHWC input of ``input_shape``, by dotted path, and
-    the shapes of its variables (one abstract trace, nothing computed)."""
+    """The modules ``module`` calls, by dotted path, and its variables' shapes.
+
+    One abstract trace on an NHWC input of ``input_shape``; nothing is computed.
+    """
     found: dict[str, nn.Module] = {}
 
-    def record(call, args, kwargs, context):
+    def record(call: Callable[..., Any], args: tuple, kwargs: dict, context: nn.module.InterceptorContext) -> Any:
         if context.method_name == "__call__":
             found[".".join(context.module.path)] = context.module
         return call(*args, **kwargs)
@@ -256,7 +263,7 @@ def _call_sites(path: str, ours: dict[str, nn.Module]) -> list[str]:
 
 def _differences(path: str, theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
     if theirs["type"] != ours["type"]:
-        return [f"{path}: torch has a {theirs['type']}, the zoo a {ours['type']}"]
+        return [f"{path}: torch has {theirs['type']}, the zoo {ours['type']}"]
     return [
         f"{path} ({theirs['type']}): {key} is {value} in torch, {ours[key]} in the zoo"
         for key, value in theirs.items()
@@ -283,11 +290,11 @@ def structure_mismatches(model: torch.nn.Module, ours: dict[str, nn.Module]) -> 
         theirs = _describe_torch(layer)
         call_sites = _call_sites(path, ours)
         if not call_sites:
-            problems.append(f"{path}: torch has a {theirs['type']}, the zoo nothing")
+            problems.append(f"{path}: torch has {theirs['type']}, the zoo nothing")
         for site in call_sites:
             problems.extend(_differences(site, theirs, _describe_zoo(ours[site])))
     for path, zoo_module in ours.items():
         parent, _, child = path.rpartition(".")
         if parent in sequential_children and child not in sequential_children[parent]:
-            problems.append(f"{path}: the zoo has a {type(zoo_module).__name__}, torch's {parent} nothing")
+            problems.append(f"{path}: the zoo has {type(zoo_module).__name__}, torch's {parent} nothing")
     return problems

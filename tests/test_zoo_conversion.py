@@ -149,14 +149,16 @@ def test_unsupported_module_is_named(seeded_torchvision_model):
         converters.from_torch(torch_model)
 
 
-def test_departing_hyperparameter_is_named(seeded_torchvision_model):
+def test_departing_structure_is_named(seeded_torchvision_model):
     torch_model = seeded_torchvision_model(LOAD_ARCH, num_classes=NUM_CLASSES)
-    torch_model.features[2].ceil_mode = False
+    torch_model.features[2] = torch.nn.AvgPool2d(3, 2, ceil_mode=True)
+    torch_model.features[5].ceil_mode = False
     torch_model.features[6].expand3x3.padding = (2, 2)
     with pytest.raises(ValueError) as raised:
         converters.from_torch(torch_model)
     message = str(raised.value)
-    assert "features.2 (MaxPool2d): ceil_mode is False in torch, True in the zoo" in message
+    assert "features.2: torch has AvgPool2d, the zoo MaxPool2d" in message
+    assert "features.5 (MaxPool2d): ceil_mode is False in torch, True in the zoo" in message
     assert "features.6.expand3x3 (Conv2d): padding is (2, 2) in torch, (1, 1) in the zoo" in message
 
 
