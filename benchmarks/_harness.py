@@ -197,6 +197,14 @@ def limit_host_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
 
+def die_with_parent() -> None:
+    """Have the kernel end this worker if the benchmark that started it dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, 15)  # PR_SET_PDEATHSIG, SIGTERM
+    except (OSError, AttributeError):
+        pass
+
+
 def total_host_memory() -> int:
     """Physical memory of the machine, in bytes."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -33,10 +33,11 @@ from benchmarks import _harness as h  # noqa: E402
 MODELS = ("resnet18", "resnet50")
 METHODS = ("saliency", "ig50", "sg50", "gbp")
 STEPS = 50
-# Activation memory of one input gradient at 224 px, per image, with headroom
-# (PERFORMANCE.md: Captum IG-50 default on ResNet-18, 400 images, 9.5 GB; ResNet-50
-# SmoothGrad, 80 images, 8.1 GB); used to skip what would not fit.
-GB_PER_IMAGE = {"resnet18": 0.025, "resnet50": 0.1}
+# Memory of one input gradient at 224 px, per image, with headroom: torch from
+# PERFORMANCE.md (Captum IG-50 default on ResNet-18, 400 images, 9.5 GB; ResNet-50
+# SmoothGrad, 80 images, 8.1 GB), XLA from its memory_analysis (18 and 58 MB at batch
+# 8); used to skip what would not fit and to choose jaxplain's batch_size.
+GB_PER_IMAGE = {"captum": {"resnet18": 0.025, "resnet50": 0.1}, "jaxplain": {"resnet18": 0.02, "resnet50": 0.06}}
 # Rough CPU gradient evaluations per second, used to skip hopelessly long calls.
 CPU_GRADS_PER_S = {"resnet18": 25.0, "resnet50": 10.0}
 BASE_GB = 1.0
@@ -89,14 +90,15 @@ class Spec:
     sample_path: str
 
 
-def gb_per_image(model: str, size: int) -> float:
-    """Estimated activation memory of one input gradient."""
-    return GB_PER_IMAGE[model] * (size / 224) ** 2
+def gb_per_image(framework: str, model: str, size: int) -> float:
+    """Estimated memory of one input gradient."""
+    return GB_PER_IMAGE[framework][model] * (size / 224) ** 2
 
 
 def jax_batch_size(model: str, batch: int, size: int, budget_gb: float) -> int | None:
     """The largest divisor of the step count whose pass of ``batch * k`` images fits ``budget_gb``."""
-    fits = [k for k in range(1, STEPS + 1) if STEPS % k == 0 and batch * k * gb_per_image(model, size) <= budget_gb]
+    per_image = gb_per_image("jaxplain", model, size)
+    fits = [k for k in range(1, STEPS + 1) if STEPS % k == 0 and batch * k * per_image <= budget_gb]
     best = max(fits, default=1)
     return None if best == STEPS else best
 
@@ -108,7 +110,7 @@ def estimate_gb(spec: Spec) -> float:
         images = variant.captum_pass(spec.batch)
     else:
         images = spec.batch * (variant.evals if spec.jax_batch_size is None or variant.evals == 1 else spec.jax_batch_size)
-    return BASE_GB + images * gb_per_image(spec.model, spec.size)
+    return BASE_GB + images * gb_per_image(spec.framework, spec.model, spec.size)
 
 
 def on_gpu() -> bool:
@@ -215,6 +217,7 @@ def run_spec(spec: Spec, prepared: tuple[Any, Any, Any] | None = None) -> dict[s
 def worker_main(payload: str) -> None:
     """Entry point of a worker process: one :class:`Spec` in, one result line out."""
     spec = Spec(**json.loads(payload))
+    h.die_with_parent()
     if not on_gpu():
         h.limit_host_memory(int(min(spec.max_gb * h.GB + h.HostMemory().base, h.total_host_memory() - 2 * h.GB)))
     h.emit_result(run_spec(spec))
@@ -266,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=240.0, help="fewer reps when they would exceed this")
     parser.add_argument("--max-gb", type=float, help="skip configurations estimated above (default 16 on CPU)")
     parser.add_argument("--max-call-s", type=float, default=900.0, help="CPU: skip calls estimated longer")
-    parser.add_argument("--jax-gb", type=float, help="memory jaxplain's batch_size is chosen to fit (default 4 on CPU)")
+    parser.add_argument("--jax-gb", type=float, help="memory jaxplain's batch_size is chosen to fit (default 10 on CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idle-wait-s", type=float, default=0.0,
                         help="on a shared machine: wait up to this long for other jobs to leave the CPU before timing")
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     args.gpu = on_gpu()
     device_gb = _device_gb() if args.gpu else None
     args.max_gb = args.max_gb or (0.9 * device_gb if device_gb else 16.0)
-    jax_gb = args.jax_gb or (0.5 * device_gb if device_gb else 4.0)
+    jax_gb = args.jax_gb or (0.5 * device_gb if device_gb else min(10.0, 0.4 * h.total_host_memory() / h.GB))
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(VARIANTS)) + sorted(set(args.models.split(",")) - set(MODELS))
     if unknown:
