@@ -290,6 +290,41 @@ def conv_rows(arch: str, batch: int, reps: int, idle_wait_s: float) -> None:
         print(json.dumps(row), flush=True)
 
 
+def scan_rows(arch: str, batch: int, size: int, steps: int, chunk: int, reps: int, idle_wait_s: float) -> None:
+    """A sum of input gradients over ``steps`` scaled inputs: one vmapped pass vs ``lax.scan`` over chunks."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import converters
+
+    torch_model, _ = _torch_functions(arch, batch, size, 0)
+    model = converters.from_torch(torch_model)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((batch, size, size, 3), np.float32))
+    target = jnp.arange(batch) * 37 % 1000
+    alphas = jnp.linspace(1.0 / steps, 1.0, steps)
+
+    def gradients(model: Any, chunk_alphas: Array) -> Array:
+        def one(alpha: Array) -> Array:
+            loss = lambda z: jnp.take_along_axis(model(z), target[:, None], axis=1).sum()  # noqa: E731
+            return jax.grad(loss)(alpha * x)
+
+        return jax.vmap(one)(chunk_alphas).sum(0)
+
+    def scanned(model: Any, unroll: bool) -> Array:
+        step = lambda total, part: (total + gradients(model, part), None)  # noqa: E731
+        return jax.lax.scan(step, jnp.zeros_like(x), alphas.reshape(-1, chunk), unroll=unroll)[0]
+
+    variants = {"one vmapped pass": jax.jit(lambda m: gradients(m, alphas)),
+                "lax.scan over chunks": jax.jit(lambda m: scanned(m, False)),
+                "lax.scan, unroll=True": jax.jit(lambda m: scanned(m, True))}
+    stats = interleaved({name: lambda f=f: f(model).block_until_ready() for name, f in variants.items()}, reps,
+                        idle_wait_s)
+    for name, s in stats.items():
+        print(json.dumps({"arch": arch, "variant": name, "steps": steps, "chunk": chunk,
+                          "grad_img_per_cpu_s": round(batch * steps / s["cpu"], 2), "first_s": round(s["first"], 1)}))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print one JSON line per timed function."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,11 +337,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--check", action="store_true", help="compare each variant's gradient with base")
     parser.add_argument("--convs", action="store_true", help="time the strided convolutions one by one instead")
+    parser.add_argument("--scan", type=int, metavar="CHUNK",
+                        help="compare a vmapped sum of gradients over 8 steps with lax.scan over chunks of CHUNK")
     parser.add_argument("--idle-wait-s", type=float, default=0.0, help="wait up to this long for a quiet CPU per round")
     args = parser.parse_args(argv)
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     if args.convs:
         conv_rows(args.arch, args.batch, args.reps, args.idle_wait_s)
+        return
+    if args.scan:
+        scan_rows(args.arch, args.batch, args.size, 8, args.scan, args.reps, args.idle_wait_s)
         return
 
     import jax
