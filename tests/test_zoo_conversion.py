@@ -32,15 +32,6 @@ SIZES = ((96, 96), (96, 128))
 """Input ``(height, width)`` pairs; the deepest maps of the 32x-downsampling nets are 3x3 and 3x4."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """Torch on one thread: on two shared cores its spinning worker threads cost far more than they give."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_backend_optimization_level": 0})
 
 
