@@ -26,7 +26,7 @@ from jaxplain.attribution._common import (
     sum_over,
 )
 from jaxplain.attribution._layers import Layers, check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
-from jaxplain.attribution.path import PATH_METHODS, path_points
+from jaxplain.attribution.path import PATH_METHODS, gradient_shap_draw, path_points
 from jaxplain.model import require_structure
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
@@ -192,10 +192,7 @@ def _layer_gradient_shap_core(model, inputs, target, key, arrays, *, layer, to_i
     baselines = arrays["baselines"]
 
     def sample(sample_key):
-        pick_key, noise_key, alpha_key = jax.random.split(sample_key, 3)
-        chosen = baselines[jax.random.randint(pick_key, (inputs.shape[0],), 0, baselines.shape[0])]
-        noisy = inputs + stdevs * jax.random.normal(noise_key, inputs.shape, inputs.dtype)
-        alpha = jax.random.uniform(alpha_key, (inputs.shape[0],) + (1,) * (inputs.ndim - 1), inputs.dtype)
+        noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)
         gradient, _ = layer_gradient_and_activation(
             model, layer, alpha * noisy + (1.0 - alpha) * chosen, target, attribute_to_layer_input=to_input
         )

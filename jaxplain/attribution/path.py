@@ -152,14 +152,20 @@ def convergence_delta(
     return run(_convergence_delta_core, model, inputs, target, arrays={"attributions": attributions, "baselines": baselines})
 
 
+def gradient_shap_draw(sample_key: Array, inputs: Array, baselines: Array, stdevs: float) -> tuple[Array, Array, Array]:
+    """One GradientSHAP draw ``(x~, b, a)``: the key splits into (pick, noise, alpha) keys."""
+    pick_key, noise_key, alpha_key = jax.random.split(sample_key, 3)
+    chosen = baselines[jax.random.randint(pick_key, (inputs.shape[0],), 0, baselines.shape[0])]
+    noisy = inputs + stdevs * jax.random.normal(noise_key, inputs.shape, inputs.dtype)
+    alpha = jax.random.uniform(alpha_key, (inputs.shape[0],) + (1,) * (inputs.ndim - 1), inputs.dtype)
+    return noisy, chosen, alpha
+
+
 def _gradient_shap_core(model, inputs, target, key, arrays, *, n_samples, stdevs, batch_size, multiply_by_inputs):
     baselines = arrays["baselines"]
 
     def sample(sample_key):
-        pick_key, noise_key, alpha_key = jax.random.split(sample_key, 3)
-        chosen = baselines[jax.random.randint(pick_key, (inputs.shape[0],), 0, baselines.shape[0])]
-        noisy = inputs + stdevs * jax.random.normal(noise_key, inputs.shape, inputs.dtype)
-        alpha = jax.random.uniform(alpha_key, (inputs.shape[0],) + (1,) * (inputs.ndim - 1), inputs.dtype)
+        noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)
         gradient = target_gradient(model, alpha * noisy + (1.0 - alpha) * chosen, target)
         return (noisy - chosen) * gradient if multiply_by_inputs else gradient
 
