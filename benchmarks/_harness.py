@@ -1,20 +1,22 @@
 """Shared pieces of the side-by-side benchmarks: timing, peak memory, workers, tables.
 
-Timing: one warm-up call, then the median of up to ``reps`` calls, each synchronised
-(``block_until_ready`` for JAX, ``torch.cuda.synchronize`` on a GPU). The warm-up
-call minus the steady-state median is reported as JAX's compile time. Beside wall
-time, the process's CPU seconds per call are kept (``cpu_rate``): on a machine shared
-with other jobs and pinned to one core, images per CPU-second measure the work
-itself, whatever share of the core the other jobs take.
+Timing (:func:`compare`): the contenders (jaxplain and Captum's settings) run in one
+process on the same inputs; each is warmed up alone, then all are called in rotating
+rounds and each one's median is kept, so that a shared machine's noise falls on every
+side alike. Calls are synchronised (``block_until_ready`` for JAX,
+``torch.cuda.synchronize`` on a GPU). The warm-up call minus the steady-state median is
+JAX's compile time (noise can make it slightly negative). Beside wall time, the
+process's CPU seconds per call are kept (``cpu_rate``): pinned to one core on a machine
+shared with other jobs, images per CPU-second measure the work itself, whatever share
+of the core the other jobs take.
 
-Peak memory on CPU: the process's resident set. The kernel's high-water mark
-(``VmHWM``) is reset through ``/proc/self/clear_refs`` after the warm-up call and read
-after the timed calls; the figure is that peak minus the resident set measured just
-before the warm-up call, with ``malloc_trim`` before each reading so memory freed
-earlier does not hide new allocations. Run in a fresh process per configuration
-(the default of the benchmarks) the figure is clean; in one shared process it is a
-lower bound. On a GPU: the allocator's peak (``torch.cuda.max_memory_allocated``;
-JAX's ``peak_bytes_in_use``, which cannot be reset, so only per-process figures hold).
+Peak memory on CPU: the process's resident set during one post-warm-up call of a
+contender alone. The kernel's high-water mark (``VmHWM``) is reset through
+``/proc/self/clear_refs`` just before that call; the figure is the mark minus the
+resident set measured before the contender's warm-up, with ``malloc_trim`` first so
+memory freed earlier does not hide new allocations. On a GPU: the allocator's peak
+(``torch.cuda.max_memory_allocated``; JAX's ``peak_bytes_in_use``, which cannot be
+reset, so JAX runs first in each worker process).
 """
 
 from __future__ import annotations
@@ -146,50 +148,65 @@ def wait_for_idle(max_wait_s: float, threshold: float = 0.3) -> float | None:
     return busy
 
 
-def measure(
-    call: Callable[[], Any],
-    sync: Callable[[Any], None],
-    meter: HostMemory | TorchCudaMemory | JaxDeviceMemory,
+@dataclass
+class Contender:
+    """One side of a comparison: a zero-argument call, its synchronisation and its memory meter."""
+
+    name: str
+    call: Callable[[], Any]
+    sync: Callable[[Any], None]
+    meter: Callable[[], HostMemory | TorchCudaMemory | JaxDeviceMemory]
+
+
+def compare(
+    contenders: Sequence[Contender],
     images: int,
     reps: int,
     budget_s: float,
     is_oom: Callable[[BaseException], bool],
     idle_wait_s: float = 0.0,
-) -> Measurement:
-    """Warm up, then time up to ``reps`` calls (fewer when one call would overrun ``budget_s``).
+) -> dict[str, Measurement]:
+    """Measure contenders side by side in this process.
 
-    With ``idle_wait_s > 0`` the timed calls start only once the machine is quiet
-    (:func:`wait_for_idle`); ``busy_cores`` records what other jobs were using then.
-
-    A failure whose exception ``is_oom`` recognises (or a ``MemoryError``) becomes
-    ``"fails (X GB)"`` with the peak reached; other exceptions propagate.
+    Each contender alone: a warm-up call (its compile time is the warm-up minus the
+    steady median) and one call whose peak memory is recorded (see the module
+    docstring). Then up to ``reps`` rounds calling every surviving contender once, in
+    rotating order, so that a shared machine's noise falls on all of them alike (fewer
+    rounds when they would exceed ``budget_s``). A failure that ``is_oom`` recognises (or
+    a ``MemoryError``) becomes ``"fails (X GB)"``; other exceptions propagate.
     """
-    try:
-        start = time.perf_counter()
-        sync(call())
-        first = time.perf_counter() - start
-        reps = max(1, min(reps, int(budget_s // max(first, 1e-9))))
-        busy = wait_for_idle(idle_wait_s)
-        meter.reset_peak()
-        times, cpu_times = [], []
-        for _ in range(reps):
+    results: dict[str, Measurement] = {}
+    first: dict[str, float] = {}
+    for contender in contenders:
+        meter = contender.meter()
+        try:
+            start = time.perf_counter()
+            contender.sync(contender.call())
+            first[contender.name] = time.perf_counter() - start
+            meter.reset_peak()
+            contender.sync(contender.call())
+        except Exception as error:
+            if not (isinstance(error, MemoryError) or is_oom(error)):
+                raise
+            results[contender.name] = Measurement(peak_bytes=meter.peak(), error=f"fails ({meter.peak() / GB:.1f} GB)")
+            continue
+        results[contender.name] = Measurement(peak_bytes=meter.peak())
+    alive = [c for c in contenders if results[c.name].error is None]
+    rounds = max(1, min(reps, int(budget_s // max(sum(first[c.name] for c in alive), 1e-9)))) if alive else 0
+    busy = wait_for_idle(idle_wait_s)
+    times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in alive}
+    for index in range(rounds):
+        for contender in alive[index % len(alive) :] + alive[: index % len(alive)]:
             start, cpu = time.perf_counter(), time.process_time()
-            sync(call())
-            times.append(time.perf_counter() - start)
-            cpu_times.append(time.process_time() - cpu)
-    except Exception as error:
-        if isinstance(error, MemoryError) or is_oom(error):
-            return Measurement(peak_bytes=meter.peak(), error=f"fails ({meter.peak() / GB:.1f} GB)")
-        raise
-    median = statistics.median(times)
-    return Measurement(
-        rate=images / median,
-        cpu_rate=images / max(statistics.median(cpu_times), 1e-9),
-        compile_s=max(0.0, first - median),
-        peak_bytes=meter.peak(),
-        reps=reps,
-        busy_cores=busy,
-    )
+            contender.sync(contender.call())
+            times[contender.name].append((time.perf_counter() - start, time.process_time() - cpu))
+    for contender in alive:
+        wall = statistics.median(t for t, _ in times[contender.name])
+        cpu = statistics.median(c for _, c in times[contender.name])
+        result = results[contender.name]
+        result.rate, result.cpu_rate, result.reps, result.busy_cores = images / wall, images / max(cpu, 1e-9), rounds, busy
+        result.compile_s = first[contender.name] - wall
+    return results
 
 
 def limit_host_memory(limit_bytes: int) -> None:

@@ -1,12 +1,12 @@
 """jaxplain's gradient methods against Captum's, on the same converted weights and inputs.
 
-Each configuration (model, batch, method) runs jaxplain and Captum on the same
-torchvision ResNet (random weights from ``--seed``, eval mode), converted once to
-Flax, and on the same inputs and targets. By default every figure comes from a fresh
-worker process (this script with ``--worker``) so peak memory is clean; the workers
-rebuild the identical weights and inputs from the seed, and the parent checks that
-both sides' attributions agree. ``--in-process`` runs everything in this process.
-See ``_harness.py`` for how time and memory are measured.
+Each configuration (model, batch, method) runs jaxplain and Captum side by side in one
+process, on the same torchvision ResNet (random weights from ``--seed``, eval mode)
+converted to Flax, and on the same inputs and targets: each warmed up and measured for
+memory alone, then timed in interleaved rounds (``_harness.compare``). By default each
+configuration gets a fresh worker process (this script with ``--worker``), so peak
+memory figures are clean; ``--in-process`` runs every configuration in this process.
+The table also gives the relative L2 difference between the two attributions.
 
 Examples::
 
@@ -73,21 +73,22 @@ VARIANT_BY_KEY = {variant.key: variant for variants in VARIANTS.values() for var
 
 
 @dataclass(frozen=True)
-class Spec:
-    """What one worker measures."""
+class Cell:
+    """One configuration, as handed to a worker: which contenders to run and how."""
 
-    framework: str
     model: str
     batch: int
     size: int
-    variant: str
+    method: str
     jax_batch_size: int | None
+    run_jax: bool
+    captum_variants: tuple[str, ...]
     reps: int
     budget_s: float
     seed: int
     max_gb: float
     idle_wait_s: float
-    sample_path: str
+    sample_dir: str
 
 
 def gb_per_image(framework: str, model: str, size: int) -> float:
@@ -103,14 +104,13 @@ def jax_batch_size(model: str, batch: int, size: int, budget_gb: float) -> int |
     return None if best == STEPS else best
 
 
-def estimate_gb(spec: Spec) -> float:
-    """Estimated peak memory of one call of ``spec``."""
-    variant = VARIANT_BY_KEY[spec.variant]
-    if spec.framework == "captum":
-        images = variant.captum_pass(spec.batch)
+def estimate_gb(framework: str, variant: Variant, model: str, batch: int, size: int, chunk: int | None) -> float:
+    """Estimated peak memory of one call."""
+    if framework == "captum":
+        images = variant.captum_pass(batch)
     else:
-        images = spec.batch * (variant.evals if spec.jax_batch_size is None or variant.evals == 1 else spec.jax_batch_size)
-    return BASE_GB + images * gb_per_image(spec.framework, spec.model, spec.size)
+        images = batch * (variant.evals if chunk is None or variant.evals == 1 else chunk)
+    return BASE_GB + images * gb_per_image(framework, model, size)
 
 
 def on_gpu() -> bool:
@@ -120,20 +120,20 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def build_inputs(spec: Spec) -> tuple[Any, Any, Any]:
+def build_inputs(cell: Cell) -> tuple[Any, Any, Any]:
     """The seeded torchvision model (eval) and NHWC inputs / targets as numpy."""
     import numpy as np
     import torch
     import torchvision
 
-    torch.manual_seed(spec.seed)
-    model = getattr(torchvision.models, spec.model)().eval()
-    inputs = np.random.default_rng(spec.seed).standard_normal((spec.batch, spec.size, spec.size, 3)).astype(np.float32)
-    target = (np.arange(spec.batch) * 37 % 1000).astype(np.int64)
+    torch.manual_seed(cell.seed)
+    model = getattr(torchvision.models, cell.model)().eval()
+    inputs = np.random.default_rng(cell.seed).standard_normal((cell.batch, cell.size, cell.size, 3)).astype(np.float32)
+    target = (np.arange(cell.batch) * 37 % 1000).astype(np.int64)
     return model, inputs, target
 
 
-def captum_call(spec: Spec, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+def captum_call(variant: Variant, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
     """A zero-argument Captum call and its synchronisation."""
     import torch
     from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
@@ -142,7 +142,6 @@ def captum_call(spec: Spec, model: Any, inputs: Any, target: Any) -> tuple[Calla
     model = model.to(device)
     x = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous().to(device)
     t = torch.from_numpy(target).to(device)
-    variant = VARIANT_BY_KEY[spec.variant]
     options = dict(variant.captum_options)
     calls: dict[str, Callable[[], Any]] = {
         "saliency": lambda: Saliency(model).attribute(x, target=t, abs=True),
@@ -162,7 +161,7 @@ def captum_call(spec: Spec, model: Any, inputs: Any, target: Any) -> tuple[Calla
     return calls[variant.method], sync
 
 
-def jax_call(spec: Spec, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
+def jax_call(cell: Cell, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
     """A zero-argument jaxplain call and its synchronisation."""
     import jax
     import jax.numpy as jnp
@@ -172,15 +171,15 @@ def jax_call(spec: Spec, model: Any, inputs: Any, target: Any) -> tuple[Callable
 
     flax_model = converters.from_torch(model)
     x, t = jnp.asarray(inputs), jnp.asarray(target)
-    key = jax.random.PRNGKey(spec.seed)
-    chunk = spec.jax_batch_size
+    key = jax.random.PRNGKey(cell.seed)
+    chunk = cell.jax_batch_size
     calls: dict[str, Callable[[], Any]] = {
         "saliency": lambda: jx.saliency(flax_model, x, t),
         "ig50": lambda: jx.integrated_gradients(flax_model, x, t, n_steps=STEPS, method="gausslegendre", batch_size=chunk),
         "sg50": lambda: jx.smoothgrad(flax_model, x, t, key=key, nt_samples=STEPS, stdevs=1.0, batch_size=chunk),
         "gbp": lambda: jx.guided_backprop(flax_model, x, t),
     }
-    return calls[VARIANT_BY_KEY[spec.variant].method], jax.block_until_ready
+    return calls[cell.method], jax.block_until_ready
 
 
 def is_oom(error: BaseException) -> bool:
@@ -189,41 +188,53 @@ def is_oom(error: BaseException) -> bool:
     return any(s in text for s in ("out of memory", "can't allocate memory", "resource_exhausted", "failed to allocate"))
 
 
-def meter_for(framework: str) -> h.HostMemory | h.TorchCudaMemory | h.JaxDeviceMemory:
+def meter_for(framework: str) -> Callable[[], h.HostMemory | h.TorchCudaMemory | h.JaxDeviceMemory]:
     """The memory meter matching where ``framework`` computes."""
     if framework == "captum":
-        return h.TorchCudaMemory() if on_gpu() else h.HostMemory()
+        return h.TorchCudaMemory if on_gpu() else h.HostMemory
     import jax
 
-    return h.HostMemory() if jax.default_backend() == "cpu" else h.JaxDeviceMemory()
+    return h.HostMemory if jax.default_backend() == "cpu" else h.JaxDeviceMemory
 
 
-def run_spec(spec: Spec, prepared: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
-    """Measure one framework on one configuration; save its first attribution map."""
+def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
+    """Measure the cell's contenders side by side; save each one's first attribution map."""
     import numpy as np
 
-    model, inputs, target = prepared or build_inputs(spec)
-    make = captum_call if spec.framework == "captum" else jax_call
-    call, sync = make(spec, model, inputs, target)
-    meter = meter_for(spec.framework)
-    result = h.measure(call, sync, meter, spec.batch, spec.reps, spec.budget_s, is_oom, spec.idle_wait_s)
-    if result.error is None:
-        sample = call()[0]
-        sample = sample.permute(1, 2, 0).detach().cpu().numpy() if spec.framework == "captum" else np.asarray(sample)
-        np.save(spec.sample_path, sample)
-    return asdict(result)
+    model, inputs, target = prepared or build_inputs(cell)
+    last: dict[str, Any] = {}
+    contenders = []
+
+    def contender(name: str, call: Callable[[], Any], sync: Callable[[Any], None], framework: str) -> h.Contender:
+        def remembered() -> Any:
+            last[name] = call()
+            return last[name]
+
+        return h.Contender(name, remembered, sync, meter_for(framework))
+
+    if cell.run_jax:
+        contenders.append(contender("jaxplain", *jax_call(cell, model, inputs, target), "jaxplain"))
+    for key in cell.captum_variants:
+        contenders.append(contender(key, *captum_call(VARIANT_BY_KEY[key], model, inputs, target), "captum"))
+    results = h.compare(contenders, cell.batch, cell.reps, cell.budget_s, is_oom, cell.idle_wait_s)
+    for name, output in last.items():
+        sample = output[0]
+        sample = np.asarray(sample) if name == "jaxplain" else sample.permute(1, 2, 0).detach().cpu().numpy()
+        np.save(os.path.join(cell.sample_dir, f"{name}.npy"), sample)
+    return {name: asdict(result) for name, result in results.items()}
 
 
 def worker_main(payload: str) -> None:
-    """Entry point of a worker process: one :class:`Spec` in, one result line out."""
-    spec = Spec(**json.loads(payload))
+    """Entry point of a worker process: one :class:`Cell` in, one result line out."""
+    fields = json.loads(payload)
+    cell = Cell(**{**fields, "captum_variants": tuple(fields["captum_variants"])})
     h.die_with_parent()
     if not on_gpu():
-        h.limit_host_memory(int(min(spec.max_gb * h.GB + h.HostMemory().base, h.total_host_memory() - 2 * h.GB)))
-    h.emit_result(run_spec(spec))
+        h.limit_host_memory(int(min(cell.max_gb * h.GB + h.HostMemory().base, h.total_host_memory() - 2 * h.GB)))
+    h.emit_result(run_cell(cell))
 
 
-def agreement(variant: Variant, jax_path: str, captum_path: str) -> str:
+def agreement(method: str, sample_dir: str, variant: str) -> str:
     """``||jaxplain - Captum|| / ||Captum||`` on the first image (noise-based methods: not comparable).
 
     An L2 ratio, because a ReLU whose input rounds to the other side of zero in one
@@ -231,31 +242,67 @@ def agreement(variant: Variant, jax_path: str, captum_path: str) -> str:
     """
     import numpy as np
 
-    if variant.method == "sg50":
+    if method == "sg50":
         return "n/a (noise)"
-    if not (os.path.exists(jax_path) and os.path.exists(captum_path)):
+    paths = [os.path.join(sample_dir, f"{name}.npy") for name in ("jaxplain", variant)]
+    if not all(os.path.exists(path) for path in paths):
         return "—"
-    ours, theirs = np.load(jax_path), np.load(captum_path)
+    ours, theirs = (np.load(path) for path in paths)
     return f"{np.linalg.norm(ours - theirs) / max(np.linalg.norm(theirs), 1e-30):.1e}"
 
 
-def measure_framework(spec: Spec, args: argparse.Namespace, cache: dict) -> h.Measurement:
-    """Run (or skip) one framework's measurement, in a worker unless ``--in-process``."""
-    estimate = estimate_gb(spec)
+def skip_reason(framework: str, variant: Variant, model: str, batch: int, args: argparse.Namespace,
+                chunk: int | None) -> str | None:
+    """Why a contender is not run (estimated memory or CPU time beyond the limits), or None."""
+    estimate = estimate_gb(framework, variant, model, batch, args.size, chunk)
     if estimate > args.max_gb:
-        return h.Measurement(error=f"skipped (est. {estimate:.0f} GB > {args.max_gb:.0f} GB)")
-    evals = spec.batch * VARIANT_BY_KEY[spec.variant].evals
-    if not args.gpu and evals / CPU_GRADS_PER_S[spec.model] * (spec.size / 224) ** 2 > args.max_call_s:
-        seconds = evals / CPU_GRADS_PER_S[spec.model] * (spec.size / 224) ** 2
-        return h.Measurement(error=f"skipped (est. {seconds / 60:.0f} min per call)")
-    if args.in_process:
-        key = (spec.model, spec.batch, spec.size)
-        if key not in cache:
-            cache.clear()
-            cache[key] = build_inputs(spec)
-        return h.measurement_from(run_spec(spec, cache[key]))
-    payload = h.run_worker([os.path.abspath(__file__), "--worker", json.dumps(asdict(spec))], args.worker_timeout_s)
-    return h.measurement_from(payload)
+        return f"skipped (est. {estimate:.0f} GB > {args.max_gb:.0f} GB)"
+    seconds = batch * variant.evals / CPU_GRADS_PER_S[model] * (args.size / 224) ** 2
+    if not args.gpu and seconds > args.max_call_s:
+        return f"skipped (est. {seconds / 60:.0f} min per call)"
+    return None
+
+
+def measure_method(args: argparse.Namespace, model: str, batch: int, method: str, chunk: int | None,
+                   cache: dict) -> list[list[str]]:
+    """The table rows of one method: jaxplain and Captum's settings measured in one process."""
+    variants = VARIANTS[method]
+    skipped = {"jaxplain": skip_reason("jaxplain", variants[0], model, batch, args, chunk)}
+    skipped.update({v.key: skip_reason("captum", v, model, batch, args, chunk) for v in variants})
+    results: dict[str, h.Measurement] = {name: h.Measurement(error=why) for name, why in skipped.items() if why}
+    with tempfile.TemporaryDirectory() as sample_dir:
+        cell = Cell(model, batch, args.size, method, chunk, skipped["jaxplain"] is None,
+                    tuple(v.key for v in variants if skipped[v.key] is None), args.reps, args.budget_s, args.seed,
+                    args.max_gb, args.idle_wait_s, sample_dir)
+        if cell.run_jax or cell.captum_variants:
+            if args.in_process:
+                key = (model, batch, args.size)
+                if key not in cache:
+                    cache.clear()
+                    cache[key] = build_inputs(cell)
+                payload = run_cell(cell, cache[key])
+            else:
+                payload = h.run_worker([os.path.abspath(__file__), "--worker", json.dumps(asdict(cell))],
+                                       args.worker_timeout_s)
+            for name in ("jaxplain", *cell.captum_variants) if cell.run_jax else cell.captum_variants:
+                results[name] = h.measurement_from(payload.get(name, payload))
+        rows = []
+        for variant in variants:
+            ours, theirs = results["jaxplain"], results[variant.key]
+            label = variant.label + (f"; jaxplain batch_size={chunk}" if variant.evals > 1 else "")
+            ratio = f"{ours.rate / theirs.rate:.2f}x" if ours.rate and theirs.rate else "—"
+            cpu_ratio = f"{ours.cpu_rate / theirs.cpu_rate:.2f}x" if ours.cpu_rate and theirs.cpu_rate else "—"
+            row = [model, str(batch), label, ours.error or h.format_rate(ours.rate),
+                   theirs.error or h.format_rate(theirs.rate), ratio, cpu_ratio,
+                   "—" if ours.compile_s is None else f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes),
+                   h.format_bytes(theirs.peak_bytes), agreement(method, sample_dir, variant.key)]
+            rows.append(row)
+            if args.json:
+                with open(args.json, "a") as out:
+                    out.write(json.dumps({"model": model, "batch": batch, "size": args.size, "variant": variant.key,
+                                          "jax_batch_size": chunk, "jaxplain": asdict(ours),
+                                          "captum": asdict(theirs), "table_row": row}) + "\n")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -265,19 +312,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--reps", type=int, default=5, help="timed calls after the warm-up (median)")
-    parser.add_argument("--budget-s", type=float, default=240.0, help="fewer reps when they would exceed this")
-    parser.add_argument("--max-gb", type=float, help="skip configurations estimated above (default 16 on CPU)")
+    parser.add_argument("--reps", type=int, default=5, help="timed rounds after the warm-up (median)")
+    parser.add_argument("--budget-s", type=float, default=240.0, help="fewer rounds when they would exceed this")
+    parser.add_argument("--max-gb", type=float, help="skip contenders estimated above (default 16 on CPU)")
     parser.add_argument("--max-call-s", type=float, default=900.0, help="CPU: skip calls estimated longer")
     parser.add_argument("--jax-gb", type=float, help="memory jaxplain's batch_size is chosen to fit (default 10 on CPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idle-wait-s", type=float, default=0.0,
                         help="on a shared machine: wait up to this long for other jobs to leave the CPU before timing")
-    parser.add_argument("--in-process", action="store_true", help="one process for everything (approximate memory)")
+    parser.add_argument("--in-process", action="store_true", help="every configuration in this process")
     parser.add_argument("--cpus", help="pin to these CPU ids (e.g. 0 or 0,1); thread pools follow, workers inherit it")
     parser.add_argument("--worker-timeout-s", type=float, default=3600.0)
     parser.add_argument("--json", help="append one JSON line per row to this file")
-    parser.add_argument("--quick", action="store_true", help="smoke test: resnet18, 64 px, batch 2, 1 rep, in-process")
+    parser.add_argument("--quick", action="store_true", help="smoke test: resnet18, 64 px, batch 2, 1 round, in-process")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -299,47 +346,15 @@ def main(argv: list[str] | None = None) -> None:
     headers = ["model", "batch", "method", "jaxplain img/s", "Captum img/s", "jaxplain / Captum",
                "same, CPU time", "compile s", "jaxplain peak", "Captum peak", "rel. L2 diff"]
     rows, cache = [], {}
-    with tempfile.TemporaryDirectory() as samples:
-        for model in args.models.split(","):
-            for batch in map(int, args.batches.split(",")):
-                chunk = jax_batch_size(model, batch, args.size, jax_gb)
-                for method in methods:
-                    row = _measure_method(args, model, batch, method, chunk, samples, cache)
-                    rows += row
-                    print(h.markdown_table(headers, row).split("\n", 2)[2], flush=True)
+    for model in args.models.split(","):
+        for batch in map(int, args.batches.split(",")):
+            chunk = jax_batch_size(model, batch, args.size, jax_gb)
+            for method in methods:
+                new = measure_method(args, model, batch, method, chunk, cache)
+                rows += new
+                print(h.markdown_table(headers, new).split("\n", 2)[2], flush=True)
     print()
     print(h.markdown_table(headers, rows))
-
-
-def _measure_method(args: argparse.Namespace, model: str, batch: int, method: str, chunk: int | None,
-                    samples: str, cache: dict) -> list[list[str]]:
-    """The table rows of one method: jaxplain measured once, Captum per variant."""
-    def spec(framework: str, variant: Variant) -> Spec:
-        path = os.path.join(samples, f"{framework}-{model}-{batch}-{variant.key}.npy")
-        return Spec(framework, model, batch, args.size, variant.key, chunk, args.reps, args.budget_s, args.seed,
-                    args.max_gb, args.idle_wait_s, path)
-
-    variants = VARIANTS[method]
-    ours_spec = spec("jaxplain", variants[0])
-    ours = measure_framework(ours_spec, args, cache)
-    rows = []
-    for variant in variants:
-        theirs_spec = spec("captum", variant)
-        theirs = measure_framework(theirs_spec, args, cache)
-        label = variant.label + (f"; jaxplain batch_size={chunk}" if variant.evals > 1 else "")
-        ratio = f"{ours.rate / theirs.rate:.2f}x" if ours.rate and theirs.rate else "—"
-        cpu_ratio = f"{ours.cpu_rate / theirs.cpu_rate:.2f}x" if ours.cpu_rate and theirs.cpu_rate else "—"
-        row = [model, str(batch), label, ours.error or h.format_rate(ours.rate),
-               theirs.error or h.format_rate(theirs.rate), ratio, cpu_ratio,
-               "—" if ours.compile_s is None else f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes),
-               h.format_bytes(theirs.peak_bytes), agreement(variant, ours_spec.sample_path, theirs_spec.sample_path)]
-        rows.append(row)
-        if args.json:
-            with open(args.json, "a") as out:
-                out.write(json.dumps({"model": model, "batch": batch, "size": args.size, "variant": variant.key,
-                                      "jax_batch_size": chunk, "jaxplain": asdict(ours), "captum": asdict(theirs),
-                                      "table_row": row}) + "\n")
-    return rows
 
 
 def _device_gb() -> float:
@@ -360,8 +375,8 @@ def _environment(args: argparse.Namespace) -> str:
     return (
         f"# bench_gradient: {device}; JAX device {jax.devices()[0].device_kind}\n"
         f"torch {torch.__version__}, captum {captum.__version__}, jax {jax.__version__}; {args.size} px, seed {args.seed}, "
-        f"median of up to {args.reps} calls after one warm-up; "
-        f"{'one process' if args.in_process else 'one worker process per framework and configuration'}; "
+        f"median of up to {args.reps} interleaved rounds after one warm-up each; "
+        f"{'one process' if args.in_process else 'one worker process per configuration'}; "
         f"skipping configurations estimated above {args.max_gb:.0f} GB\n"
     )
 
