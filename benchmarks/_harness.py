@@ -10,11 +10,13 @@ process's CPU seconds per call are kept (``cpu_rate``): pinned to one core on a 
 shared with other jobs, images per CPU-second measure the work itself, whatever share
 of the core the other jobs take.
 
-Peak memory on CPU: the process's resident set during one post-warm-up call of a
-contender alone. The kernel's high-water mark (``VmHWM``) is reset through
-``/proc/self/clear_refs`` just before that call; the figure is the mark minus the
-resident set measured before the contender's warm-up, with ``malloc_trim`` first so
-memory freed earlier does not hide new allocations. On a GPU: the allocator's peak
+Peak memory on CPU: the growth of the process's resident set during the contender's
+warm-up call (contenders run one at a time; for jaxplain this includes XLA's
+compilation). The kernel's high-water mark (``VmHWM``) is reset through
+``/proc/self/clear_refs`` just before that call and read after it. So that memory
+freed earlier and kept by ``malloc`` cannot hide new allocations, ``malloc_trim`` runs
+first and, for that call only, every block from 128 KiB up is a fresh mapping
+(``mallopt(M_MMAP_THRESHOLD)``, restored to glibc's 32 MiB ceiling afterwards). On a GPU: the allocator's peak
 (``torch.cuda.max_memory_allocated``; JAX's ``peak_bytes_in_use``, which cannot be
 reset, so JAX runs first in each worker process).
 """
@@ -68,19 +70,33 @@ def release_free_memory() -> None:
 class HostMemory:
     """Peak resident-set growth of this process (see the module docstring)."""
 
+    MMAP_THRESHOLD = -3  # mallopt's M_MMAP_THRESHOLD
+    MEASURED_THRESHOLD = 128 * 1024
+    STEADY_THRESHOLD = 32 * 1024 * 1024  # glibc's ceiling for its own dynamic threshold
+
     def __init__(self) -> None:
         release_free_memory()
         self.base = _proc_status_kb("VmRSS") * 1024
 
     def reset_peak(self) -> None:
-        """Start a new high-water mark from the current resident set."""
+        """Start a new high-water mark; until :meth:`peak`, blocks from 128 KiB are fresh mappings."""
+        _mallopt(self.MMAP_THRESHOLD, self.MEASURED_THRESHOLD)
         release_free_memory()
+        self.base = _proc_status_kb("VmRSS") * 1024
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")
 
     def peak(self) -> int:
-        """Bytes above the starting resident set at the high-water mark."""
+        """Bytes above the starting resident set at the high-water mark (ends the measurement)."""
+        _mallopt(self.MMAP_THRESHOLD, self.STEADY_THRESHOLD)
         return max(0, _proc_status_kb("VmHWM") * 1024 - self.base)
+
+
+def _mallopt(option: int, value: int) -> None:
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(option, value)
+    except (OSError, AttributeError):
+        pass
 
 
 class TorchCudaMemory:
@@ -168,38 +184,45 @@ def compare(
 ) -> dict[str, Measurement]:
     """Measure contenders side by side in this process.
 
-    Each contender alone: a warm-up call (its compile time is the warm-up minus the
-    steady median) and one call whose peak memory is recorded (see the module
-    docstring). Then up to ``reps`` rounds calling every surviving contender once, in
-    rotating order, so that a shared machine's noise falls on all of them alike (fewer
-    rounds when they would exceed ``budget_s``). A failure that ``is_oom`` recognises (or
-    a ``MemoryError``) becomes ``"fails (X GB)"``; other exceptions propagate.
+    Each contender is warmed up alone, with its peak memory read around that call
+    (see the module docstring); its compile time is the warm-up minus the steady
+    median. Then up to ``reps`` rounds call every contender once, in rotating order, so
+    that a shared machine's noise falls on all of them alike (fewer rounds when they
+    would exceed ``budget_s``). A failure that ``is_oom`` recognises (or a
+    ``MemoryError``) becomes ``"fails (X GB)"``; other exceptions propagate.
     """
     results: dict[str, Measurement] = {}
     first: dict[str, float] = {}
-    for contender in contenders:
-        meter = contender.meter()
+
+    def guarded(contender: Contender, meter: HostMemory | TorchCudaMemory | JaxDeviceMemory) -> bool:
         try:
-            start = time.perf_counter()
-            contender.sync(contender.call())
-            first[contender.name] = time.perf_counter() - start
-            meter.reset_peak()
             contender.sync(contender.call())
         except Exception as error:
             if not (isinstance(error, MemoryError) or is_oom(error)):
                 raise
             results[contender.name] = Measurement(peak_bytes=meter.peak(), error=f"fails ({meter.peak() / GB:.1f} GB)")
-            continue
-        results[contender.name] = Measurement(peak_bytes=meter.peak())
-    alive = [c for c in contenders if results[c.name].error is None]
-    rounds = max(1, min(reps, int(budget_s // max(sum(first[c.name] for c in alive), 1e-9)))) if alive else 0
+            return False
+        return True
+
+    for contender in contenders:
+        meter = contender.meter()
+        meter.reset_peak()
+        start = time.perf_counter()
+        if guarded(contender, meter):
+            first[contender.name] = time.perf_counter() - start
+            results[contender.name] = Measurement(peak_bytes=meter.peak())
+    alive = [c for c in contenders if c.name in first]
+    rounds = max(1, min(reps, int(budget_s // max(sum(first.values()), 1e-9)))) if alive else 0
     busy = wait_for_idle(idle_wait_s)
     times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in alive}
     for index in range(rounds):
         for contender in alive[index % len(alive) :] + alive[: index % len(alive)]:
             start, cpu = time.perf_counter(), time.process_time()
-            contender.sync(contender.call())
+            if not guarded(contender, contender.meter()):
+                times.pop(contender.name, None)
+                continue
             times[contender.name].append((time.perf_counter() - start, time.process_time() - cpu))
+        alive = [c for c in alive if c.name in times]
     for contender in alive:
         wall = statistics.median(t for t, _ in times[contender.name])
         cpu = statistics.median(c for _, c in times[contender.name])
