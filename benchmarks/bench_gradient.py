@@ -212,10 +212,12 @@ def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[s
 
         return h.Contender(name, remembered, sync, meter_for(framework))
 
-    if cell.run_jax:
-        contenders.append(contender("jaxplain", *jax_call(cell, model, inputs, target), "jaxplain"))
+    # Captum first, its memory-bounded setting before its default, jaxplain last: a
+    # contender measured after a larger one could reuse memory that one freed.
     for key in cell.captum_variants:
         contenders.append(contender(key, *captum_call(VARIANT_BY_KEY[key], model, inputs, target), "captum"))
+    if cell.run_jax:
+        contenders.append(contender("jaxplain", *jax_call(cell, model, inputs, target), "jaxplain"))
     results = h.compare(contenders, cell.batch, cell.reps, cell.budget_s, is_oom, cell.idle_wait_s)
     for name, output in last.items():
         sample = output[0]
