@@ -98,7 +98,6 @@ def _interceptor(kinds: set[str]) -> Callable:
     import jax.numpy as jnp
     from jax import lax
 
-    from jaxplain import small_conv
     from jaxplain.nets import layers
 
     nchw = "nchw" in kinds
@@ -117,10 +116,13 @@ def _interceptor(kinds: set[str]) -> Callable:
             return args[0] + module.get_variable("params", "bias")
         if not nchw and "plainpool" in kinds and isinstance(module, layers.MaxPool2d):
             return pool(args[0], module)
-        if "smallconv" in kinds and isinstance(module, layers.Conv2d):
+        if "laxconv" in kinds and isinstance(module, layers.Conv2d):
             pad = layers._pair(module.padding)
-            out = small_conv.conv2d(args[0], module.get_variable("params", "kernel"), layers._pair(module.stride),
-                                    ((pad[0], pad[0]), (pad[1], pad[1])), layers._pair(module.dilation), module.groups)
+            out = lax.conv_general_dilated(args[0], module.get_variable("params", "kernel"), layers._pair(module.stride),
+                                           ((pad[0], pad[0]), (pad[1], pad[1])),
+                                           rhs_dilation=layers._pair(module.dilation),
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                           feature_group_count=module.groups)
             return out + module.get_variable("params", "bias") if module.use_bias else out
         if not nchw:
             return next_fun(*args, **kwargs)
@@ -159,7 +161,7 @@ def build_forward(model: Any, variant: str) -> tuple[Forward, Any]:
 
     parts = [] if variant == "base" else variant.split("+")
     variables = _fold_batchnorm(model.variables) if "foldbn" in parts else model.variables
-    kinds = {p for p in parts if p in ("foldbn", "plainpool", "nchw", "smallconv")}
+    kinds = {p for p in parts if p in ("foldbn", "plainpool", "nchw", "laxconv")}
     policy = next((p.split("-", 1)[1] for p in parts if p.startswith("remat-")), None)
     unknown = [p for p in parts if p not in kinds and not p.startswith("remat-")]
     if unknown:

@@ -6,9 +6,9 @@ a batch of two at two input sizes, one of them non-square. Each architecture's
 forward is compiled once per input size, at XLA backend optimisation level 0: these
 tests check numbers, not speed, and that level more than halves compile time.
 
-The inputs are 96x96 and 96x128 rather than smaller: XLA's CPU convolution is
-pathologically slow when a wide 3x3 layer sees a map of one or two pixels (ResNet's
-``layer4`` or VGG's last block at 32x32 input run several times slower than at 96x96).
+The inputs are 64x64 and 64x96: the deepest maps of the 32x-downsampling nets are then
+2x2 and 2x3, smaller than a 3x3 kernel, which exercises the patches path of
+``jaxplain.nets.small_conv`` (XLA CPU's own convolution is pathologically slow there).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from jaxplain.model import Model
 
 TOLERANCE = 1e-4
 NUM_CLASSES = 10
-SIZES = ((96, 96), (96, 128))
-"""Input ``(height, width)`` pairs; the deepest maps of the 32x-downsampling nets are 3x3 and 3x4."""
+SIZES = ((64, 64), (64, 96))
+"""Input ``(height, width)`` pairs; the deepest maps of the 32x-downsampling nets are 2x2 and 2x3."""
 
 
 forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_backend_optimization_level": 0})

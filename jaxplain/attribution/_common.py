@@ -75,9 +75,35 @@ def check_inputs(model: Model | FunctionModel, inputs: Any, *, method: str) -> A
     return inputs
 
 
+_TRACE_CACHE: dict[Any, Any] = {}
+_TRACE_CACHE_LIMIT = 512
+
+
+def traced_once(kind: str, model: Model | FunctionModel, inputs: Array, compute: Callable[[], Any]) -> Any:
+    """``compute()``, cached by ``kind``, the model's structure and the input's shape and dtype.
+
+    For facts found by tracing the network in Python (output shape, layer names),
+    which costs about half a second for a ResNet on every call otherwise. The key holds
+    the model's static part and its variables' shapes, never their values.
+    """
+    leaves, structure = jax.tree_util.tree_flatten(model)
+    key = (kind, structure, tuple((leaf.shape, leaf.dtype) for leaf in leaves), inputs.shape, inputs.dtype)
+    if key not in _TRACE_CACHE:
+        if len(_TRACE_CACHE) >= _TRACE_CACHE_LIMIT:
+            _TRACE_CACHE.clear()
+        _TRACE_CACHE[key] = compute()
+    return _TRACE_CACHE[key]
+
+
+def output_shape(model: Model | FunctionModel, inputs: Array) -> tuple[int, ...]:
+    """The model's output shape for ``inputs`` (traced once per structure and input shape)."""
+    spec = jax.ShapeDtypeStruct(inputs.shape, inputs.dtype)
+    return traced_once("output_shape", model, inputs, lambda: tuple(jax.eval_shape(model, spec).shape))
+
+
 def resolve_target(model: Model | FunctionModel, inputs: Array, target: Target, *, method: str) -> Array:
     """An int32 ``[N]`` target; ``None`` means the predicted class of each input."""
-    out = jax.eval_shape(model, inputs)
+    out = jax.ShapeDtypeStruct(output_shape(model, inputs), inputs.dtype)
     if len(out.shape) != 2:
         raise ValueError(f"{method}: the model must map a batch to outputs [N, K], got shape {out.shape}")
     batch, classes = out.shape
@@ -134,12 +160,22 @@ def target_gradient(forward: Callable[[Array], Array], inputs: Array, target: Ar
     return jax.grad(lambda x: jnp.sum(selected_output(forward(x), target)))(inputs)
 
 
+CPU_UNROLL_CHUNKS = 16
+
+
+def _unroll_chunks(chunks: int) -> bool:
+    return jax.default_backend() == "cpu" and chunks <= CPU_UNROLL_CHUNKS
+
+
 def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> Any:
     """``sum_i function(xs[i])`` over the leading axis of the pytree ``xs``.
 
     ``batch_size=None`` evaluates every element in one vmapped pass; an int evaluates
     ``batch_size`` elements at a time inside a ``lax.scan`` (memory bounded), padding
-    the last chunk with masked-out elements.
+    the last chunk with masked-out elements. On CPU a scan of up to
+    ``CPU_UNROLL_CHUNKS`` chunks is unrolled: inside an XLA CPU loop body the backward
+    convolutions lose their YNNPACK kernels and run ~3.5x slower
+    (benchmarks/XLA_CPU_NOTES.md); compile time grows with the chunk count instead.
     """
     count = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if batch_size is None or batch_size >= count:
@@ -163,7 +199,7 @@ def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> A
 
     shapes = jax.eval_shape(function, jax.tree_util.tree_map(lambda leaf: leaf[0], xs))
     zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    total, _ = jax.lax.scan(step, zeros, (jax.tree_util.tree_map(chunked, xs), mask))
+    total, _ = jax.lax.scan(step, zeros, (jax.tree_util.tree_map(chunked, xs), mask), unroll=_unroll_chunks(chunks))
     return total
 
 

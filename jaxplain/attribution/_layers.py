@@ -15,6 +15,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxplain.attribution._common import traced_once
 from jaxplain.model import Model
 from jaxplain.rules.engine import RuleMap, forward_with_rules, module_calls
 from jaxplain.typing import Array
@@ -36,7 +37,9 @@ def check_layer(model: Model, inputs: Array, layer: Layers, *, method: str) -> N
     """Raise a ``ValueError`` naming the closest valid paths when a layer is unknown or reused."""
     if not isinstance(layer, (str, tuple, list)) or not layer or not all(isinstance(n, str) for n in layer_tuple(layer)):
         raise TypeError(f"{method}: layer must be a dotted path such as 'layer4' (or a tuple of them), got {layer!r}")
-    names = [".".join(path) for path, _ in module_calls(model, inputs) if path]
+    names = traced_once(
+        "layer_names", model, inputs, lambda: [".".join(path) for path, _ in module_calls(model, inputs) if path]
+    )
     for name in layer_tuple(layer):
         count = names.count(name)
         if count == 0:

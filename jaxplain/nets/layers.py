@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxplain.nets import small_conv
+
 Params = dict[str, jax.Array]
 
 
@@ -75,14 +77,8 @@ class Conv2d(nn.Module, LinearLayer):
     def forward(self, params: Params, inputs: jax.Array) -> jax.Array:
         """The convolution with explicit parameters (same hyper-parameters)."""
         ph, pw = _pair(self.padding)
-        out = lax.conv_general_dilated(
-            inputs,
-            params["kernel"].astype(inputs.dtype),
-            window_strides=_pair(self.stride),
-            padding=((ph, ph), (pw, pw)),
-            rhs_dilation=_pair(self.dilation),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=self.groups,
+        out = small_conv.conv2d(
+            inputs, params["kernel"], _pair(self.stride), ((ph, ph), (pw, pw)), _pair(self.dilation), self.groups
         )
         if "bias" in params:
             out = out + params["bias"].astype(inputs.dtype)
