@@ -12,6 +12,7 @@ from jaxplain import nets  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
+from jaxplain.attribution.lrp import lrp
 from jaxplain.attribution.layer import (
     internal_influence,
     layer_activation,
@@ -23,10 +24,13 @@ from jaxplain.attribution.layer import (
 from jaxplain.attribution.noise import noise_tunnel, smoothgrad
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.model import FunctionModel, Model, init_model
+from jaxplain.rules import composites
+from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
     "FunctionModel",
     "Model",
+    "composites",
     "convergence_delta",
     "deconvolution",
     "deeplift",
@@ -46,6 +50,8 @@ __all__ = [
     "layer_gradcam",
     "layer_gradient_shap",
     "layer_gradient_x_activation",
+    "lrp",
+    "lrp_rules",
     "nets",
     "noise_tunnel",
     "saliency",

@@ -1,0 +1,307 @@
+"""Composites: which relevance rule each layer gets, and the canonizers applied first.
+
+A :class:`Composite` maps module calls to rules as Zennit's composites do
+(zennit/composites.py): ``name_map`` (exact layer paths) first, then ``first_map``
+for the first layer (in execution order) whose type it lists, then ``layer_map`` by
+type; the first entry that matches wins, later entries of a map are not consulted.
+Layers no entry matches keep their ordinary gradient (max pooling, flatten,
+concatenations: their gradient routes relevance without copying it).
+
+Canonizer: with ``merge_batch_norm`` (the default) every ``BatchNorm2d`` that reads
+the output of a ``Conv2d`` or ``Linear`` and nothing else is folded into that layer's
+parameters (``W' = W s``, ``b' = (b - mu) s + beta`` with ``s = gamma / sqrt(var + eps)``)
+and becomes the identity, as a pure function of the model's variables; the model is
+never modified. The zoo's residual additions are ``Add`` modules, so the ``Sum`` entry
+of every preset (the ``Norm`` rule) splits relevance between the two branches in
+proportion, instead of copying it to both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxplain.model import Model
+from jaxplain.nets import layers
+from jaxplain.rules import lrp
+from jaxplain.rules.engine import RuleMap
+from jaxplain.typing import Array
+
+CONVOLUTION = (layers.Conv2d,)
+DENSE = (layers.Linear,)
+LINEAR = (layers.Conv2d, layers.Linear)
+ACTIVATION = (
+    layers.ReLU,
+    layers.ReLU6,
+    layers.LeakyReLU,
+    layers.ELU,
+    layers.Sigmoid,
+    layers.Tanh,
+    layers.Softplus,
+)
+SUM = (layers.Add,)
+AVG_POOL = (layers.AvgPool2d, layers.AdaptiveAvgPool2d)
+BATCH_NORM = (layers.BatchNorm2d,)
+
+LayerMap = tuple[tuple[tuple[type, ...], Any], ...]
+NameMap = tuple[tuple[tuple[str, ...], Any], ...]
+
+
+def base_layer_map(stabilizer: float = 1e-6) -> LayerMap:
+    """Zennit's shared entries: activations pass, sums and average pooling by Norm, batch norm passes."""
+    return (
+        (ACTIVATION, lrp.Pass()),
+        (SUM, lrp.Norm(stabilizer)),
+        (AVG_POOL, lrp.Norm(stabilizer)),
+        (BATCH_NORM, lrp.Pass()),
+    )
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A rule per layer: ``name_map``, then ``first_map`` (first matching layer only), then ``layer_map``."""
+
+    layer_map: LayerMap = ()
+    first_map: LayerMap = ()
+    name_map: NameMap = ()
+    merge_batch_norm: bool = True
+
+    def rule_for(self, module: nn.Module, path: str, first_path: str | None) -> Any:
+        """The rule of one module call (``None``: ordinary gradient)."""
+        for paths, rule in self.name_map:
+            if path in paths:
+                return rule
+        if path == first_path:
+            for types, rule in self.first_map:
+                if isinstance(module, types):
+                    return rule
+        for types, rule in self.layer_map:
+            if isinstance(module, types):
+                return rule
+        return None
+
+    def first_layer(self, calls: Sequence[tuple[str, nn.Module]]) -> str | None:
+        """The path of the first call whose module a ``first_map`` entry lists."""
+        types = tuple(t for entry, _ in self.first_map for t in entry)
+        return next((path for path, module in calls if types and isinstance(module, types)), None)
+
+
+def _composite(kind: str) -> Callable:
+    def register(cls):
+        PRESETS[kind] = cls
+        return cls
+
+    return register
+
+
+PRESETS: dict[str, type] = {}
+
+
+def _extra(layer_map: LayerMap, first_map: LayerMap, name_map: NameMap) -> dict[str, Any]:
+    return {"layer_map": tuple(layer_map), "first_map": tuple(first_map), "name_map": tuple(name_map)}
+
+
+@_composite("epsilon_plus")
+class EpsilonPlus(Composite):
+    """Convolutions ZPlus, dense layers Epsilon (Zennit's ``EpsilonPlus``)."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, lrp.ZPlus(stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map), tuple(name_map),
+                         merge_batch_norm)
+
+
+@_composite("epsilon_plus_flat")
+class EpsilonPlusFlat(Composite):
+    """EpsilonPlus with Flat on the first linear layer (Zennit's ``EpsilonPlusFlat``)."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, lrp.ZPlus(stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules,
+                         tuple(first_map) + ((LINEAR, lrp.Flat(stabilizer)),), tuple(name_map), merge_batch_norm)
+
+
+@_composite("epsilon_alpha2_beta1")
+class EpsilonAlpha2Beta1(Composite):
+    """Convolutions Alpha2Beta1, dense layers Epsilon (Zennit's ``EpsilonAlpha2Beta1``)."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, lrp.AlphaBeta(2.0, 1.0, stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map), tuple(name_map),
+                         merge_batch_norm)
+
+
+@_composite("epsilon_alpha2_beta1_flat")
+class EpsilonAlpha2Beta1Flat(Composite):
+    """EpsilonAlpha2Beta1 with Flat on the first linear layer (Zennit's ``EpsilonAlpha2Beta1Flat``)."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, lrp.AlphaBeta(2.0, 1.0, stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules,
+                         tuple(first_map) + ((LINEAR, lrp.Flat(stabilizer)),), tuple(name_map), merge_batch_norm)
+
+
+def _bound(value: float | Sequence[float]) -> float | tuple[float, ...]:
+    return float(value) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+
+
+@_composite("epsilon_gamma_box")
+class EpsilonGammaBox(Composite):
+    """Convolutions Gamma, dense layers Epsilon, the first convolution ZBox(low, high) (Zennit's ``EpsilonGammaBox``).
+
+    ``low``/``high``: scalars or per-channel sequences in the model's input space
+    (ImageNet-normalised pixels: ``IMAGENET_LOW``/``IMAGENET_HIGH``).
+    """
+
+    def __init__(self, low: float | Sequence[float], high: float | Sequence[float], epsilon: float = 1e-6,
+                 gamma: float = 0.25, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, lrp.Gamma(gamma, stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        first = ((CONVOLUTION, lrp.ZBox(_bound(low), _bound(high), stabilizer, set_bias_to_zero)),)
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map) + first,
+                         tuple(name_map), merge_batch_norm)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_LOW = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+IMAGENET_HIGH = tuple((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
+def get(composite: Composite | str, **options: Any) -> Composite:
+    """A composite object, or one built from its snake_case name and keyword arguments."""
+    if isinstance(composite, Composite):
+        if options:
+            raise TypeError(f"options {sorted(options)} only apply when the composite is given by name")
+        return composite
+    if composite not in PRESETS:
+        raise ValueError(f"unknown composite {composite!r}; known: {', '.join(sorted(PRESETS))}")
+    try:
+        return PRESETS[composite](**options)
+    except TypeError as error:
+        raise TypeError(f"composite {composite!r}: {error}") from None
+
+
+def _data_flow(model: Model, inputs: Array) -> list[tuple[str, nn.Module, tuple[int, ...], int]]:
+    """Every module call as ``(path, module, ids of its array arguments, id of its output)``, abstractly traced."""
+    calls = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*args, **kwargs)
+        output = next_fun(*args, **kwargs)
+        arguments = tuple(id(a) for a in jax.tree_util.tree_leaves(args))
+        calls.append((".".join(context.module.path), context.module, arguments, id(output), output))
+        return output
+
+    def forward(x):
+        with nn.intercept_methods(interceptor):
+            return model.module.apply(model.variables, x)
+
+    jax.eval_shape(forward, inputs)
+    return [(path, module, arguments, output) for path, module, arguments, output, _ in calls]
+
+
+def batch_norm_pairs(model: Model, inputs: Array) -> tuple[tuple[str, str, float], ...]:
+    """``(linear path, batch norm path, eps)`` for each BatchNorm2d reading only a linear layer's output."""
+    calls = [call for call in _data_flow(model, inputs) if call[0]]
+    readers: dict[int, int] = {}
+    for _, _, arguments, _ in calls:
+        for argument in arguments:
+            readers[argument] = readers.get(argument, 0) + 1
+    producer = {output: (path, module) for path, module, _, output in calls if isinstance(module, LINEAR)}
+    pairs = []
+    for path, module, arguments, _ in calls:
+        if isinstance(module, BATCH_NORM) and len(arguments) == 1 and arguments[0] in producer:
+            if readers[arguments[0]] == 1:
+                pairs.append((producer[arguments[0]][0], path, float(module.eps)))
+    return tuple(pairs)
+
+
+def _variables_at(variables: Any, collection: str, path: str) -> dict[str, Array]:
+    node = variables[collection]
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def merged_parameters(model: Model, pairs: Sequence[tuple[str, str]], eps: dict[str, float]) -> dict[str, dict]:
+    """The linear layers' parameters with their batch norms folded in, by linear path."""
+    merged = {}
+    for linear_path, norm_path in pairs:
+        params = dict(_variables_at(model.variables, "params", linear_path))
+        norm = _variables_at(model.variables, "params", norm_path)
+        stats = _variables_at(model.variables, "batch_stats", norm_path)
+        scale = norm["scale"] * jax.lax.rsqrt(stats["var"] + eps[norm_path])
+        bias = params.get("bias", jnp.zeros_like(scale))
+        merged[linear_path] = {"kernel": params["kernel"] * scale, "bias": (bias - stats["mean"]) * scale + norm["bias"]}
+    return merged
+
+
+@dataclass(frozen=True)
+class _WithParams:
+    """A linear layer computed from given parameters, under ``rule`` (or its plain forward)."""
+
+    rule: Any
+    params: Any = field(compare=False, hash=False)
+
+    def __call__(self, module, call, x):
+        if isinstance(self.rule, lrp.LinearRule):
+            return self.rule(module, call, x, params=self.params)
+        return module.forward(self.params, x)
+
+
+def _identity(module, call, x):
+    return x
+
+
+def rule_map(composite: Composite, model: Model, first_path: str | None,
+             pairs: Sequence[tuple[str, str, float]]) -> RuleMap:
+    """The engine's rule map for ``composite`` on ``model`` (call inside the traced function).
+
+    ``first_path`` (the first layer ``first_map`` applies to) and ``pairs`` (linear
+    path, batch norm path, its eps) come from abstract tracing; merged parameters are
+    computed here from the model's (traced) variables.
+    """
+    pairs = tuple(pairs) if composite.merge_batch_norm else ()
+    merged = merged_parameters(model, [(linear, norm) for linear, norm, _ in pairs], {n: e for _, n, e in pairs})
+    merged_norms = {norm for _, norm, _ in pairs}
+
+    def choose(module: nn.Module, path: tuple[str, ...]):
+        name = ".".join(path)
+        if name in merged_norms:
+            return _identity
+        rule = composite.rule_for(module, name, first_path)
+        if name in merged:
+            return _WithParams(rule, merged[name])
+        return rule
+
+    return choose

@@ -1,0 +1,372 @@
+"""Layer-wise relevance propagation rules as modified backward passes.
+
+Relevance travels as the cotangent of the backward pass: a rule's backward receives the
+relevance ``R`` of the layer's output and returns the relevance of its input. Every
+rule of a linear layer (``Conv2d``, ``Linear``) is one shared construction, after
+Zennit's ``BasicHook`` (Anders et al. 2021, zennit/core.py): evaluate the layer on
+``k`` modified (input, parameter) pairs, ``z_k = f(theta_k, x_k)``; map the output
+relevance to one cotangent per pair, ``s_k = mapping(R, z)``; pull each back,
+``g_k = J_k^T s_k``; and reduce, ``R_in = reduce(x, g)``. The rule definitions
+(Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, Flat, WSquare) and the stabiliser follow
+Bach et al. 2015, Montavon et al. 2017 and 2019 and Zennit's conventions
+(zennit/rules.py); ``Norm`` splits a sum or a pooling in proportion to its inputs,
+``Pass`` hands relevance through unchanged.
+
+Rules are frozen dataclasses, hashable, so a composite can be a static argument of a
+jit-compiled function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxplain.nets.layers import LinearLayer
+from jaxplain.typing import Array
+
+Params = dict[str, Array]
+Term = tuple[Array, Params]
+
+
+def stabilize(values: Array, epsilon: float) -> Array:
+    """``z + epsilon * sign(z)``, with sign 1 at 0 (Zennit's stabiliser)."""
+    return values + epsilon * jnp.where(values >= 0, 1.0, -1.0).astype(values.dtype)
+
+
+def _positive(params: Params) -> Params:
+    return {name: jnp.maximum(value, 0) for name, value in params.items()}
+
+
+def _negative(params: Params) -> Params:
+    return {name: jnp.minimum(value, 0) for name, value in params.items()}
+
+
+def _without_bias(params: Params) -> Params:
+    return {name: value for name, value in params.items() if name != "bias"}
+
+
+def _with_bias_of(params: Params, bias_source: Params) -> Params:
+    out = _without_bias(params)
+    if "bias" in bias_source:
+        out["bias"] = bias_source["bias"]
+    return out
+
+
+def _positive_part(x: Array) -> Array:
+    return jnp.maximum(x, 0)
+
+
+def _negative_part(x: Array) -> Array:
+    return jnp.minimum(x, 0)
+
+
+class LinearRule:
+    """A relevance rule for a linear layer (``x -> W x + b``), in Zennit's basic-hook form.
+
+    Subclasses define :meth:`terms` (the modified inputs and parameters), :meth:`cotangents`
+    (output relevance to one cotangent per term) and :meth:`reduce` (inputs and pulled-back
+    cotangents to the input relevance). ``set_bias_to_zero`` drops the bias from every
+    term (Zennit's ``zero_params=['bias']``).
+    """
+
+    set_bias_to_zero: bool = False
+
+    def terms(self, params: Params, x: Array) -> list[Term]:
+        raise NotImplementedError
+
+    def cotangents(self, relevance: Array, outputs: list[Array]) -> list[Array]:
+        raise NotImplementedError
+
+    def reduce(self, inputs: list[Array], gradients: list[Array]) -> Array:
+        raise NotImplementedError
+
+    def relevance(self, forward: Callable[[Params, Array], Array], params: Params, x: Array, relevance: Array) -> Array:
+        """The input relevance of a layer ``forward(params, x)`` given its output relevance."""
+        if self.set_bias_to_zero:
+            params = _without_bias(params)
+        inputs, outputs, pullbacks = [], [], []
+        for term_input, term_params in self.terms(params, x):
+            output, pullback = jax.vjp(lambda v, p=term_params: forward(p, v), term_input)
+            inputs.append(term_input)
+            outputs.append(output)
+            pullbacks.append(pullback)
+        gradients = [pullback(cotangent)[0] for pullback, cotangent in zip(pullbacks, self.cotangents(relevance, outputs))]
+        return self.reduce(inputs, gradients)
+
+    def __call__(self, module: nn.Module, call: Callable, x: Array, params: Params | None = None) -> Array:
+        if not isinstance(module, LinearLayer):
+            raise TypeError(f"{type(self).__name__} applies to Conv2d and Linear layers, not {type(module).__name__}")
+        params = dict(module.variables["params"]) if params is None else params
+        return relevance_layer(self, module.forward, params, x)
+
+
+def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array], params: Params, x: Array) -> Array:
+    """``forward(params, x)`` whose backward pass is ``rule``'s relevance (zero for the parameters)."""
+
+    @jax.custom_vjp
+    def layer(params, x):
+        return forward(params, x)
+
+    def layer_forward(params, x):
+        return forward(params, x), (params, x)
+
+    def layer_backward(residuals, relevance):
+        params, x = residuals
+        return jax.tree_util.tree_map(jnp.zeros_like, params), rule.relevance(forward, params, x, relevance)
+
+    layer.defvjp(layer_forward, layer_backward)
+    return layer(params, x)
+
+
+def _single_ratio(stabilizer: float):
+    def cotangents(relevance: Array, outputs: list[Array]) -> list[Array]:
+        return [relevance / stabilize(outputs[0], stabilizer)]
+
+    return cotangents
+
+
+@dataclass(frozen=True)
+class Epsilon(LinearRule):
+    """LRP-epsilon: ``R_in = x * W^T (R / stab(W x + b))`` (Bach et al. 2015); ``epsilon=0`` is LRP-0."""
+
+    epsilon: float = 1e-6
+    set_bias_to_zero: bool = False
+
+    def terms(self, params, x):
+        return [(x, params)]
+
+    def cotangents(self, relevance, outputs):
+        return _single_ratio(self.epsilon)(relevance, outputs)
+
+    def reduce(self, inputs, gradients):
+        return inputs[0] * gradients[0]
+
+
+@dataclass(frozen=True)
+class ZPlus(LinearRule):
+    """z+: ``z = W+ x+ + b+ + W- x-``, ``R_in = x+ W+^T s + x- W-^T s`` with ``s = R / stab(z)``."""
+
+    stabilizer: float = 1e-6
+    set_bias_to_zero: bool = False
+
+    def terms(self, params, x):
+        return [(_positive_part(x), _positive(params)), (_negative_part(x), _without_bias(_negative(params)))]
+
+    def cotangents(self, relevance, outputs):
+        ratio = relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)
+        return [ratio, ratio]
+
+    def reduce(self, inputs, gradients):
+        return inputs[0] * gradients[0] + inputs[1] * gradients[1]
+
+
+@dataclass(frozen=True)
+class AlphaBeta(LinearRule):
+    """Alpha-beta (Bach et al. 2015): positive contributions weighted by ``alpha``, negative by ``beta``.
+
+    ``z+ = W+ x+ + b+ + W- x-`` and ``z- = W- x+ + b- + W+ x-``;
+    ``R_in = alpha (x+ W+^T s+ + x- W-^T s+) - beta (x+ W-^T s- + x- W+^T s-)``.
+    """
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+    set_bias_to_zero: bool = False
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got {self.alpha}, {self.beta}")
+
+    def terms(self, params, x):
+        positive, negative = _positive(params), _negative(params)
+        x_pos, x_neg = _positive_part(x), _negative_part(x)
+        return [(x_pos, positive), (x_neg, _without_bias(negative)), (x_pos, negative), (x_neg, _without_bias(positive))]
+
+    def cotangents(self, relevance, outputs):
+        ratio_pos = relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)
+        ratio_neg = relevance / stabilize(outputs[2] + outputs[3], self.stabilizer)
+        return [ratio_pos, ratio_pos, ratio_neg, ratio_neg]
+
+    def reduce(self, inputs, gradients):
+        positive = inputs[0] * gradients[0] + inputs[1] * gradients[1]
+        negative = inputs[2] * gradients[2] + inputs[3] * gradients[3]
+        return self.alpha * positive - self.beta * negative
+
+
+def Alpha1Beta0(stabilizer: float = 1e-6, set_bias_to_zero: bool = False) -> AlphaBeta:
+    """``AlphaBeta(alpha=1, beta=0)`` (equal to :class:`ZPlus`)."""
+    return AlphaBeta(1.0, 0.0, stabilizer, set_bias_to_zero)
+
+
+def Alpha2Beta1(stabilizer: float = 1e-6, set_bias_to_zero: bool = False) -> AlphaBeta:
+    """``AlphaBeta(alpha=2, beta=1)``."""
+    return AlphaBeta(2.0, 1.0, stabilizer, set_bias_to_zero)
+
+
+def _gamma_params(params: Params, gamma: float, part: Callable[[Params], Params]) -> Params:
+    extra = part(params)
+    return {name: value + gamma * extra[name] for name, value in params.items()}
+
+
+@dataclass(frozen=True)
+class Gamma(LinearRule):
+    """LRP-gamma (Montavon et al. 2019), sign-aware as Zennit's generalised form (Andeol et al. 2021).
+
+    Where ``W x + b > 0``: ``z+ = (W + g W+) x+ + (W + g W-) x- + b + g b+``; where it is
+    negative: ``z- = (W + g W-) x+ + (W + g W+) x- + b + g b-``; relevance flows through
+    the matching pair. ``sign_aware=False`` gives Captum's ``GammaRule`` (weights
+    changed, bias kept; Captum's stabiliser is 1e-9):
+    ``R_in = x (W + g W+)^T (R / stab((W + g W+) x + b))``.
+    """
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+    set_bias_to_zero: bool = False
+    sign_aware: bool = True
+
+    def terms(self, params, x):
+        up = _gamma_params(params, self.gamma, _positive)
+        if not self.sign_aware:
+            return [(x, _with_bias_of(up, params))]
+        down = _gamma_params(params, self.gamma, _negative)
+        x_pos, x_neg = _positive_part(x), _negative_part(x)
+        return [(x_pos, up), (x_neg, _without_bias(down)), (x_pos, down), (x_neg, _without_bias(up)), (x, params)]
+
+    def cotangents(self, relevance, outputs):
+        if not self.sign_aware:
+            return _single_ratio(self.stabilizer)(relevance, outputs)
+        plain = outputs[4]
+        ratio_pos = jnp.where(plain > 0, relevance / stabilize(outputs[0] + outputs[1], self.stabilizer), 0.0)
+        ratio_neg = jnp.where(plain < 0, relevance / stabilize(outputs[2] + outputs[3], self.stabilizer), 0.0)
+        return [ratio_pos, ratio_pos, ratio_neg, ratio_neg, jnp.zeros_like(relevance)]
+
+    def reduce(self, inputs, gradients):
+        if not self.sign_aware:
+            return inputs[0] * gradients[0]
+        return sum(x * g for x, g in zip(inputs[:4], gradients[:4]))
+
+
+def _bound(value: float | Sequence[float], like: Array) -> Array:
+    """A scalar or per-channel (last axis) bound, broadcast to ``like``."""
+    return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
+
+
+@dataclass(frozen=True)
+class ZBox(LinearRule):
+    """z^B for bounded inputs ``low <= x <= high`` (Montavon et al. 2017).
+
+    ``z = W x + b - (W+ l + b+) - (W- h + b-)``; ``R_in = x W^T s - l W+^T s - h W-^T s``.
+    ``low`` and ``high`` are scalars or per-channel tuples (NHWC: the last axis).
+    ``set_bias_to_zero=True`` is CaBRNet's ZBeta.
+    """
+
+    low: float | tuple[float, ...] = -3.0
+    high: float | tuple[float, ...] = 3.0
+    stabilizer: float = 1e-6
+    set_bias_to_zero: bool = False
+
+    def terms(self, params, x):
+        return [(x, params), (_bound(self.low, x), _positive(params)), (_bound(self.high, x), _negative(params))]
+
+    def cotangents(self, relevance, outputs):
+        ratio = relevance / stabilize(outputs[0] - outputs[1] - outputs[2], self.stabilizer)
+        return [ratio, ratio, ratio]
+
+    def reduce(self, inputs, gradients):
+        return inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
+
+
+@dataclass(frozen=True)
+class WSquare(LinearRule):
+    """w^2 (Montavon et al. 2017): ``R_in = (W^2)^T (R / stab(W^2 1 + b^2))`` (the bias squared, kept)."""
+
+    stabilizer: float = 1e-6
+    set_bias_to_zero: bool = False
+
+    def terms(self, params, x):
+        return [(jnp.ones_like(x), {name: value**2 for name, value in params.items()})]
+
+    def cotangents(self, relevance, outputs):
+        return _single_ratio(self.stabilizer)(relevance, outputs)
+
+    def reduce(self, inputs, gradients):
+        return gradients[0]
+
+
+@dataclass(frozen=True)
+class Flat(LinearRule):
+    """Flat (Lapuschkin et al. 2019): weights 1, bias 0, input 1: relevance spread evenly over the receptive field.
+
+    Zero padding counts as absent, so border positions of a convolution have a smaller fan-in.
+    """
+
+    stabilizer: float = 1e-6
+
+    def terms(self, params, x):
+        return [(jnp.ones_like(x), {"kernel": jnp.ones_like(params["kernel"])})]
+
+    def cotangents(self, relevance, outputs):
+        return _single_ratio(self.stabilizer)(relevance, outputs)
+
+    def reduce(self, inputs, gradients):
+        return gradients[0]
+
+
+def _with_backward(call: Callable[..., Array], args: tuple, backward: Callable[[tuple, Array, Array], tuple]) -> Array:
+    """``call(*args)`` whose cotangents are ``backward(args, output, relevance)``."""
+
+    @jax.custom_vjp
+    def layer(*args):
+        return call(*args)
+
+    def layer_forward(*args):
+        output = call(*args)
+        return output, (args, output)
+
+    def layer_backward(residuals, relevance):
+        args, output = residuals
+        return tuple(backward(args, output, relevance))
+
+    layer.defvjp(layer_forward, layer_backward)
+    return layer(*args)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """Relevance split in proportion to each input's contribution: ``R_i = x_i J_i^T (R / stab(y))``.
+
+    For sums (residual additions: ``R_i = x_i R / stab(sum_j x_j)``) and average pooling.
+    """
+
+    stabilizer: float = 1e-6
+
+    def __call__(self, module: nn.Module, call: Callable, *args: Array) -> Array:
+        def backward(args, output, relevance):
+            _, pullback = jax.vjp(call, *args)
+            gradients = pullback(relevance / stabilize(output, self.stabilizer))
+            return [x * g for x, g in zip(args, gradients)]
+
+        return _with_backward(call, args, backward)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """Relevance handed through unchanged (activations, batch norm): ``R_in = R_out``."""
+
+    def __call__(self, module: nn.Module, call: Callable, x: Array) -> Array:
+        return _with_backward(call, (x,), lambda args, output, relevance: (relevance,))
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """The ordinary backward pass; stops a composite's later mappings from applying."""
+
+    def __call__(self, module: nn.Module, call: Callable, *args: Any) -> Any:
+        return call(*args)
+
+
+RelevanceRule = LinearRule | Norm | Pass | Gradient
