@@ -160,22 +160,15 @@ def target_gradient(forward: Callable[[Array], Array], inputs: Array, target: Ar
     return jax.grad(lambda x: jnp.sum(selected_output(forward(x), target)))(inputs)
 
 
-CPU_UNROLL_CHUNKS = 16
-
-
-def _unroll_chunks(chunks: int) -> bool:
-    return jax.default_backend() == "cpu" and chunks <= CPU_UNROLL_CHUNKS
-
-
 def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> Any:
     """``sum_i function(xs[i])`` over the leading axis of the pytree ``xs``.
 
     ``batch_size=None`` evaluates every element in one vmapped pass; an int evaluates
     ``batch_size`` elements at a time inside a ``lax.scan`` (memory bounded), padding
-    the last chunk with masked-out elements. On CPU a scan of up to
-    ``CPU_UNROLL_CHUNKS`` chunks is unrolled: inside an XLA CPU loop body the backward
-    convolutions lose their YNNPACK kernels and run ~3.5x slower
-    (benchmarks/XLA_CPU_NOTES.md); compile time grows with the chunk count instead.
+    the last chunk with masked-out elements. On XLA CPU the loop body's backward
+    convolutions lose their YNNPACK kernels (~3.5x slower, benchmarks/XLA_CPU_NOTES.md);
+    unrolling the chunks keeps the speed but not the memory bound (XLA then holds
+    every chunk's buffers at once), so the scan stays.
     """
     count = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if batch_size is None or batch_size >= count:
@@ -198,9 +191,8 @@ def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> A
         return jax.tree_util.tree_map(jnp.add, total, partial_sum), None
 
     shapes = jax.eval_shape(function, jax.tree_util.tree_map(lambda leaf: leaf[0], xs))
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    total, _ = jax.lax.scan(step, zeros, (jax.tree_util.tree_map(chunked, xs), mask), unroll=_unroll_chunks(chunks))
-    return total
+    total = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.lax.scan(step, total, (jax.tree_util.tree_map(chunked, xs), mask))[0]
 
 
 def broadcast_baselines(baselines: Any, inputs: Array, *, method: str) -> Array:

@@ -1,0 +1,101 @@
+"""LRP against Zennit on the same converted weights.
+
+VGG16-BN, ResNet-50 and DenseNet-121 (seeded random weights, randomised BatchNorm
+state), 32x48 inputs, one target per example, for EpsilonPlusFlat, EpsilonAlpha2Beta1
+and EpsilonGammaBox. Zennit starts from ``output * one_hot(target)`` (our default
+``initial_relevance="output"``). Tolerance: max abs error <= 1e-3 x the reference's
+max abs value; relevance sums within 1e-3 relative.
+
+Zennit side: its ``VGGCanonizer`` and ``ResNetCanonizer``. DenseNet has no Zennit
+canonizer, and its ``SequentialMergeBatchNorm`` would pair each dense layer's last
+convolution with the next layer's first batch norm (they are adjacent leaves, but the
+norm reads the concatenation); the test merges the true pairs with Zennit's
+``NamedMergeBatchNorm`` (``conv0/norm0`` and each ``conv1/norm2``), the pairs our
+canonizer finds by data flow. Zennit leaves a merged norm computing
+``x / sqrt(1 + eps)``, not exactly ``x``; a few pixels of DenseNet-121's relevance are
+ill-conditioned enough (float32 rounding alone moves them by 1e-4 of the map's scale)
+that this 5e-6 scaling moves them by 2e-3, in float64 too, so the test's merge also
+sets the norm's ``eps`` to 0 while merged (what Zennit's PR #171 intended). torchvision's DenseNet calls ``F.relu`` and
+``F.adaptive_avg_pool2d``, which Zennit cannot hook (plain gradient); the zoo has
+modules there, so our composite maps those two paths to ``Gradient`` to compare
+like with like.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from zennit import composites as zc
+from zennit.attribution import Gradient
+from zennit.canonizers import NamedMergeBatchNorm
+from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+import jaxplain as jx
+from jaxplain.rules import lrp as rules
+from tests.parity._torch import assert_close, converted, nchw, nhwc
+
+SHAPE = (2, 32, 48, 3)
+TARGET = np.array([3, 7])
+BOX = {"low": -3.0, "high": 3.0}
+COMPOSITES = {
+    "epsilon_plus_flat": (zc.EpsilonPlusFlat, {}),
+    "epsilon_alpha2_beta1": (zc.EpsilonAlpha2Beta1, {}),
+    "epsilon_gamma_box": (zc.EpsilonGammaBox, BOX),
+}
+
+
+class ExactMergeBatchNorm(NamedMergeBatchNorm):
+    """Zennit's merge, with the merged batch norm an exact identity (its ``eps`` set to 0 while merged)."""
+
+    def register(self, linears, batch_norm):
+        self.original_eps = batch_norm.eps
+        super().register(linears, batch_norm)
+        batch_norm.eps = 0.0
+
+    def remove(self):
+        super().remove()
+        self.batch_norm.eps = self.original_eps
+
+
+def densenet_canonizer(model: torch.nn.Module) -> NamedMergeBatchNorm:
+    pairs = [(("features.conv0",), "features.norm0")]
+    for name, _ in model.named_modules():
+        if name.endswith(".conv1") and "denselayer" in name:
+            pairs.append(((name,), name[: -len("conv1")] + "norm2"))
+    return ExactMergeBatchNorm(pairs)
+
+
+CASES = {
+    "vgg16_bn": (lambda model: [VGGCanonizer()], {}),
+    "resnet50": (lambda model: [ResNetCanonizer()], {}),
+    "densenet121": (
+        lambda model: [densenet_canonizer(model)],
+        {"name_map": ((("relu", "avgpool"), rules.Gradient()),)},
+    ),
+}
+
+
+def zennit_relevance(model: torch.nn.Module, composite: zc.Composite, images: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        outputs = model(nchw(images))
+    seed = torch.nn.functional.one_hot(torch.from_numpy(TARGET), 10) * outputs
+    with Gradient(model=model, composite=composite) as attributor:
+        _, relevance = attributor(nchw(images).requires_grad_(), seed)
+    return nhwc(relevance)
+
+
+@pytest.mark.parametrize("arch", list(CASES))
+def test_lrp_matches_zennit(arch):
+    torch_model, model = converted(arch)
+    canonizers, options = CASES[arch]
+    images = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    with torch.no_grad():
+        logits = torch_model(nchw(images)).numpy()[np.arange(2), TARGET]
+    for name, (zennit_composite, arguments) in COMPOSITES.items():
+        expected = zennit_relevance(torch_model, zennit_composite(canonizers=canonizers(torch_model), **arguments),
+                                    images)
+        ours = np.asarray(jx.lrp(model, images, TARGET, composite=name, **arguments, **options))
+        assert_close(ours, expected)
+        np.testing.assert_allclose(ours.sum((1, 2, 3)), expected.sum((1, 2, 3)),
+                                   rtol=1e-3, atol=1e-3 * np.abs(logits).max())
