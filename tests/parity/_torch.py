@@ -9,10 +9,11 @@ import torchvision
 import converters
 
 
-def randomised(arch: str, seed: int = 0, num_classes: int = 10) -> torch.nn.Module:
-    """A torchvision model with seeded random weights and random BatchNorm state (eval mode)."""
+def randomised(arch: str, seed: int = 0, num_classes: int = 10, **kwargs) -> torch.nn.Module:
+    """A torchvision model (``arch`` a builder or class name, ``kwargs`` its configuration) with seeded
+    random weights and random BatchNorm state (eval mode)."""
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(num_classes=num_classes).eval()
+    model = getattr(torchvision.models, arch)(num_classes=num_classes, **kwargs).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for module in model.modules():
@@ -25,9 +26,9 @@ def randomised(arch: str, seed: int = 0, num_classes: int = 10) -> torch.nn.Modu
     return model
 
 
-def converted(arch: str, seed: int = 0):
+def converted(arch: str, seed: int = 0, **kwargs):
     """``(torch model, jaxplain model)`` with the same weights."""
-    torch_model = randomised(arch, seed)
+    torch_model = randomised(arch, seed, **kwargs)
     return torch_model, converters.from_torch(torch_model)
 
 
