@@ -23,6 +23,14 @@ from jaxplain.attribution.layer import (
 )
 from jaxplain.attribution.noise import noise_tunnel, smoothgrad
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
+from jaxplain.attribution.torchray import (
+    contrastive_excitation_backprop,
+    excitation_backprop,
+    linear_approx,
+    torchray_deconvnet,
+    torchray_gradient,
+    torchray_guided_backprop,
+)
 from jaxplain.model import FunctionModel, Model, init_model
 from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
@@ -31,10 +39,12 @@ __all__ = [
     "FunctionModel",
     "Model",
     "composites",
+    "contrastive_excitation_backprop",
     "convergence_delta",
     "deconvolution",
     "deeplift",
     "deeplift_shap",
+    "excitation_backprop",
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
@@ -50,6 +60,7 @@ __all__ = [
     "layer_gradcam",
     "layer_gradient_shap",
     "layer_gradient_x_activation",
+    "linear_approx",
     "lrp",
     "lrp_rules",
     "nets",
@@ -57,4 +68,7 @@ __all__ = [
     "saliency",
     "score_cam",
     "smoothgrad",
+    "torchray_deconvnet",
+    "torchray_gradient",
+    "torchray_guided_backprop",
 ]

@@ -135,3 +135,45 @@ def test_errors_name_the_problem():
     covered = jx.lrp(foreign, jnp.ones((1, 6, 6, 3)), 0, composite="epsilon_plus",
                      name_map=((("head",), rules.Gradient()),))
     assert covered.shape == (1, 6, 6, 3)
+
+
+@pytest.mark.parametrize("name,options", [("epsilon_plus_flat", {}), ("epsilon_alpha2_beta1_flat", {}),
+                                          ("epsilon_gamma_box", {"low": -3.0, "high": 3.0})])
+def test_zero_inputs_and_zero_weights_give_finite_relevance(name, options):
+    """All-zero activations and all-zero denominators meet the stabiliser, never a NaN or inf."""
+    model = tiny_model()
+    zero_input = jx.lrp(model, jnp.zeros((3, 12, 10, 3)), TARGET, composite=name, **options)
+    assert np.isfinite(np.asarray(zero_input)).all()
+    dead = model.replace_variables(jax.tree_util.tree_map(jnp.zeros_like, model.variables))
+    zero_weights = jx.lrp(dead, tiny_inputs(), TARGET, composite=name, **options)
+    assert np.isfinite(np.asarray(zero_weights)).all()
+
+
+def test_vmap_over_examples_equals_the_batched_call():
+    model, inputs = tiny_model(), tiny_inputs()
+    batched = jx.lrp(model, inputs, TARGET, composite="epsilon_plus_flat")
+    mapped = jax.vmap(lambda x, t: jx.lrp(model, x[None], t[None], composite="epsilon_plus_flat")[0])(inputs, TARGET)
+    np.testing.assert_allclose(mapped, batched, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "squeezenet1_1", "mobilenet_v2"])
+def test_lrp_conserves_relevance_on_other_zoo_families(arch):
+    """Bias-free z+ conserves the logit through each family's pooling, concatenations and sums.
+
+    z+ rather than LRP-0: on deep random networks LRP-0's denominators are sums of large
+    terms of both signs, and float32 cancellation breaks conservation numerically.
+    MobileNetV2's depthwise 3x3 convolutions have nine inputs per output, so some units
+    have no positive contribution (z+ = 0) and z+ absorbs their relevance there: it may
+    lose relevance, never create it.
+    """
+    model = jx.init_model(build(arch, num_classes=5), (1, 64, 64, 3), key=jax.random.PRNGKey(1))
+    inputs = jax.random.normal(jax.random.PRNGKey(2), (2, 64, 64, 3))
+    outputs = np.asarray(model(inputs))
+    target = jnp.asarray(np.argmax(outputs, axis=1))
+    zplus = cs.Composite(layer_map=cs.base_layer_map(1e-9) + ((cs.LINEAR, rules.ZPlus(1e-9, True)),))
+    relevance = np.asarray(jx.lrp(model, inputs, target, composite=zplus)).sum((1, 2, 3))
+    expected = outputs[np.arange(2), np.asarray(target)]
+    if arch == "mobilenet_v2":
+        assert np.all(expected > 0) and np.all(relevance > 0.5 * expected) and np.all(relevance <= expected * 1.001)
+    else:
+        np.testing.assert_allclose(relevance, expected, rtol=1e-3, atol=1e-6)

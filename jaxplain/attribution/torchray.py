@@ -1,0 +1,220 @@
+"""TorchRay's backprop saliency family: gradient, deconvnet, guided backprop, excitation backprop
+(plain and contrastive) and linear approximation, with its probe, resize and smoothing options.
+
+Common scheme (torchray/attribution/common.py, ``saliency``): back-propagate a one-hot
+gradient at the target under a set of modified backward rules, read the
+pseudo-gradient at ``saliency_layer`` (the input when ``None``, else the layer's
+output), reduce it over channels, optionally resize it (``F.interpolate``,
+``align_corners=False``) and smooth it (a Gaussian with ``sigma = smooth * max(h, w)``,
+``ceil(4 sigma)`` taps, replicate padding: torchray/utils.py ``imsmooth``). Maps are
+``[N, h, w, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.attribution._common import check_choice, prepare, run
+from jaxplain.attribution._layers import check_layer, tapped_forward, zeros_like_activation
+from jaxplain.image import interpolate
+from jaxplain.model import Model, require_structure
+from jaxplain.rules import excitation, lrp
+from jaxplain.rules.composites import LINEAR, SUM
+from jaxplain.rules.engine import ByPath, FirstMatch, RuleMap, forward_with_rules, module_calls
+from jaxplain.rules.guided import DECONVOLUTION, GUIDED_BACKPROP_TORCHRAY
+from jaxplain.typing import Array, Target
+
+RESIZE_MODES = ("bilinear", "nearest")
+Resize = bool | tuple[int, int]
+
+
+def _no_rules(module, path):
+    return None
+
+
+def _without_sum_rule(rules: RuleMap) -> RuleMap:
+    """``rules`` with residual sums back to their gradient (TorchRay without ``update_resnet``)."""
+    return FirstMatch((lambda module, path: lrp.Gradient() if isinstance(module, SUM) else None, rules))
+
+
+def gaussian_smooth(maps: Array, sigma: float) -> Array:
+    """TorchRay's ``imsmooth`` on NHWC maps: separable Gaussian, ``ceil(4 sigma)`` taps each side, replicate padding."""
+    width = math.ceil(4 * sigma)
+    taps = np.arange(-width, width + 1, dtype=np.float32) / (np.float32(math.sqrt(2)) * np.float32(sigma)
+                                                              + np.float32(1.1920929e-07))
+    kernel = np.exp(-taps * taps)
+    kernel = jnp.asarray(kernel / kernel.sum(), maps.dtype)
+    padded = jnp.pad(maps, ((0, 0), (width, width), (width, width), (0, 0)), mode="edge")
+    rows = jax.vmap(lambda k, shift: k * jax.lax.dynamic_slice_in_dim(padded, shift, maps.shape[1], axis=1),
+                    in_axes=(0, 0))(kernel, jnp.arange(2 * width + 1)).sum(0)
+    return jax.vmap(lambda k, shift: k * jax.lax.dynamic_slice_in_dim(rows, shift, maps.shape[2], axis=2),
+                    in_axes=(0, 0))(kernel, jnp.arange(2 * width + 1)).sum(0)
+
+
+def _finish(maps: Array, inputs: Array, resize: Resize, resize_mode: str, smooth: float) -> Array:
+    if resize is not False:
+        size = inputs.shape[1:3] if resize is True else (resize[1], resize[0])
+        maps = interpolate(maps, tuple(size), mode=resize_mode, align_corners=False)
+    if smooth > 0:
+        maps = gaussian_smooth(maps, smooth * max(maps.shape[1:3]))
+    return maps
+
+
+def _probe_gradient(model: Model, inputs: Array, target: Array, layer: str | None, rules: RuleMap,
+                    seed_rules: RuleMap | None = None) -> tuple[Array, Array]:
+    """``(pseudo-gradient, activation)`` at ``layer`` (the input when None) for a one-hot seed at the target."""
+    if layer is None:
+        forward = forward_with_rules(model, rules)
+        outputs, pullback = jax.vjp(forward, inputs)
+        seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
+        return pullback(seed)[0], inputs
+    tapped = tapped_forward(model, layer, rules=rules)
+    (outputs, activation), pullback = jax.vjp(lambda delta: tapped(inputs, delta),
+                                              zeros_like_activation(model, layer, inputs))
+    seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
+    return pullback((seed, jnp.zeros_like(activation)))[0], activation
+
+
+REDUCTIONS: dict[str, Callable[[Array, Array], Array]] = {
+    "max_abs": lambda gradient, activation: jnp.max(jnp.abs(gradient), axis=-1, keepdims=True),
+    "sum": lambda gradient, activation: jnp.sum(gradient, axis=-1, keepdims=True),
+    "linear_approx": lambda gradient, activation: jnp.sum(gradient * activation, axis=-1, keepdims=True),
+}
+
+
+def _saliency_core(model, inputs, target, key, arrays, *, rules, layer, reduction, resize, resize_mode, smooth):
+    gradient, activation = _probe_gradient(model, inputs, target, layer, rules)
+    return _finish(REDUCTIONS[reduction](gradient, activation), inputs, resize, resize_mode, smooth)
+
+
+def _check_options(resize: Any, resize_mode: str, smooth: float, method: str) -> Resize:
+    check_choice("resize_mode", resize_mode, RESIZE_MODES, method=method)
+    if smooth < 0:
+        raise ValueError(f"{method}: smooth must be >= 0, got {smooth}")
+    if isinstance(resize, bool):
+        return resize
+    if isinstance(resize, (tuple, list)) and len(resize) == 2 and all(isinstance(v, int) and v > 0 for v in resize):
+        return (int(resize[0]), int(resize[1]))
+    raise ValueError(f"{method}: resize must be True, False or a (width, height) pair, got {resize!r}")
+
+
+def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | None, ...], method: str):
+    model, inputs, target = prepare(model, inputs, target, method=method)
+    model = require_structure(model, method)
+    for layer in layers:
+        if layer is not None:
+            check_layer(model, inputs, layer, method=method)
+    return model, inputs, target
+
+
+def _saliency(method: str, rules: RuleMap, reduction: str, model: Any, inputs: Array, target: Target,
+              saliency_layer: str | None, resize: Any, resize_mode: str, smooth: float) -> Array:
+    resize = _check_options(resize, resize_mode, smooth, method)
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method)
+    return run(_saliency_core, model, inputs, target, rules=rules, layer=saliency_layer, reduction=reduction,
+               resize=resize, resize_mode=resize_mode, smooth=float(smooth))
+
+
+def torchray_gradient(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
+                      resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
+    """TorchRay's ``gradient``: ``max_c |dF_t/dA|`` at ``saliency_layer`` (Simonyan et al. 2014)."""
+    return _saliency("torchray_gradient", _no_rules, "max_abs", model, inputs, target, saliency_layer, resize,
+                     resize_mode, smooth)
+
+
+def torchray_deconvnet(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
+                       resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
+    """TorchRay's ``deconvnet`` (Zeiler & Fergus 2014): ReLUs pass back ``relu(g)``; ``max_c |g|``."""
+    return _saliency("torchray_deconvnet", DECONVOLUTION, "max_abs", model, inputs, target, saliency_layer, resize,
+                     resize_mode, smooth)
+
+
+def torchray_guided_backprop(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
+                             resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
+    """TorchRay's ``guided_backprop`` (Springenberg et al. 2015): ``relu(g) [x >= 0]`` at ReLUs; ``max_c |g|``."""
+    return _saliency("torchray_guided_backprop", GUIDED_BACKPROP_TORCHRAY, "max_abs", model, inputs, target,
+                     saliency_layer, resize, resize_mode, smooth)
+
+
+def linear_approx(model: Any, inputs: Array, target: Target, *, saliency_layer: str, resize: Resize = False,
+                  resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
+    """TorchRay's ``linear_approx``: ``sum_c A * dF_t/dA`` at ``saliency_layer`` (torchray/attribution/linear_approx.py)."""
+    return _saliency("linear_approx", _no_rules, "linear_approx", model, inputs, target, saliency_layer, resize,
+                     resize_mode, smooth)
+
+
+def _excitation_rules(split_residuals: bool) -> RuleMap:
+    return excitation.EXCITATION_BACKPROP if split_residuals else _without_sum_rule(excitation.EXCITATION_BACKPROP)
+
+
+def excitation_backprop(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
+                        resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0,
+                        split_residuals: bool = True) -> Array:
+    """Excitation backprop (Zhang et al. 2016), TorchRay's ``excitation_backprop``: ``sum_c`` of the
+    excitation at ``saliency_layer`` (a plain channel sum, as TorchRay's code; its docstring's clamp is not applied).
+
+    ``split_residuals=True`` splits residual sums in proportion (TorchRay after ``update_resnet``);
+    ``False`` gives them their gradient (TorchRay on an unmodified torchvision ResNet).
+    """
+    return _saliency("excitation_backprop", _excitation_rules(split_residuals), "sum", model, inputs, target,
+                     saliency_layer, resize, resize_mode, smooth)
+
+
+def _minus_cotangent(value: Array, contrast: Array) -> Array:
+    """``value`` whose cotangent has ``contrast`` subtracted (TorchRay's contrast probe)."""
+
+    @jax.custom_vjp
+    def identity(value, contrast):
+        return value
+
+    identity.defvjp(lambda v, c: (v, c), lambda c, g: (g - c, jnp.zeros_like(c)))
+    return identity(value, contrast)
+
+
+def _contrastive_core(model, inputs, target, key, arrays, *, saliency_layer, contrast_layer, classifier_layer,
+                      split_residuals, resize, resize_mode):
+    rules = _excitation_rules(split_residuals)
+
+    def flipped(module, call, x):
+        params = jax.tree_util.tree_map(jnp.negative, dict(module.variables["params"]))
+        return excitation.ExcitationLinear()(module, call, x, params=params)
+
+    contrast, _ = _probe_gradient(model, inputs, target, contrast_layer,
+                                  FirstMatch((ByPath(classifier_layer, flipped), rules)))
+
+    def subtract(module, call, *args):
+        inner = rules(module, module.path)
+        return _minus_cotangent(inner(module, call, *args) if inner is not None else call(*args), contrast)
+
+    gradient, _ = _probe_gradient(model, inputs, target, saliency_layer,
+                                  FirstMatch((ByPath(contrast_layer, subtract), rules)))
+    maps = jnp.maximum(jnp.sum(gradient, axis=-1, keepdims=True), 0)
+    return _finish(maps, inputs, resize, resize_mode, 0.0)
+
+
+def contrastive_excitation_backprop(model: Any, inputs: Array, target: Target, *, saliency_layer: str,
+                                    contrast_layer: str, classifier_layer: str | None = None,
+                                    resize: Resize = False, resize_mode: str = "bilinear",
+                                    split_residuals: bool = True) -> Array:
+    """Contrastive excitation backprop (Zhang et al. 2016), TorchRay's ``contrastive_excitation_backprop``.
+
+    Pass 1 back-propagates the excitation with the classifier's weights negated and
+    records it at the output of ``contrast_layer``; pass 2 back-propagates with the
+    true weights, subtracts that contrast where it meets ``contrast_layer``'s output,
+    and returns ``max(sum_c, 0)`` at ``saliency_layer``. ``classifier_layer`` defaults
+    to the last linear layer (convolution or dense) of the forward pass.
+    """
+    method = "contrastive_excitation_backprop"
+    resize = _check_options(resize, resize_mode, 0.0, method)
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method)
+    if classifier_layer is None:
+        linear = [".".join(path) for path, module in module_calls(model, inputs) if path and isinstance(module, LINEAR)]
+        classifier_layer = linear[-1]
+    return run(_contrastive_core, model, inputs, target, saliency_layer=saliency_layer, contrast_layer=contrast_layer,
+               classifier_layer=classifier_layer, split_residuals=split_residuals, resize=resize,
+               resize_mode=resize_mode)
