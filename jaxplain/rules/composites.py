@@ -101,68 +101,53 @@ def _composite(kind: str) -> Callable:
 PRESETS: dict[str, type] = {}
 
 
-def _extra(layer_map: LayerMap, first_map: LayerMap, name_map: NameMap) -> dict[str, Any]:
-    return {"layer_map": tuple(layer_map), "first_map": tuple(first_map), "name_map": tuple(name_map)}
+class _EpsilonConvolutions(Composite):
+    """Dense layers Epsilon, convolutions ``convolution_rule``, optionally Flat on the first linear layer."""
+
+    flat_first = False
+
+    @staticmethod
+    def convolution_rule(stabilizer: float, set_bias_to_zero: bool) -> lrp.LinearRule:
+        raise NotImplementedError
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        rules = (
+            (CONVOLUTION, self.convolution_rule(stabilizer, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
+        )
+        first = ((LINEAR, lrp.Flat(stabilizer)),) if self.flat_first else ()
+        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map) + first,
+                         tuple(name_map), merge_batch_norm)
 
 
 @_composite("epsilon_plus")
-class EpsilonPlus(Composite):
+class EpsilonPlus(_EpsilonConvolutions):
     """Convolutions ZPlus, dense layers Epsilon (Zennit's ``EpsilonPlus``)."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
-                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
-                 merge_batch_norm: bool = True):
-        rules = (
-            (CONVOLUTION, lrp.ZPlus(stabilizer, set_bias_to_zero)),
-            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
-        )
-        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map), tuple(name_map),
-                         merge_batch_norm)
+    convolution_rule = staticmethod(lrp.ZPlus)
 
 
 @_composite("epsilon_plus_flat")
-class EpsilonPlusFlat(Composite):
+class EpsilonPlusFlat(EpsilonPlus):
     """EpsilonPlus with Flat on the first linear layer (Zennit's ``EpsilonPlusFlat``)."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
-                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
-                 merge_batch_norm: bool = True):
-        rules = (
-            (CONVOLUTION, lrp.ZPlus(stabilizer, set_bias_to_zero)),
-            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
-        )
-        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules,
-                         tuple(first_map) + ((LINEAR, lrp.Flat(stabilizer)),), tuple(name_map), merge_batch_norm)
+    flat_first = True
 
 
 @_composite("epsilon_alpha2_beta1")
-class EpsilonAlpha2Beta1(Composite):
+class EpsilonAlpha2Beta1(_EpsilonConvolutions):
     """Convolutions Alpha2Beta1, dense layers Epsilon (Zennit's ``EpsilonAlpha2Beta1``)."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
-                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
-                 merge_batch_norm: bool = True):
-        rules = (
-            (CONVOLUTION, lrp.AlphaBeta(2.0, 1.0, stabilizer, set_bias_to_zero)),
-            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
-        )
-        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map), tuple(name_map),
-                         merge_batch_norm)
+    convolution_rule = staticmethod(lrp.Alpha2Beta1)
 
 
 @_composite("epsilon_alpha2_beta1_flat")
-class EpsilonAlpha2Beta1Flat(Composite):
+class EpsilonAlpha2Beta1Flat(EpsilonAlpha2Beta1):
     """EpsilonAlpha2Beta1 with Flat on the first linear layer (Zennit's ``EpsilonAlpha2Beta1Flat``)."""
 
-    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, set_bias_to_zero: bool = False,
-                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
-                 merge_batch_norm: bool = True):
-        rules = (
-            (CONVOLUTION, lrp.AlphaBeta(2.0, 1.0, stabilizer, set_bias_to_zero)),
-            (DENSE, lrp.Epsilon(epsilon, set_bias_to_zero)),
-        )
-        super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules,
-                         tuple(first_map) + ((LINEAR, lrp.Flat(stabilizer)),), tuple(name_map), merge_batch_norm)
+    flat_first = True
 
 
 def _bound(value: float | Sequence[float]) -> float | tuple[float, ...]:

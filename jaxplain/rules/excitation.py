@@ -45,23 +45,11 @@ class Proportional:
     epsilon: float = EXCITATION_EPSILON
 
     def __call__(self, module, call: Callable, *args: Array) -> Array:
-        epsilon = self.epsilon
-
-        @jax.custom_vjp
-        def layer(*args):
-            return call(*args)
-
-        def layer_forward(*args):
-            output = call(*args)
-            return output, (args, output)
-
-        def layer_backward(residuals, cotangent):
-            args, output = residuals
+        def backward(args, output, cotangent):
             _, pullback = jax.vjp(call, *args)
-            return tuple(x * g for x, g in zip(args, pullback(cotangent / (output + epsilon))))
+            return [x * g for x, g in zip(args, pullback(cotangent / (output + self.epsilon)))]
 
-        layer.defvjp(layer_forward, layer_backward)
-        return layer(*args)
+        return lrp.with_backward(call, args, backward)
 
 
 EXCITATION_BACKPROP = FirstMatch(

@@ -316,7 +316,7 @@ class Flat(LinearRule):
         return gradients[0]
 
 
-def _with_backward(call: Callable[..., Array], args: tuple, backward: Callable[[tuple, Array, Array], tuple]) -> Array:
+def with_backward(call: Callable[..., Array], args: tuple, backward: Callable[[tuple, Array, Array], tuple]) -> Array:
     """``call(*args)`` whose cotangents are ``backward(args, output, relevance)``."""
 
     @jax.custom_vjp
@@ -350,7 +350,7 @@ class Norm:
             gradients = pullback(relevance / stabilize(output, self.stabilizer))
             return [x * g for x, g in zip(args, gradients)]
 
-        return _with_backward(call, args, backward)
+        return with_backward(call, args, backward)
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,7 @@ class Pass:
     """Relevance handed through unchanged (activations, batch norm): ``R_in = R_out``."""
 
     def __call__(self, module: nn.Module, call: Callable, x: Array) -> Array:
-        return _with_backward(call, (x,), lambda args, output, relevance: (relevance,))
+        return with_backward(call, (x,), lambda args, output, relevance: (relevance,))
 
 
 @dataclass(frozen=True)

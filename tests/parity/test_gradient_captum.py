@@ -7,14 +7,15 @@ draws on both sides: jaxplain's documented draws are replayed into Captum by
 patching ``torch.normal`` and ``numpy.random``.
 
 Path methods on random paths (Riemann IG with non-zero baselines, noise-tunnelled IG,
-GradientSHAP) run on ResNet-18 only: on VGG11-BN at 32x48 some max-pool windows hold
-near-ties, and float32 rounding differences between oneDNN and XLA route a gradient to
-another element at a few path points (up to 1.8% of the map's scale at single elements;
-the same tests pass at 4e-7 with other random baselines). Gauss-Legendre IG from a zero
-baseline and every single-point method still run on both.
+GradientSHAP) run on VGG11-BN in float64 on both sides (:func:`in_float64`): at 32x48
+some of its max-pool windows hold near-ties, and float32 rounding differences between
+oneDNN and XLA route a gradient to another element at a few path points (up to 1.8% of
+the map's scale at single elements). In float64 both sides resolve the ties alike.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import captum.attr as ca
 import jax
@@ -39,6 +40,22 @@ def pair(request):
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).normal(size=(2, 32, 48, 3)).astype(np.float32)
+
+
+@contextlib.contextmanager
+def in_float64(pair, images):
+    """The pair's weights and the images in float64 (JAX's x64 switched on meanwhile), for VGG11-BN only."""
+    torch_model, model = pair
+    if not isinstance(model.module, VGG):
+        yield torch_model, model, images
+        return
+    jax.config.update("jax_enable_x64", True)
+    try:
+        variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), model.variables)
+        yield torch_model.double(), model.replace_variables(variables), images.astype(np.float64)
+    finally:
+        torch_model.float()
+        jax.config.update("jax_enable_x64", False)
 
 
 def captum_attr(explainer, images, **kwargs):
@@ -66,15 +83,21 @@ def test_input_x_gradient(pair, images):
     [("gausslegendre", "none"), ("riemann_trapezoid_captum", "channel"), ("riemann_left", "full"), ("riemann_middle", "scalar")],
 )
 def test_integrated_gradients(pair, images, method, baseline_kind):
-    torch_model, model = pair
-    if method != "gausslegendre" and isinstance(model.module, VGG):
-        pytest.skip("random-path IG on VGG11-BN hits max-pool near-ties (module docstring); covered on ResNet-18")
+    with in_float64(pair, images) if method != "gausslegendre" else contextlib.nullcontext((*pair, images)) as (
+        torch_model,
+        model,
+        images,
+    ):
+        integrated_gradients_case(torch_model, model, images, method, baseline_kind)
+
+
+def integrated_gradients_case(torch_model, model, images, method, baseline_kind):
     rng = np.random.default_rng(1)
     ours_baseline, theirs_baseline = {
         "none": (None, None),
         "scalar": (0.3, 0.3),
-        "channel": ((b := rng.normal(size=3).astype(np.float32)), nchw(np.broadcast_to(b, images.shape))),
-        "full": ((f := rng.normal(size=images.shape).astype(np.float32)), nchw(f)),
+        "channel": ((b := rng.normal(size=3).astype(images.dtype)), nchw(np.broadcast_to(b, images.shape))),
+        "full": ((f := rng.normal(size=images.shape).astype(images.dtype)), nchw(f)),
     }[baseline_kind]
     ours, our_delta = jx.integrated_gradients(
         model, images, TARGETS, baselines=ours_baseline, n_steps=16, method=method, return_convergence_delta=True
@@ -133,9 +156,11 @@ def test_noise_tunnel_saliency(pair, images, nt_type, monkeypatch):
 
 
 def test_noise_tunnel_integrated_gradients(pair, images, monkeypatch):
-    torch_model, model = pair
-    if isinstance(model.module, VGG):
-        pytest.skip("random-path methods on VGG11-BN hit max-pool near-ties (module docstring); covered on ResNet-18")
+    with in_float64(pair, images) as (torch_model, model, images):
+        noise_tunnel_integrated_gradients_case(torch_model, model, images, monkeypatch)
+
+
+def noise_tunnel_integrated_gradients_case(torch_model, model, images, monkeypatch):
     key, samples, stdev = jax.random.PRNGKey(6), 3, 0.2
     ours = jx.noise_tunnel(jx.integrated_gradients)(
         model, images, TARGETS, key=key, nt_samples=samples, stdevs=stdev, n_steps=8, nt_type="smoothgrad"
@@ -148,11 +173,13 @@ def test_noise_tunnel_integrated_gradients(pair, images, monkeypatch):
 
 
 def test_gradient_shap(pair, images, monkeypatch):
-    torch_model, model = pair
-    if isinstance(model.module, VGG):
-        pytest.skip("random-path methods on VGG11-BN hit max-pool near-ties (module docstring); covered on ResNet-18")
+    with in_float64(pair, images) as (torch_model, model, images):
+        gradient_shap_case(torch_model, model, images, monkeypatch)
+
+
+def gradient_shap_case(torch_model, model, images, monkeypatch):
     key, samples, stdev = jax.random.PRNGKey(7), 3, 0.1
-    distribution = np.random.default_rng(2).normal(size=(4,) + images.shape[1:]).astype(np.float32)
+    distribution = np.random.default_rng(2).normal(size=(4,) + images.shape[1:]).astype(images.dtype)
     ours = jx.gradient_shap(model, images, TARGETS, baselines=distribution, key=key, n_samples=samples, stdevs=stdev)
 
     batch = images.shape[0]
