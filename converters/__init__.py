@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from converters.cabrnet import from_cabrnet, is_cabrnet, load_cabrnet
 from converters.core import build_model, flat_template, variables_from_state_dict
 from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
 from jaxplain import nets
@@ -29,7 +30,10 @@ def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None = None) -> Model:
-    """Convert a torchvision model instance, with its weights, into a ``jaxplain.Model``.
+    """Convert a torchvision or CaBRNet model instance, with its weights, into a ``jaxplain.Model``.
+
+    A CaBRNet model becomes a :class:`jaxplain.nets.prototype.PrototypeModel` (see
+    :mod:`converters.cabrnet`).
 
     The model's ``name`` is the torchvision constructor it matches (``"vgg11_bn"``,
     ``"densenet121"``), or its lowercase class name for a custom configuration.
@@ -43,6 +47,8 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
             hyper-parameters the zoo does not reproduce, or every missing, unexpected
             or mis-shaped state-dict key.
     """
+    if is_cabrnet(module):
+        return from_cabrnet(module, input_shape=input_shape)
     kind = type(module).__name__
     if kind not in RECOGNISERS:
         raise ValueError(
@@ -113,4 +119,4 @@ def load(
     )
 
 
-__all__ = ["from_torch", "load", "load_state_dict", "variables_from_state_dict"]
+__all__ = ["from_torch", "load", "load_cabrnet", "load_state_dict", "variables_from_state_dict"]

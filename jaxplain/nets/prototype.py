@@ -1,0 +1,334 @@
+"""Prototype networks in CaBRNet's generic form: a cut zoo backbone, add-on layers, prototypes,
+a similarity layer and a decision layer.
+
+CaBRNet (``cabrnet/archs/generic/model.py``, ``conv_extractor.py``) builds every prototype model
+the same way: a torchvision backbone cut at one layer (``extractor.convnet``), add-on layers
+(``extractor.add_on``), then a classifier holding the prototypes, a similarity layer turning
+squared L2 distances into similarity maps, and a decision layer. Module paths here follow the
+torch state dict (``extractor.convnet.layer2.0.conv1``, ``extractor.add_on.conv1``,
+``classifier.prototypes``, ``classifier.last_layer``), so converted weights land by name.
+
+Implemented: ProtoPNet's decision (``cabrnet/archs/protopnet/decision.py``: minimum distance per
+prototype, similarity, a bias-free linear layer; its legacy ``compatibility_mode`` too) with any of
+CaBRNet's L2 similarities (``cabrnet/core/utils/similarities.py``: ``ProtoPNetSimilarity``,
+``LegacyProtoPNetSimilarity``, ``ProtoTreeSimilarity``, ``LegacyProtoTreeSimilarity``). ProtoTree's
+soft decision tree is not implemented.
+
+Layout: NHWC throughout; similarity maps are ``[N, h, w, P]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxplain.model import Model
+from jaxplain.nets import layers, resnet, vgg
+
+RESNETS = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "resnet152": resnet.resnet152,
+    "wide_resnet50_2": resnet.wide_resnet50_2,
+    "wide_resnet101_2": resnet.wide_resnet101_2,
+    "resnext50_32x4d": resnet.resnext50_32x4d,
+    "resnext101_32x8d": resnet.resnext101_32x8d,
+}
+VGGS = {name: make for name, make in vgg.__dict__.items() if name.startswith("vgg") and callable(make)}
+RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+SIMILARITIES = ("ProtoPNetSimilarity", "LegacyProtoPNetSimilarity", "ProtoTreeSimilarity", "LegacyProtoTreeSimilarity")
+ADD_ON_LAYERS = ("Conv2d", "ReLU", "Sigmoid", "BatchNorm2d", "Dropout", "Identity", "LeakyReLU", "Tanh", "MaxPool2d",
+                 "AvgPool2d")
+
+
+def source_layers(arch: str) -> tuple[str, ...]:
+    """The layers a backbone of zoo architecture ``arch`` may be cut at (torchvision node names)."""
+    if arch in RESNETS:
+        return RESNET_CHILDREN
+    if arch in VGGS:
+        return ("features",) + tuple(f"features.{i}" for i in range(len(_vgg_items(arch))))
+    raise ValueError(f"unsupported backbone {arch!r}; supported: {', '.join(sorted(RESNETS) + sorted(VGGS))}")
+
+
+def _vgg_items(arch: str) -> list[tuple[str, Any]]:
+    """VGG ``features`` as ``(kind, width)`` items in torchvision's index order."""
+    keywords = VGGS[arch].keywords
+    items: list[tuple[str, Any]] = []
+    for entry in keywords["cfg"]:
+        if entry == vgg.POOL:
+            items.append(("pool", None))
+            continue
+        items.append(("conv", int(entry)))
+        if keywords.get("batch_norm", False):
+            items.append(("bn", None))
+        items.append(("relu", None))
+    return items
+
+
+class Backbone(nn.Module):
+    """A zoo backbone (``arch``) run up to and including ``source_layer``, with torchvision's paths.
+
+    Equals ``torchvision.models.feature_extraction.create_feature_extractor(model,
+    {source_layer: ...})``, as CaBRNet's ``ConvExtractor`` builds it.
+    """
+
+    arch: str
+    source_layer: str
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        allowed = source_layers(self.arch)
+        if self.source_layer not in allowed:
+            raise ValueError(f"cannot cut {self.arch} at {self.source_layer!r}; choose one of {', '.join(allowed)}")
+        if self.arch in RESNETS:
+            return self._resnet(x)
+        return self._vgg(x)
+
+    def _resnet(self, x: jax.Array) -> jax.Array:
+        keywords = RESNETS[self.arch].keywords
+        block = keywords["block"]
+        groups, width = keywords.get("groups", 1), keywords.get("width_per_group", 64)
+        stop = RESNET_CHILDREN.index(self.source_layer)
+        stem = (
+            lambda v: layers.Conv2d(64, 7, 2, 3, use_bias=False, name="conv1")(v),
+            lambda v: layers.BatchNorm2d(name="bn1")(v),
+            lambda v: layers.ReLU(name="relu")(v),
+            lambda v: layers.MaxPool2d(3, 2, 1, name="maxpool")(v),
+        )
+        for step in stem[: stop + 1]:
+            x = step(x)
+        in_channels = 64
+        for stage, blocks in enumerate(keywords["stage_sizes"][: max(stop - 3, 0)]):
+            planes = 64 * 2**stage
+            x = resnet.Stage(block, planes, blocks, 1 if stage == 0 else 2, in_channels, groups, width,
+                             name=f"layer{stage + 1}")(x)
+            in_channels = planes * block.expansion
+        return x
+
+    def _vgg(self, x: jax.Array) -> jax.Array:
+        items = _vgg_items(self.arch)
+        stop = len(items) if self.source_layer == "features" else int(self.source_layer.split(".")[1]) + 1
+        return _VGGPrefix(tuple(items[:stop]), name="features")(x)
+
+
+class _VGGPrefix(nn.Module):
+    """The first layers of a VGG ``features`` block, numbered as torchvision numbers them."""
+
+    items: tuple[tuple[str, Any], ...]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for index, (kind, width) in enumerate(self.items):
+            name = str(index)
+            if kind == "conv":
+                x = layers.Conv2d(width, 3, 1, 1, name=name)(x)
+            elif kind == "bn":
+                x = layers.BatchNorm2d(name=name)(x)
+            elif kind == "relu":
+                x = layers.ReLU(name=name)(x)
+            else:
+                x = layers.MaxPool2d(2, 2, name=name)(x)
+        return x
+
+
+LayerSpec = tuple[str, str, tuple[tuple[str, Any], ...]]
+"""An add-on layer: ``(name, layer type, sorted keyword arguments of the zoo layer)``."""
+
+
+class AddOn(nn.Module):
+    """CaBRNet's add-on layers (``extractor.add_on``): named layers applied in order."""
+
+    specs: tuple[LayerSpec, ...]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for name, kind, options in self.specs:
+            if kind not in ADD_ON_LAYERS:
+                raise ValueError(f"add-on layer {name!r}: unsupported type {kind}; supported: {', '.join(ADD_ON_LAYERS)}")
+            x = getattr(layers, kind)(**dict(options), name=name)(x)
+        return x
+
+
+class ConvExtractor(nn.Module):
+    """``extractor``: ``convnet`` (the cut backbone), then ``add_on`` (``cabrnet/archs/generic/conv_extractor.py``)."""
+
+    arch: str
+    source_layer: str
+    add_on: tuple[LayerSpec, ...] = ()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = Backbone(self.arch, self.source_layer, name="convnet")(x)
+        return AddOn(self.add_on, name="add_on")(x) if self.add_on else x
+
+
+def squared_distances(features: jax.Array, prototypes: jax.Array) -> jax.Array:
+    """``||f - p||^2`` for every location and prototype, ``[N, h, w, D] x [P, D] -> [N, h, w, P]``.
+
+    Expanded as ``||f||^2 - 2 f.p + ||p||^2`` (one matrix product), as torch's ``cdist`` does for
+    more than 25 rows and CaBRNet's legacy layers always do.
+    """
+    cross = jnp.einsum("nhwd,pd->nhwp", features, prototypes)
+    return jnp.sum(features**2, axis=-1, keepdims=True) - 2 * cross + jnp.sum(prototypes**2, axis=-1)
+
+
+class L2Similarity(nn.Module):
+    """CaBRNet's L2 similarity layers (``cabrnet/core/utils/similarities.py``), by class name.
+
+    ``ProtoPNetSimilarity``/``LegacyProtoPNetSimilarity``: ``log((d + 1) / (d + eps))`` with
+    ``d = relu(||f - p||^2)``, ``eps = stability_factor`` (1e-4).
+    ``ProtoTreeSimilarity``/``LegacyProtoTreeSimilarity``: ``exp(-sqrt(|d| + eps))`` (eps 1e-14), or
+    ``-sqrt(|d| + eps)`` with ``log_probabilities``. The legacy variants differ from the others only
+    in the order of floating-point operations in torch.
+    """
+
+    kind: str = "ProtoPNetSimilarity"
+    stability_factor: float | None = None
+    log_probabilities: bool = False
+
+    @property
+    def epsilon(self) -> float:
+        if self.stability_factor is not None:
+            return self.stability_factor
+        return 1e-4 if "ProtoPNet" in self.kind else 1e-14
+
+    @nn.nowrap
+    def distances_to_similarities(self, distances: jax.Array) -> jax.Array:
+        if self.kind not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {self.kind!r}; supported: {', '.join(SIMILARITIES)}")
+        if "ProtoPNet" in self.kind:
+            distances = jax.nn.relu(distances)
+            return jnp.log((distances + 1) / (distances + self.epsilon))
+        scores = jnp.sqrt(jnp.abs(distances) + self.epsilon)
+        return -scores if self.log_probabilities else jnp.exp(-scores)
+
+    @nn.compact
+    def __call__(self, features: jax.Array, prototypes: jax.Array) -> jax.Array:
+        return self.distances_to_similarities(squared_distances(features, prototypes))
+
+
+class ProtoPNetClassifier(nn.Module):
+    """ProtoPNet's decision (``cabrnet/archs/protopnet/decision.py``): prototypes, similarity, linear layer.
+
+    ``prototypes`` is ``[P, D]``; ``proto_class_map`` ``[P, K]`` (a constant, kept for
+    ``prototype_class_mapping``); ``last_layer`` a bias-free ``Linear(P -> K)``. Logits are the
+    linear layer applied to each prototype's similarity at its closest location;
+    ``compatibility_mode`` reproduces legacy ProtoPNet (the distance is not clamped at 0).
+    """
+
+    num_classes: int
+    num_prototypes: int
+    num_features: int
+    similarity: str = "ProtoPNetSimilarity"
+    stability_factor: float | None = None
+    log_probabilities: bool = False
+    compatibility_mode: bool = False
+
+    def setup(self):
+        shape = (self.num_prototypes, self.num_features)
+        per_class = max(self.num_prototypes // self.num_classes, 1)
+        class_map = jax.nn.one_hot(jnp.arange(self.num_prototypes) // per_class, self.num_classes)
+        self.prototypes = self.param("prototypes", nn.initializers.uniform(1.0), shape)
+        self.proto_class_map = self.param("proto_class_map", lambda key: class_map)
+        self.similarity_layer = L2Similarity(self.similarity, self.stability_factor, self.log_probabilities)
+        self.last_layer = layers.Linear(self.num_classes, use_bias=False)
+
+    def similarities(self, features: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` similarity maps."""
+        return self.similarity_layer(features, self.prototypes)
+
+    def distances(self, features: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` squared L2 distances."""
+        return squared_distances(features, self.prototypes)
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        minimum = jnp.min(self.distances(features), axis=(1, 2))
+        if self.compatibility_mode:
+            scores = jnp.log((minimum + 1) / (minimum + 1e-4))
+        else:
+            scores = self.similarity_layer.distances_to_similarities(minimum)
+        return self.last_layer(scores)
+
+
+class ProtoPNet(nn.Module):
+    """A CaBRNet ProtoPNet: ``extractor`` (cut backbone + add-on), then ``classifier``.
+
+    ``model(x)`` gives the logits ``[N, K]``; ``similarities``, ``distances`` and ``features``
+    are further methods (``module.apply(variables, x, method="similarities")``, or
+    :meth:`PrototypeModel.similarities`). ``num_features`` is the extractor's output width.
+    """
+
+    arch: str
+    source_layer: str
+    num_classes: int
+    num_prototypes: int
+    num_features: int
+    add_on: tuple[LayerSpec, ...] = ()
+    similarity: str = "ProtoPNetSimilarity"
+    stability_factor: float | None = None
+    log_probabilities: bool = False
+    compatibility_mode: bool = False
+
+    def setup(self):
+        self.extractor = ConvExtractor(self.arch, self.source_layer, self.add_on)
+        self.classifier = ProtoPNetClassifier(self.num_classes, self.num_prototypes, self.num_features,
+                                              self.similarity, self.stability_factor, self.log_probabilities,
+                                              self.compatibility_mode)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        return self.extractor(x)
+
+    def similarities(self, x: jax.Array) -> jax.Array:
+        return self.classifier.similarities(self.extractor(x))
+
+    def distances(self, x: jax.Array) -> jax.Array:
+        return self.classifier.distances(self.extractor(x))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.classifier(self.extractor(x))
+
+
+@struct.dataclass
+class PrototypeModel(Model):
+    """A :class:`~jaxplain.model.Model` of a prototype network, with its similarity maps.
+
+    >>> maps = model.similarities(x)  # doctest: +SKIP  [N, h, w, P]
+    """
+
+    def similarities(self, inputs: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` similarity maps (CaBRNet's ``model.similarities``, channels last)."""
+        return self.module.apply(self.variables, inputs, method="similarities")
+
+    def distances(self, inputs: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` squared L2 distances to the prototypes."""
+        return self.module.apply(self.variables, inputs, method="distances")
+
+    def features(self, inputs: jax.Array) -> jax.Array:
+        """The extractor's output ``[N, h, w, D]``."""
+        return self.module.apply(self.variables, inputs, method="features")
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.module.num_prototypes
+
+    @property
+    def prototype_class_mapping(self) -> jax.Array:
+        """``[P, K]`` binary map of prototypes to classes."""
+        return self.variables["params"]["classifier"]["proto_class_map"]
+
+
+def protopnet(arch: str, source_layer: str, num_classes: int, num_prototypes: int, num_features: int, *,
+              add_on: tuple[LayerSpec, ...] = (), similarity: str = "ProtoPNetSimilarity",
+              stability_factor: float | None = None, compatibility_mode: bool = False,
+              input_shape: tuple[int, ...] = (1, 224, 224, 3), key: jax.Array | None = None) -> PrototypeModel:
+    """A randomly initialised :class:`PrototypeModel` of a ProtoPNet (for tests and experiments)."""
+    module = ProtoPNet(arch, source_layer, num_classes, num_prototypes, num_features, tuple(add_on), similarity,
+                       stability_factor, compatibility_mode=compatibility_mode)
+    variables = module.init(jax.random.PRNGKey(0) if key is None else key, jnp.zeros(input_shape, jnp.float32))
+    return PrototypeModel(module, variables, input_channels=input_shape[-1], name="protopnet")
