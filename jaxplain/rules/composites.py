@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.model import Model
-from jaxplain.nets import layers
-from jaxplain.rules import lrp
+from jaxplain.nets import layers, prototype
+from jaxplain.rules import lrp, prp
 from jaxplain.rules.engine import RuleMap
 from jaxplain.typing import Array
 
@@ -179,6 +179,53 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_LOW = tuple(-m / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 IMAGENET_HIGH = tuple((1 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
+@_composite("cabrnet_extractor")
+class CaBRNetExtractor(Composite):
+    """CaBRNet's extractor composite (``get_extractor_lrp_composite_model``, ``cabrnet/core/visualization/prp_utils.py``).
+
+    The first convolution ZBeta (:class:`~jaxplain.rules.lrp.ZBox` over
+    ``[zbeta_lower_bound, zbeta_upper_bound]``, scalars: CaBRNet's defaults are the extreme
+    ImageNet-normalised pixel values), every other convolution Alpha1Beta0, residual sums
+    :class:`~jaxplain.rules.prp.StackedSum`, batch norms merged, activations and batch norms pass
+    relevance, max pooling keeps its gradient; dense layers Epsilon(1e-9) and average pooling
+    Norm(1e-9), Captum's defaults for the layers CaBRNet leaves alone. ``set_bias_to_zero`` drops
+    the (merged) biases from the convolutions' relevance; ``stacked_sum_quirk`` reproduces
+    CaBRNet 1.2's StackedSum stabiliser (see :mod:`jaxplain.rules.prp`).
+    """
+
+    def __init__(self, set_bias_to_zero: bool = True, stability_factor: float = 1e-6, use_zbeta: bool = True,
+                 zbeta_lower_bound: float = min(IMAGENET_LOW), zbeta_upper_bound: float = max(IMAGENET_HIGH),
+                 stacked_sum_quirk: bool = False, layer_map: LayerMap = (), first_map: LayerMap = (),
+                 name_map: NameMap = (), merge_batch_norm: bool = True):
+        rules = (
+            (SUM, prp.StackedSum(stability_factor, stacked_sum_quirk)),
+            (ACTIVATION, lrp.Pass()),
+            (BATCH_NORM, lrp.Pass()),
+            (CONVOLUTION, lrp.Alpha1Beta0(stability_factor, set_bias_to_zero)),
+            (DENSE, lrp.Epsilon(1e-9)),
+            (AVG_POOL, lrp.Norm(1e-9)),
+        )
+        zbeta = lrp.ZBox(float(zbeta_lower_bound), float(zbeta_upper_bound), stability_factor, set_bias_to_zero)
+        first = ((CONVOLUTION, zbeta),) if use_zbeta else ()
+        super().__init__(tuple(layer_map) + rules, tuple(first_map) + first, tuple(name_map), merge_batch_norm)
+
+
+@_composite("cabrnet_prp")
+class CaBRNetPRP(CaBRNetExtractor):
+    """CaBRNet's PRP composite (``get_cabrnet_lrp_composite_model``): :class:`CaBRNetExtractor` on the
+    extractor and :class:`~jaxplain.rules.prp.SimilarityRelevance` (``decision_stability_factor``,
+    1e-12) on the similarity layer."""
+
+    def __init__(self, set_bias_to_zero: bool = True, stability_factor: float = 1e-6, use_zbeta: bool = True,
+                 zbeta_lower_bound: float = min(IMAGENET_LOW), zbeta_upper_bound: float = max(IMAGENET_HIGH),
+                 stacked_sum_quirk: bool = False, decision_stability_factor: float = 1e-12,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        similarity = (((prototype.L2Similarity,), prp.SimilarityRelevance(decision_stability_factor)),)
+        super().__init__(set_bias_to_zero, stability_factor, use_zbeta, zbeta_lower_bound, zbeta_upper_bound,
+                         stacked_sum_quirk, similarity + tuple(layer_map), first_map, name_map, merge_batch_norm)
 
 
 def get(composite: Composite | str, **options: Any) -> Composite:

@@ -66,8 +66,12 @@ class FirstMatch:
         return None
 
 
-def forward_with_rules(model: Model, rule_map: RuleMap) -> Callable[[Array], Array]:
-    """``model``'s forward function with ``rule_map``'s rules on ``__call__`` of each module."""
+def forward_with_rules(model: Model, rule_map: RuleMap, method: str | None = None) -> Callable[[Array], Array]:
+    """``model``'s forward function with ``rule_map``'s rules on ``__call__`` of each module.
+
+    ``method`` names another method of the top module to run instead of ``__call__``
+    (``"similarities"`` of a prototype network); the rules still act on the modules' ``__call__``.
+    """
 
     def interceptor(next_fun, args, kwargs, context):
         if context.method_name != "__call__":
@@ -79,7 +83,7 @@ def forward_with_rules(model: Model, rule_map: RuleMap) -> Callable[[Array], Arr
 
     def forward(inputs: Array) -> Array:
         with nn.intercept_methods(interceptor):
-            return model.module.apply(model.variables, inputs)
+            return model.module.apply(model.variables, inputs, method=method)
 
     return forward
 

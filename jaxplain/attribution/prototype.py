@@ -1,0 +1,341 @@
+"""Where a prototype network sees its prototypes: CaBRNet's attributions of similarity maps.
+
+CaBRNet (``cabrnet/core/visualization/gradients.py``) explains prototype ``p`` on one image by
+looping over the locations ``(h, w)`` of its similarity map, skipping those below
+``similarity_threshold`` (or all but one, with ``location``), attributing the similarity at each
+location to the input and accumulating, then post-processing the sum
+(``cabrnet/core/visualization/postprocess.py``, see :mod:`jaxplain.attribution._prototype_post`):
+
+- ``saliency``: ``sum_hw sim[h, w] |d sim[h, w] / dx|`` (Captum's ``Saliency``, absolute gradients);
+- ``smoothgrad``: the same with ``mean_s |d sim[h, w] / dx (x + noise_s)|``, ``num_samples`` draws of
+  Gaussian noise with standard deviation ``noise_ratio * (max x - min x)``;
+- ``prp``: the relevance of ``sim[h, w]`` under CaBRNet's PRP rules (``CaBRNetPRP`` composite),
+  summed over locations;
+- ``randgrad``: uniform noise in ``[0, 1)`` (a baseline).
+
+Here one forward pass serves every location and prototype of a batch: the backward passes are
+vmapped over the locations and prototypes (and the noise samples over the forward). PRP is
+linear in the relevance it starts from, so its sum over locations is one backward pass seeded
+with every selected location at once, which equals CaBRNet's loop up to rounding. SmoothGrad's
+noise draws are shared by all locations and prototypes of an image (CaBRNet draws new noise for
+each location; the expectation is the same).
+
+``proto_idx`` stands in the target position: an int (every image), ``[N]`` (one per image; the
+result is ``[N, H, W]``) or ``[N, K]`` (``K`` prototypes per image; ``[N, K, H, W]``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.attribution import _prototype_post as post
+from jaxplain.attribution._common import (check_batch_size, check_choice, check_inputs, require_key, run, sum_over,
+                                          traced_once)
+from jaxplain.attribution.lrp import _check_layers, _leaf_calls
+from jaxplain.model import Model, as_model
+from jaxplain.rules import composites as composites_module
+from jaxplain.rules.engine import forward_with_rules
+from jaxplain.typing import Array
+
+Location = tuple[int, int] | str | None
+
+
+def _prototype_model(model: Any, method: str) -> Model:
+    model = as_model(model)
+    if not isinstance(model, Model) or not hasattr(type(model.module), "similarities"):
+        raise TypeError(f"{method} needs a prototype network (jaxplain.nets.prototype.PrototypeModel, e.g. from "
+                        f"converters.from_torch(cabrnet_model)), got {type(model).__name__}")
+    return model
+
+
+def _similarity_shape(model: Model, inputs: Array) -> tuple[int, ...]:
+    spec = jax.ShapeDtypeStruct(inputs.shape, inputs.dtype)
+    forward = lambda x: model.module.apply(model.variables, x, method="similarities")
+    return traced_once("similarity_shape", model, inputs, lambda: tuple(jax.eval_shape(forward, spec).shape))
+
+
+def _proto_indices(proto_idx: Any, batch: int, prototypes: int, method: str) -> tuple[Array, bool]:
+    """``[N, K]`` int32 prototype indices and whether the prototype axis is dropped from the result."""
+    indices = np.asarray(proto_idx)
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise TypeError(f"{method}: proto_idx must be an int or an int array [N] or [N, K], got dtype {indices.dtype}")
+    single = indices.ndim <= 1
+    if indices.ndim == 0:
+        indices = np.full((batch, 1), indices)
+    elif indices.ndim == 1 and indices.shape == (batch,):
+        indices = indices[:, None]
+    elif indices.ndim != 2 or indices.shape[0] != batch:
+        raise ValueError(f"{method}: proto_idx must be an int, [{batch}] or [{batch}, K], got shape {indices.shape}")
+    if indices.size and (indices.min() < 0 or indices.max() >= prototypes):
+        raise ValueError(f"{method}: proto_idx {indices.tolist()} out of range for a model with {prototypes} prototypes")
+    return jnp.asarray(indices, jnp.int32), single
+
+
+def _location(location: Any, single_location: bool | None, shape: tuple[int, int], method: str) -> Location:
+    if single_location:
+        if location not in (None, "max"):
+            raise ValueError(f"{method}: single_location=True means location='max', got location={location!r}")
+        location = "max"
+    if location is None or location == "max":
+        return location
+    if isinstance(location, (tuple, list)) and len(location) == 2 and all(
+            isinstance(v, (int, np.integer)) for v in location):
+        h, w = int(location[0]), int(location[1])
+        if 0 <= h < shape[0] and 0 <= w < shape[1]:
+            return (h, w)
+        raise ValueError(f"{method}: location {location} outside the {shape[0]}x{shape[1]} similarity map")
+    raise ValueError(f"{method}: location must be None, 'max' or a (h, w) pair of ints, got {location!r}")
+
+
+def _selected(maps: Array, location: Location, threshold: float, width: int) -> tuple[Array, Array]:
+    """Flat locations ``[N, K, L]`` and their weights, the similarity there (0 where skipped), of maps ``[N, K, h*w]``.
+
+    ``None``: every location, weighted where ``sim >= threshold``; ``"max"``: the first maximum;
+    ``(h, w)``: that location (CaBRNet then lowers the threshold to its similarity, so it always counts).
+    """
+    if location is None:
+        index = jnp.broadcast_to(jnp.arange(maps.shape[-1]), maps.shape)
+        return index, jnp.where(maps >= threshold, maps, 0.0)
+    if location == "max":
+        index = jnp.argmax(maps, axis=-1)[..., None]
+    else:
+        index = jnp.full(maps.shape[:-1] + (1,), location[0] * width + location[1], jnp.int32)
+    return index, jnp.take_along_axis(maps, index, axis=-1)
+
+
+def _seed(index: Array, weight: Array, protos: Array, shape: tuple[int, ...]) -> Array:
+    """A cotangent ``shape`` (``[N, h, w, P]``): ``weight[n, l]`` at flat location ``index[n, l]`` of prototype ``protos[n]``."""
+    _, h, w, p = shape
+    locations = jnp.einsum("nlx,nl->nx", jax.nn.one_hot(index, h * w, dtype=weight.dtype), weight)
+    return (locations[:, :, None] * jax.nn.one_hot(protos, p, dtype=weight.dtype)[:, None, :]).reshape(shape)
+
+
+def _plain_similarities(model: Model):
+    return lambda x: model.module.apply(model.variables, x, method="similarities")
+
+
+def _maps(sims: Array, protos: Array) -> Array:
+    """``[N, K, h*w]`` similarity maps of the chosen prototypes."""
+    flat = sims.reshape(sims.shape[0], -1, sims.shape[-1])
+    return jnp.take_along_axis(flat, protos[:, None, :], axis=2).transpose(0, 2, 1)
+
+
+def _absolute_gradient_sum(forward, inputs: Array, index: Array, weight: Array, protos: Array,
+                           batch_size: int | None) -> Array:
+    """``sum_l weight_l |d sim_l / dx|`` for every image and chosen prototype: ``[N, K, H, W, C]``.
+
+    One forward pass; the backward passes are vmapped over prototypes and locations, the
+    locations chunked by ``batch_size``.
+    """
+    sims, pullback = jax.vjp(forward, inputs)
+
+    def at_location(chunk):
+        location, location_weight = chunk
+
+        def per_prototype(k):
+            seed = _seed(location[:, k, None], jnp.ones_like(location_weight[:, k, None]), protos[:, k], sims.shape)
+            gradient = jnp.abs(pullback(seed)[0])
+            return gradient * location_weight[:, k].reshape((-1,) + (1,) * (gradient.ndim - 1))
+
+        return jax.vmap(per_prototype, out_axes=1)(jnp.arange(protos.shape[1]))
+
+    return sum_over(at_location, (jnp.moveaxis(index, -1, 0), jnp.moveaxis(weight, -1, 0)), batch_size)
+
+
+def _saliency_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size):
+    forward = _plain_similarities(model)
+    sims = forward(inputs)
+    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+    return _absolute_gradient_sum(forward, inputs, index, weight, protos, batch_size)
+
+
+def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size, num_samples,
+                     noise_ratio):
+    forward = _plain_similarities(model)
+    sims = forward(inputs)
+    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+    noise = smoothgrad_noise(key, inputs, num_samples, noise_ratio)
+    total = sum_over(lambda delta: _absolute_gradient_sum(forward, inputs + delta, index, weight, protos, None),
+                     noise, batch_size)
+    return total / num_samples
+
+
+def _prp_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size, composite, first_path, pairs):
+    rules = composites_module.rule_map(composite, model, first_path, pairs)
+    sims, pullback = jax.vjp(forward_with_rules(model, rules, method="similarities"), inputs)
+    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+
+    def per_prototype(k):
+        return pullback(_seed(index[:, k], weight[:, k], protos[:, k], sims.shape))[0]
+
+    prototypes = jnp.arange(protos.shape[1])
+    if batch_size is None:
+        return jax.vmap(per_prototype, out_axes=1)(prototypes)
+    return jnp.moveaxis(jax.lax.map(per_prototype, prototypes, batch_size=batch_size), 0, 1)
+
+
+def _random_core(model, inputs, protos, key, arrays):
+    return jax.random.uniform(key, (inputs.shape[0], protos.shape[1]) + inputs.shape[1:], inputs.dtype)
+
+
+def smoothgrad_noise(key: Array, inputs: Array, num_samples: int, noise_ratio: float) -> Array:
+    """The noise ``prototype_smoothgrad`` adds: ``[num_samples, N, H, W, C]`` Gaussian draws from ``key``,
+    standard deviation ``noise_ratio * (max - min)`` of each image (CaBRNet's ``_captum_smoothgrad_attribute``)."""
+    axes = tuple(range(1, inputs.ndim))
+    stdev = noise_ratio * (jnp.max(inputs, axis=axes) - jnp.min(inputs, axis=axes))
+    draws = jax.random.normal(key, (num_samples,) + inputs.shape, inputs.dtype)
+    return draws * stdev.reshape((1, -1) + (1,) * (inputs.ndim - 1))
+
+
+def _explain(core, method: str, model: Any, inputs: Any, proto_idx: Any, *, key: Array | None, location: Any,
+             single_location: bool | None, similarity_threshold: float, polarity: str | None,
+             gaussian_ksize: float | None, normalize: bool, grads_x_input: bool,
+             image_size: tuple[int, int] | None, postprocess: bool, batch_size: int | None, **static: Any) -> Array:
+    check_choice("polarity", polarity, post.POLARITIES, method=method)
+    check_batch_size(batch_size, method=method)
+    model = _prototype_model(model, method)
+    inputs = check_inputs(model, inputs, method=method)
+    shape = _similarity_shape(model, inputs)
+    protos, single = _proto_indices(proto_idx, inputs.shape[0], shape[-1], method)
+    location = _location(location, single_location, shape[1:3], method)
+    if not np.isfinite(similarity_threshold):
+        raise ValueError(f"{method}: similarity_threshold must be finite, got {similarity_threshold}")
+    raw = run(core, model, inputs, protos, key=key, location=location, threshold=float(similarity_threshold),
+              batch_size=batch_size, **static)
+    return _finish(raw, inputs, single, polarity=polarity, gaussian_ksize=gaussian_ksize, normalize=normalize,
+                   grads_x_input=grads_x_input, image_size=image_size, postprocess=postprocess)
+
+
+def _finish(raw: Array, inputs: Array, single: bool, *, polarity, gaussian_ksize, normalize, grads_x_input,
+            image_size, postprocess) -> Array:
+    if postprocess:
+        size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        raw = _post_jitted(raw, inputs, polarity=polarity, gaussian_ksize=gaussian_ksize, normalize=normalize,
+                           grads_x_input=grads_x_input, image_size=size)
+    return raw[:, 0] if single else raw
+
+
+_post_jitted = jax.jit(post.post_process, static_argnames=("polarity", "gaussian_ksize", "normalize",
+                                                           "grads_x_input", "image_size"))
+
+
+def prototype_saliency(model: Any, inputs: Array, proto_idx: Any, *, location: Location = None,
+                       single_location: bool | None = None, similarity_threshold: float = 0.1,
+                       polarity: str | None = "absolute", gaussian_ksize: float | None = 5, normalize: bool = False,
+                       grads_x_input: bool = False, image_size: tuple[int, int] | None = None,
+                       postprocess: bool = True, batch_size: int | None = None) -> Array:
+    """CaBRNet's ``saliency`` patch visualisation (``cabrnet/core/visualization/gradients.py``).
+
+    ``sum_hw sim[h, w] |d sim[h, w] / dx|`` over the selected locations of prototype ``proto_idx``'s
+    similarity map, then CaBRNet's post-processing.
+
+    Args:
+        model: a prototype network (``jaxplain.nets.prototype.PrototypeModel``).
+        inputs: ``[N, H, W, C]`` normalised images.
+        proto_idx: an int, ``[N]`` or ``[N, K]`` prototype indices.
+        location: ``None`` (every location with ``sim >= similarity_threshold``), ``"max"`` (the most
+            similar location) or ``(h, w)`` in the similarity map.
+        single_location: CaBRNet's older flag; ``True`` is ``location="max"``.
+        similarity_threshold: locations below it are skipped (``location=None`` only).
+        polarity: ``"absolute"``, ``"positive"``, ``"negative"`` or ``None``.
+        gaussian_ksize: the Gaussian filter's *sigma* (CaBRNet's naming); 0 or ``None`` skips it.
+        normalize: min-max normalise each map.
+        grads_x_input: multiply the attribution by the input first.
+        image_size: ``(height, width)`` to resize to (bicubic, as OpenCV); ``None`` keeps ``H, W``.
+        postprocess: ``False`` returns the raw input-space sum ``[N, (K,) H, W, C]`` instead.
+        batch_size: locations evaluated at once (``None``: all).
+
+    Returns:
+        ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
+    """
+    return _explain(_saliency_core, "prototype_saliency", model, inputs, proto_idx, key=None, location=location,
+                    single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
+                    gaussian_ksize=gaussian_ksize, normalize=normalize, grads_x_input=grads_x_input,
+                    image_size=image_size, postprocess=postprocess, batch_size=batch_size)
+
+
+def prototype_smoothgrad(model: Any, inputs: Array, proto_idx: Any, *, key: Array | None = None,
+                         location: Location = None, single_location: bool | None = None,
+                         similarity_threshold: float = 0.1, polarity: str | None = "absolute",
+                         gaussian_ksize: float | None = 5, normalize: bool = False, num_samples: int = 10,
+                         noise_ratio: float = 0.2, grads_x_input: bool = False,
+                         image_size: tuple[int, int] | None = None, postprocess: bool = True,
+                         batch_size: int | None = None) -> Array:
+    """CaBRNet's ``smoothgrad`` patch visualisation (``cabrnet/core/visualization/gradients.py``).
+
+    As :func:`prototype_saliency` with ``|d sim[h, w] / dx|`` averaged over ``num_samples`` noisy
+    copies of each image (:func:`smoothgrad_noise`: standard deviation ``noise_ratio * (max - min)``);
+    the weights ``sim[h, w]`` and the selected locations come from the clean image. One set of noise
+    draws serves every location and prototype of an image. ``key`` is required; ``batch_size``
+    bounds the noise samples evaluated at once. Other arguments as :func:`prototype_saliency`.
+    """
+    method = "prototype_smoothgrad"
+    key = require_key(key, method=method)
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"{method}: num_samples must be a positive int, got {num_samples!r}")
+    return _explain(_smoothgrad_core, method, model, inputs, proto_idx, key=key, location=location,
+                    single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
+                    gaussian_ksize=gaussian_ksize, normalize=normalize, grads_x_input=grads_x_input,
+                    image_size=image_size, postprocess=postprocess, batch_size=batch_size,
+                    num_samples=num_samples, noise_ratio=float(noise_ratio))
+
+
+def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Location = None,
+                  single_location: bool | None = None, similarity_threshold: float = 0.1,
+                  stability_factor: float = 1e-6, polarity: str | None = "absolute",
+                  gaussian_ksize: float | None = 5, normalize: bool = False, grads_x_input: bool = False,
+                  stacked_sum_quirk: bool = False, composite: Any = None,
+                  image_size: tuple[int, int] | None = None, postprocess: bool = True,
+                  batch_size: int | None = None) -> Array:
+    """CaBRNet's ``prp``: prototype relevance propagation (``cabrnet/core/visualization/gradients.py``).
+
+    The relevance of ``sim[h, w]`` at each selected location (it starts from the similarity value,
+    as Captum's LRP does), propagated under the ``CaBRNetPRP`` composite
+    (``jaxplain.rules.composites``: ZBeta on the first convolution, Alpha1Beta0 on the others,
+    StackedSum on residual sums, batch norms merged, CaBRNet's similarity rule), summed over
+    locations, then post-processed. The sum over locations is a single backward pass (the rules
+    are linear in the relevance). ``stacked_sum_quirk=True`` reproduces CaBRNet 1.2's StackedSum
+    stabiliser (``jaxplain.rules.prp``); ``composite`` replaces the whole composite.
+    ``batch_size`` bounds the prototypes propagated at once. Other arguments as
+    :func:`prototype_saliency`.
+    """
+    method = "prototype_prp"
+    chosen = composite if composite is not None else composites_module.CaBRNetPRP(
+        stability_factor=stability_factor, stacked_sum_quirk=stacked_sum_quirk)
+    chosen = composites_module.get(chosen)
+    prepared = _prototype_model(model, method)
+    checked = check_inputs(prepared, inputs, method=method)
+    calls = traced_once("leaf_calls", prepared, checked, lambda: _leaf_calls(prepared, checked))
+    first_path = chosen.first_layer(calls)
+    _check_layers(chosen, calls, first_path)
+    pairs = traced_once("batch_norm_pairs", prepared, checked,
+                        lambda: composites_module.batch_norm_pairs(prepared, checked))
+    return _explain(_prp_core, method, prepared, checked, proto_idx, key=None, location=location,
+                    single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
+                    gaussian_ksize=gaussian_ksize, normalize=normalize, grads_x_input=grads_x_input,
+                    image_size=image_size, postprocess=postprocess, batch_size=batch_size, composite=chosen,
+                    first_path=first_path, pairs=pairs)
+
+
+def prototype_randgrad(model: Any, inputs: Array, proto_idx: Any = 0, *, key: Array | None = None,
+                       polarity: str | None = "absolute", gaussian_ksize: float | None = 5, normalize: bool = False,
+                       grads_x_input: bool = False, image_size: tuple[int, int] | None = None,
+                       postprocess: bool = True) -> Array:
+    """CaBRNet's ``randgrad`` baseline (``cabrnet/core/visualization/gradients.py``): uniform ``[0, 1)``
+    noise of the input's shape, post-processed like the other maps; one draw per image and prototype."""
+    method = "prototype_randgrad"
+    key = require_key(key, method=method)
+    check_choice("polarity", polarity, post.POLARITIES, method=method)
+    model = _prototype_model(model, method)
+    inputs = check_inputs(model, inputs, method=method)
+    protos, single = _proto_indices(proto_idx, inputs.shape[0], model.module.num_prototypes, method)
+    raw = run(_random_core, model, inputs, protos, key=key)
+    return _finish(raw, inputs, single, polarity=polarity, gaussian_ksize=gaussian_ksize, normalize=normalize,
+                   grads_x_input=grads_x_input, image_size=image_size, postprocess=postprocess)
+
+
+__all__ = ["prototype_prp", "prototype_randgrad", "prototype_saliency", "prototype_smoothgrad", "smoothgrad_noise"]
