@@ -22,6 +22,12 @@ from jaxplain.attribution.layer import (
     layer_gradient_x_activation,
 )
 from jaxplain.attribution.noise import noise_tunnel, smoothgrad
+from jaxplain.attribution.perturbation import (
+    feature_ablation,
+    occlusion,
+    shapley_value_sampling,
+    shapley_values,
+)
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.attribution.torchray import (
     contrastive_excitation_backprop,
@@ -36,6 +42,10 @@ from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
+    "shapley_values",
+    "shapley_value_sampling",
+    "occlusion",
+    "feature_ablation",
     "FunctionModel",
     "Model",
     "composites",

@@ -195,6 +195,17 @@ def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> A
     return jax.lax.scan(step, total, (jax.tree_util.tree_map(chunked, xs), mask))[0]
 
 
+def map_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> Any:
+    """``function(xs[i])`` stacked over the leading axis of the pytree ``xs``.
+
+    ``batch_size=None`` vmaps over every element at once; an int evaluates
+    ``batch_size`` elements per step of a ``lax.map`` (memory bounded).
+    """
+    if batch_size is None:
+        return jax.vmap(function)(xs)
+    return jax.lax.map(function, xs, batch_size=batch_size)
+
+
 def broadcast_baselines(baselines: Any, inputs: Array, *, method: str) -> Array:
     """Scalar, per-channel ``[C]``, ``[1, ...]`` or full baselines, broadcast to ``inputs``."""
     if baselines is None:

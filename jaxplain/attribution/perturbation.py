@@ -1,0 +1,379 @@
+"""Perturbation methods: feature ablation, occlusion, Shapley values (sampled and exact).
+
+Every perturbation is one element of a vmapped axis: the model sees ``batch_size``
+perturbations of every input per step (Captum's ``perturbations_per_eval``), all of
+them inside one jit-compiled program. Formulas: Captum's ``FeatureAblation``,
+``Occlusion``, ``ShapleyValueSampling`` and ``ShapleyValues``
+(captum/attr/_core/feature_ablation.py, occlusion.py, shapley_value.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.attribution._common import (
+    broadcast_baselines,
+    check_batch_size,
+    is_concrete,
+    map_over,
+    prepare,
+    require_key,
+    run,
+    selected_output,
+)
+from jaxplain.typing import Array, Target
+
+EXACT_SHAPLEY_MAX_FEATURES = 16
+"""``shapley_values`` evaluates all ``2**M`` coalitions; beyond this, use sampling."""
+
+
+def resolve_batch_size(batch_size: int | None, perturbations_per_eval: int | None, *, method: str) -> int | None:
+    """``batch_size``, or Captum's name for it, ``perturbations_per_eval`` (not both)."""
+    if perturbations_per_eval is not None:
+        if batch_size is not None and batch_size != perturbations_per_eval:
+            raise ValueError(f"{method}: pass batch_size or its alias perturbations_per_eval, not both")
+        batch_size = perturbations_per_eval
+    check_batch_size(batch_size, method=method)
+    return batch_size
+
+
+def feature_groups(feature_mask: Any, inputs: Array, *, method: str, shift_to_zero: bool = False) -> tuple[Array, int]:
+    """An int32 mask of the inputs' full shape and the number of feature groups ``M``.
+
+    ``None`` makes every scalar of an example its own feature (shared by the batch).
+    Otherwise the mask broadcasts to the inputs (``[1, H, W, 1]`` for pixel groups
+    shared across channels and the batch, ``[N, H, W, C]`` per example); a 2-D
+    ``[H, W]`` mask of 4-D inputs means ``[1, H, W, 1]``. Groups are ``0 .. M-1`` with
+    ``M = max + 1`` (Captum), or ``max - min + 1`` after shifting with
+    ``shift_to_zero`` (Captum's Lime and KernelShap).
+    """
+    if feature_mask is None:
+        count = math.prod(inputs.shape[1:])
+        mask = jnp.arange(count, dtype=jnp.int32).reshape((1,) + inputs.shape[1:])
+        return jnp.broadcast_to(mask, inputs.shape), count
+    mask = jnp.asarray(feature_mask)
+    if not jnp.issubdtype(mask.dtype, jnp.integer):
+        raise TypeError(f"{method}: feature_mask must hold integer group ids, got dtype {mask.dtype}")
+    if mask.ndim == 2 and inputs.ndim == 4:
+        mask = mask[None, :, :, None]
+    try:
+        mask = jnp.broadcast_to(mask, inputs.shape)
+    except ValueError:
+        raise ValueError(
+            f"{method}: feature_mask of shape {tuple(jnp.shape(feature_mask))} does not broadcast to inputs of shape "
+            f"{inputs.shape} (use [H, W], [1, H, W, 1], [N, H, W, 1] or the inputs' shape; inputs are NHWC)"
+        ) from None
+    if not is_concrete(mask):
+        raise TypeError(f"{method}: feature_mask must be a concrete array (the number of groups sets the work)")
+    low, high = int(jnp.min(mask)), int(jnp.max(mask))
+    if shift_to_zero:
+        mask, low, high = mask - low, 0, high - low
+    if low < 0:
+        raise ValueError(f"{method}: feature_mask ids must be >= 0, got {low}")
+    return mask.astype(jnp.int32), high + 1
+
+
+def spread_over_groups(group_values: Array, mask: Array) -> Array:
+    """``out[n, e] = group_values[n, mask[n, e]]``: each element gets its group's value."""
+    batch = mask.shape[0]
+    flat = jnp.take_along_axis(group_values, mask.reshape(batch, -1), axis=1)
+    return flat.reshape(mask.shape)
+
+
+def _target_scores(model, batch: Array, target: Array) -> Array:
+    return selected_output(model(batch), target)
+
+
+def _feature_ablation_core(model, inputs, target, key, arrays, *, num_features, batch_size):
+    mask, baselines = arrays["feature_mask"], arrays["baselines"]
+    reference = _target_scores(model, inputs, target)
+
+    def ablated(feature):
+        return _target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
+
+    scores = map_over(ablated, jnp.arange(num_features), batch_size)
+    return spread_over_groups((reference[None] - scores).T, mask)
+
+
+def feature_ablation(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    baselines: Any = None,
+    feature_mask: Any = None,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
+) -> Array:
+    """Ablate each feature group to its baseline; every element gets ``F(x) - F(x_ablated)``.
+
+    Captum's ``FeatureAblation`` (captum/attr/_core/feature_ablation.py): each group of
+    ``feature_mask`` (every scalar by default) is replaced by ``baselines`` (0 by
+    default; scalar, per-channel ``[C]`` or input-shaped) in turn, all groups as one
+    vmapped axis, ``batch_size`` groups per forward pass.
+
+    Args:
+        model: a ``jx.Model``, a bound Flax module or any JAX function ``[N, ...] -> [N, K]``.
+        inputs: ``[N, H, W, C]``.
+        target: an int, an int array ``[N]``, or None for the predicted class.
+        baselines: the values ablated features take.
+        feature_mask: integer group ids broadcastable to ``inputs`` (see :func:`feature_groups`).
+        batch_size: groups per forward pass (None: all at once); ``perturbations_per_eval`` is its alias.
+
+    Returns:
+        The attribution, shaped like ``inputs``.
+    """
+    batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="feature_ablation")
+    model, inputs, target = prepare(model, inputs, target, method="feature_ablation")
+    mask, count = feature_groups(feature_mask, inputs, method="feature_ablation")
+    arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method="feature_ablation")}
+    return run(
+        _feature_ablation_core, model, inputs, target, arrays=arrays, num_features=count, batch_size=batch_size
+    )
+
+
+def window_positions(size: int, window: int, stride: int) -> np.ndarray:
+    """``[count, size]`` booleans: element ``e`` lies in window ``i`` (Captum's shift count
+    ``ceil((size - window) / stride) + 1``; the last window is cropped where it overruns)."""
+    count = -(-(size - window) // stride) + 1
+    starts = stride * np.arange(count)[:, None]
+    positions = np.arange(size)[None, :]
+    return (positions >= starts) & (positions < starts + window)
+
+
+def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, batch_size):
+    baselines = arrays["baselines"]
+    dims = inputs.shape[1:]
+    axes = [jnp.asarray(window_positions(d, w, s)) for d, w, s in zip(dims, windows, strides)]
+    counts = tuple(axis.shape[0] for axis in axes)
+    reference = _target_scores(model, inputs, target)
+
+    def occluded(index):
+        position = jnp.unravel_index(index, counts)
+        covered = axes[0][position[0]]
+        for axis, at in zip(axes[1:], position[1:]):
+            covered = covered[..., None] & axis[at]
+        return _target_scores(model, jnp.where(covered, baselines, inputs), target)
+
+    scores = map_over(occluded, jnp.arange(math.prod(counts)), batch_size)
+    differences = (reference[None] - scores).reshape(counts + (inputs.shape[0],))
+    letters = "abcdefghijklm"[: len(dims)]
+    elements = "opqrstuvwxyz"[: len(dims)]
+    factors = [axis.astype(inputs.dtype) for axis in axes]
+    spec = ",".join(f"{a}{e}" for a, e in zip(letters, elements))
+    total = jnp.einsum(f"{letters}n,{spec}->n{elements}", differences, *factors)
+    coverage = jnp.einsum(f"{spec}->{elements}", *factors)
+    return total / coverage
+
+
+def _as_tuple(value: int | Sequence[int], length: int, name: str, *, method: str) -> tuple[int, ...]:
+    values = (value,) * length if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != length or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in values):
+        raise ValueError(f"{method}: {name} must be a positive int or {length} positive ints, got {value!r}")
+    return tuple(int(v) for v in values)
+
+
+def occlusion(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    sliding_window_shapes: Sequence[int],
+    strides: int | Sequence[int] = 1,
+    baselines: Any = None,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
+) -> Array:
+    """Slide a window of baseline values over the input; average ``F(x) - F(x_occluded)``.
+
+    Captum's ``Occlusion`` (captum/attr/_core/occlusion.py, Zeiler and Fergus 2014): one
+    window position per ``ceil((D - w) / s) + 1`` shift along each dimension, windows that
+    overrun the input cropped, and each element's attribution the mean over the windows
+    covering it. Every window position is one vmapped perturbation.
+
+    Args:
+        sliding_window_shapes: the window in the inputs' layout without the batch axis:
+            ``(h, w, c)`` for NHWC inputs, or ``(h, w)`` for a window over all channels.
+            Captum's ``(c, h, w)`` is NCHW: reorder it.
+        strides: an int for every dimension, or one per window dimension; at most the window
+            where the window does not span the dimension.
+        baselines: the values a window writes (0 by default; scalar, per-channel ``[C]`` or input-shaped).
+        batch_size: window positions per forward pass (None: all at once); alias ``perturbations_per_eval``.
+
+    Returns:
+        The attribution, shaped like ``inputs``.
+    """
+    batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="occlusion")
+    model, inputs, target = prepare(model, inputs, target, method="occlusion")
+    dims = inputs.shape[1:]
+    windows = tuple(sliding_window_shapes)
+    if inputs.ndim == 4 and len(windows) == 2:
+        windows = windows + (dims[-1],)
+    windows = _as_tuple(windows, len(dims), "sliding_window_shapes", method="occlusion")
+    strides = _as_tuple(strides, len(dims), "strides", method="occlusion")
+    for name, window, stride, size in zip("hwc" if len(dims) == 3 else range(len(dims)), windows, strides, dims):
+        if window > size:
+            raise ValueError(
+                f"occlusion: window {windows} is larger than the input {dims} along {name!r} "
+                "(windows are in the inputs' NHWC order: (h, w, c))"
+            )
+        if stride > window and window < size:
+            raise ValueError(f"occlusion: strides {strides} exceed the window {windows}: elements would be skipped")
+    arrays = {"baselines": broadcast_baselines(baselines, inputs, method="occlusion")}
+    return run(
+        _occlusion_core, model, inputs, target, arrays=arrays, windows=windows, strides=strides, batch_size=batch_size
+    )
+
+
+def _coalition_inputs(inputs: Array, baselines: Array, mask: Array, present: Array) -> Array:
+    """The inputs with the groups flagged in ``present`` ``[N, M]`` kept, the rest at baseline."""
+    keep = spread_over_groups(present, mask)
+    return jnp.where(keep, inputs, baselines)
+
+
+def _shapley_sampling_core(model, inputs, target, key, arrays, *, num_features, n_samples, batch_size):
+    mask, baselines = arrays["feature_mask"], arrays["baselines"]
+    permutations = arrays.get("permutations")
+    if permutations is None:
+        keys = jax.random.split(key, n_samples)
+        permutations = jax.vmap(lambda k: jax.random.permutation(k, num_features))(keys)
+    ranks = jnp.argsort(permutations, axis=1)
+    batch = inputs.shape[0]
+    empty = _target_scores(model, baselines, target)
+
+    def prefix(sample_step):
+        sample, step = sample_step // num_features, sample_step % num_features
+        present = jnp.broadcast_to(ranks[sample] <= step, (batch, num_features))
+        return _target_scores(model, _coalition_inputs(inputs, baselines, mask, present), target)
+
+    scores = map_over(prefix, jnp.arange(n_samples * num_features), batch_size)
+    scores = scores.reshape(n_samples, num_features, batch)
+    gains = scores - jnp.concatenate([jnp.broadcast_to(empty, (n_samples, 1, batch)), scores[:, :-1]], axis=1)
+    per_group = jnp.take_along_axis(gains, ranks[:, :, None], axis=1).mean(axis=0)
+    return spread_over_groups(per_group.T, mask)
+
+
+def shapley_value_sampling(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    key: Array | None = None,
+    baselines: Any = None,
+    feature_mask: Any = None,
+    n_samples: int = 25,
+    permutations: Any = None,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
+) -> Array:
+    """Shapley values estimated from ``n_samples`` random orderings of the feature groups.
+
+    Captum's ``ShapleyValueSampling`` (captum/attr/_core/shapley_value.py; Castro et al.
+    2009): starting from the all-baseline input, groups are restored in each sampled
+    order and each gets the change of the target output it causes; the gains are averaged
+    over orderings. Every (ordering, step) pair is one vmapped forward pass.
+
+    Args:
+        key: PRNG key for the orderings (required unless ``permutations`` is given).
+        baselines: the absent value of a group (0 by default).
+        feature_mask: integer group ids broadcastable to ``inputs`` (every scalar by default).
+        n_samples: number of orderings.
+        permutations: ``[n_samples, M]`` orderings to use instead of random ones.
+        batch_size: forward passes per step (None: all at once); alias ``perturbations_per_eval``.
+
+    Returns:
+        The attribution, shaped like ``inputs``.
+    """
+    batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="shapley_value_sampling")
+    model, inputs, target = prepare(model, inputs, target, method="shapley_value_sampling")
+    mask, count = feature_groups(feature_mask, inputs, method="shapley_value_sampling")
+    arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method="shapley_value_sampling")}
+    if permutations is not None:
+        permutations = jnp.asarray(permutations, jnp.int32)
+        if permutations.ndim != 2 or permutations.shape[1] != count:
+            raise ValueError(
+                f"shapley_value_sampling: permutations must have shape [n_samples, {count}], got {permutations.shape}"
+            )
+        if not bool(jnp.all(jnp.sort(permutations, axis=1) == jnp.arange(count))):
+            raise ValueError("shapley_value_sampling: every row of permutations must be a permutation of 0..M-1")
+        arrays["permutations"] = permutations
+        n_samples = permutations.shape[0]
+    else:
+        key = require_key(key, method="shapley_value_sampling")
+    if not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"shapley_value_sampling: n_samples must be a positive int, got {n_samples!r}")
+    return run(
+        _shapley_sampling_core,
+        model,
+        inputs,
+        target,
+        key=key,
+        arrays=arrays,
+        num_features=count,
+        n_samples=n_samples,
+        batch_size=batch_size,
+    )
+
+
+def _coalition_weights(num_features: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs (coalition without f, with f) and Shapley weights ``|S|!(M-|S|-1)!/M!``."""
+    coalitions = np.arange(2**num_features)
+    without = np.stack([coalitions[(coalitions >> f) & 1 == 0] for f in range(num_features)])
+    sizes = np.array([bin(c).count("1") for c in range(2**num_features)])[without]
+    factorial = np.vectorize(math.factorial)
+    weights = factorial(sizes) * factorial(num_features - sizes - 1) / math.factorial(num_features)
+    with_f = without | (1 << np.arange(num_features))[:, None]
+    return without, with_f, weights
+
+
+def _shapley_exact_core(model, inputs, target, key, arrays, *, num_features, batch_size):
+    mask, baselines = arrays["feature_mask"], arrays["baselines"]
+    batch = inputs.shape[0]
+    bits = 1 << jnp.arange(num_features)
+
+    def coalition(index):
+        present = jnp.broadcast_to((index & bits) > 0, (batch, num_features))
+        return _target_scores(model, _coalition_inputs(inputs, baselines, mask, present), target)
+
+    scores = map_over(coalition, jnp.arange(2**num_features), batch_size)
+    without, with_f, weights = _coalition_weights(num_features)
+    gains = scores[with_f] - scores[without]
+    per_group = jnp.einsum("fsn,fs->nf", gains, jnp.asarray(weights, scores.dtype))
+    return spread_over_groups(per_group, mask)
+
+
+def shapley_values(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    baselines: Any = None,
+    feature_mask: Any = None,
+    batch_size: int | None = None,
+    perturbations_per_eval: int | None = None,
+) -> Array:
+    """Exact Shapley values of a few feature groups.
+
+    Captum's ``ShapleyValues`` (captum/attr/_core/shapley_value.py) averages over all
+    ``M!`` orderings; the same value is ``sum_S |S|!(M-|S|-1)!/M! [F(S+f) - F(S)]`` over
+    the ``2**M`` coalitions, which is what is evaluated here (one vmapped pass).
+
+    Raises:
+        ValueError: with more than ``EXACT_SHAPLEY_MAX_FEATURES`` groups (use
+            :func:`shapley_value_sampling`).
+    """
+    batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="shapley_values")
+    model, inputs, target = prepare(model, inputs, target, method="shapley_values")
+    mask, count = feature_groups(feature_mask, inputs, method="shapley_values")
+    if count > EXACT_SHAPLEY_MAX_FEATURES:
+        raise ValueError(
+            f"shapley_values: {count} feature groups need 2**{count} forward passes; group the features with "
+            f"feature_mask (at most {EXACT_SHAPLEY_MAX_FEATURES} groups) or use shapley_value_sampling"
+        )
+    arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method="shapley_values")}
+    return run(_shapley_exact_core, model, inputs, target, arrays=arrays, num_features=count, batch_size=batch_size)
