@@ -28,6 +28,7 @@ from jaxplain.attribution.perturbation import (
     shapley_value_sampling,
     shapley_values,
 )
+from jaxplain.attribution.rise import rise
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.attribution.torchray import (
     contrastive_excitation_backprop,
@@ -42,6 +43,7 @@ from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
+    "rise",
     "shapley_values",
     "shapley_value_sampling",
     "occlusion",
