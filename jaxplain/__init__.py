@@ -29,6 +29,7 @@ from jaxplain.attribution.perturbation import (
     shapley_values,
 )
 from jaxplain.attribution.rise import rise
+from jaxplain.attribution.surrogate import kernel_shap, lime
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.attribution.torchray import (
     contrastive_excitation_backprop,
@@ -43,6 +44,8 @@ from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
+    "kernel_shap",
+    "lime",
     "rise",
     "shapley_values",
     "shapley_value_sampling",
