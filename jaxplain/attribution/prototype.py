@@ -75,27 +75,30 @@ def _proto_indices(proto_idx: Any, batch: int, prototypes: int, method: str) -> 
     return jnp.asarray(indices, jnp.int32), single
 
 
-def _location(location: Any, single_location: bool | None, shape: tuple[int, int], method: str) -> Location:
+def _location(location: Any, single_location: bool | None, shape: tuple[int, int], method: str) -> tuple[str | None, int]:
+    """``(kind, flat point)``: kind ``None``, ``"max"`` or ``"point"`` (static), the point's flat index (an array
+    argument, so explaining location after location compiles once)."""
     if single_location:
         if location not in (None, "max"):
             raise ValueError(f"{method}: single_location=True means location='max', got location={location!r}")
         location = "max"
-    if location is None or location == "max":
-        return location
+    if location is None or (isinstance(location, str) and location == "max"):
+        return location, 0
     if isinstance(location, (tuple, list)) and len(location) == 2 and all(
             isinstance(v, (int, np.integer)) for v in location):
         h, w = int(location[0]), int(location[1])
         if 0 <= h < shape[0] and 0 <= w < shape[1]:
-            return (h, w)
-        raise ValueError(f"{method}: location {location} outside the {shape[0]}x{shape[1]} similarity map")
+            return "point", h * shape[1] + w
+        raise ValueError(f"{method}: location {tuple(location)} outside the {shape[0]}x{shape[1]} similarity map")
     raise ValueError(f"{method}: location must be None, 'max' or a (h, w) pair of ints, got {location!r}")
 
 
-def _selected(maps: Array, location: Location, threshold: float, width: int) -> tuple[Array, Array]:
+def _selected(maps: Array, location: str | None, point: Array, threshold: Array) -> tuple[Array, Array]:
     """Flat locations ``[N, K, L]`` and their weights, the similarity there (0 where skipped), of maps ``[N, K, h*w]``.
 
     ``None``: every location, weighted where ``sim >= threshold``; ``"max"``: the first maximum;
-    ``(h, w)``: that location (CaBRNet then lowers the threshold to its similarity, so it always counts).
+    ``"point"``: the flat location ``point`` (CaBRNet then lowers the threshold to its similarity,
+    so it always counts).
     """
     if location is None:
         index = jnp.broadcast_to(jnp.arange(maps.shape[-1]), maps.shape)
@@ -103,7 +106,7 @@ def _selected(maps: Array, location: Location, threshold: float, width: int) -> 
     if location == "max":
         index = jnp.argmax(maps, axis=-1)[..., None]
     else:
-        index = jnp.full(maps.shape[:-1] + (1,), location[0] * width + location[1], jnp.int32)
+        index = jnp.broadcast_to(point, maps.shape[:-1] + (1,))
     return index, jnp.take_along_axis(maps, index, axis=-1)
 
 
@@ -146,28 +149,28 @@ def _absolute_gradient_sum(forward, inputs: Array, index: Array, weight: Array, 
     return sum_over(at_location, (jnp.moveaxis(index, -1, 0), jnp.moveaxis(weight, -1, 0)), batch_size)
 
 
-def _saliency_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size):
+def _saliency_core(model, inputs, protos, key, arrays, *, location, batch_size):
     forward = _plain_similarities(model)
     sims = forward(inputs)
-    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+    index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
     return _absolute_gradient_sum(forward, inputs, index, weight, protos, batch_size)
 
 
-def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size, num_samples,
+def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size, num_samples,
                      noise_ratio):
     forward = _plain_similarities(model)
     sims = forward(inputs)
-    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+    index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
     noise = smoothgrad_noise(key, inputs, num_samples, noise_ratio)
     total = sum_over(lambda delta: _absolute_gradient_sum(forward, inputs + delta, index, weight, protos, None),
                      noise, batch_size)
     return total / num_samples
 
 
-def _prp_core(model, inputs, protos, key, arrays, *, location, threshold, batch_size, composite, first_path, pairs):
+def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, pairs):
     rules = composites_module.rule_map(composite, model, first_path, pairs)
     sims, pullback = jax.vjp(forward_with_rules(model, rules, method="similarities"), inputs)
-    index, weight = _selected(_maps(sims, protos), location, threshold, sims.shape[2])
+    index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
 
     def per_prototype(k):
         return pullback(_seed(index[:, k], weight[:, k], protos[:, k], sims.shape))[0]
@@ -201,11 +204,12 @@ def _explain(core, method: str, model: Any, inputs: Any, proto_idx: Any, *, key:
     inputs = check_inputs(model, inputs, method=method)
     shape = _similarity_shape(model, inputs)
     protos, single = _proto_indices(proto_idx, inputs.shape[0], shape[-1], method)
-    location = _location(location, single_location, shape[1:3], method)
+    kind, point = _location(location, single_location, shape[1:3], method)
     if not np.isfinite(similarity_threshold):
         raise ValueError(f"{method}: similarity_threshold must be finite, got {similarity_threshold}")
-    raw = run(core, model, inputs, protos, key=key, location=location, threshold=float(similarity_threshold),
-              batch_size=batch_size, **static)
+    raw = run(core, model, inputs, protos, key=key, location=kind, batch_size=batch_size,
+              arrays={"point": jnp.asarray(point, jnp.int32), "threshold": jnp.asarray(similarity_threshold, inputs.dtype)},
+              **static)
     return _finish(raw, inputs, single, polarity=polarity, gaussian_ksize=gaussian_ksize, normalize=normalize,
                    grads_x_input=grads_x_input, image_size=image_size, postprocess=postprocess)
 

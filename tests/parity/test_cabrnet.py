@@ -18,6 +18,8 @@ from cabrnet.archs.generic.model import CaBRNet
 from loguru import logger
 
 import converters
+from jaxplain.attribution import _prototype_post as post
+from jaxplain.attribution import prototype as jx_prototype
 from tests.parity._torch import assert_close, nchw, nhwc
 
 logger.disable("cabrnet")
@@ -64,8 +66,12 @@ def build(arch: str = "resnet18", layer: str = "layer2", seed: int = 0, **option
     return model
 
 
-def image(seed: int = 1, batch: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).normal(size=(batch, SIZE, SIZE, 3)).astype(np.float32)
+def image(seed: int = 1, batch: int = 1, size: int = SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(batch, size, size, 3)).astype(np.float32)
+
+
+SMALL = 32
+"""Attribution tests run on 32x32 images (4x4 similarity maps): CaBRNet loops over every location."""
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +129,88 @@ def test_unsupported_add_on_and_stride_change_are_named():
     model.extractor.convnet.get_submodule("layer2.0.conv1").stride = (1, 1)
     with pytest.raises(ValueError, match=r"extractor\.convnet\.layer2\.0\.conv1.*stride"):
         converters.from_torch(model)
+
+
+# Attributions. CaBRNet's ``post_process`` is patched to hand back the raw input-space sum
+# (``[C, H, W]``) so the maps are compared before post-processing; the post-processing itself is
+# compared on its own below.
+
+
+@pytest.fixture
+def raw_cabrnet(monkeypatch):
+    from cabrnet.core.visualization import gradients
+
+    monkeypatch.setattr(gradients, "post_process", lambda array, **kwargs: np.array(array))
+    return gradients
+
+
+def _pil(x: np.ndarray):
+    from PIL import Image
+
+    return Image.new("RGB", (x.shape[2], x.shape[1]))
+
+
+@pytest.mark.parametrize("location", [None, (1, 2)])
+def test_saliency_raw(resnet_pair, raw_cabrnet, location):
+    model, ours = resnet_pair
+    x = image(size=SMALL)
+    theirs = raw_cabrnet.saliency(model, _pil(x), nchw(x), 1, "cpu", location=location)
+    mine = jx_prototype.prototype_saliency(ours, x, 1, location=location, postprocess=False)
+    assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
+
+
+def test_smoothgrad_raw_with_injected_noise(resnet_pair, raw_cabrnet, monkeypatch):
+    import jax
+
+    model, ours = resnet_pair
+    x = image(size=SMALL)
+    key = jax.random.PRNGKey(3)
+    noise = np.asarray(jx_prototype.smoothgrad_noise(key, x, 4, 0.2))[:, 0]
+    injected = torch.from_numpy(noise.transpose(0, 3, 1, 2).copy())
+    monkeypatch.setattr(torch, "normal", lambda mean, std: injected.clone())
+    theirs = raw_cabrnet.smoothgrad(model, _pil(x), nchw(x), 2, "cpu", location=None, num_samples=4)
+    mine = jx_prototype.prototype_smoothgrad(ours, x, 2, key=key, num_samples=4, postprocess=False, batch_size=2)
+    assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
+
+
+@pytest.mark.parametrize("arch,layer,location", [("resnet18", "layer2", None), ("vgg11", "features.10", "max")])
+def test_prp_raw(raw_cabrnet, arch, layer, location):
+    from cabrnet.core.visualization.prp_utils import get_cabrnet_lrp_composite_model
+
+    model = build(arch, layer)
+    ours = converters.from_torch(model)
+    x = image(seed=4, size=SMALL)
+    lrp_model = get_cabrnet_lrp_composite_model(model)
+    theirs = raw_cabrnet.prp(lrp_model, _pil(x), nchw(x), 0, "cpu", location=location)
+    mine = jx_prototype.prototype_prp(ours, x, 0, location=location, postprocess=False, stacked_sum_quirk=True)
+    assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
+
+
+@pytest.mark.parametrize("polarity", ["absolute", "negative"])
+def test_post_processing(polarity):
+    from cabrnet.core.visualization.postprocess import post_process
+
+    rng = np.random.default_rng(5)
+    raw = rng.normal(size=(3, 20, 24)).astype(np.float32)
+    x = rng.normal(size=(1, 20, 24, 3)).astype(np.float32)
+    options = dict(polarity=polarity, gaussian_ksize=2, normalize=True, grads_x_input=True)
+    theirs = post_process(raw.copy(), img=_pil(np.zeros((1, 31, 40, 3))), img_tensor=nchw(x), **options)
+    mine = post.post_process(raw.transpose(1, 2, 0)[None, None], x, image_size=(31, 40), **options)[0, 0]
+    # OpenCV's bicubic interpolates in float32 with its own rounding: 1e-4 of the [0, 1] range.
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-4)
+    same_size = post_process(raw.copy(), img=_pil(x), img_tensor=nchw(x), **{**options, "normalize": False})
+    mine = post.post_process(raw.transpose(1, 2, 0)[None, None], x, image_size=None,
+                             **{**options, "normalize": False})[0, 0]
+    assert_close(mine, same_size, rtol=1e-5)
+
+
+def test_post_processed_prp_end_to_end(resnet_pair):
+    from cabrnet.core.visualization import gradients
+    from cabrnet.core.visualization.prp_utils import get_cabrnet_lrp_composite_model
+
+    model, ours = resnet_pair
+    x = image(seed=6, size=SMALL)
+    lrp_model = get_cabrnet_lrp_composite_model(model)
+    theirs = gradients.prp(lrp_model, _pil(x), nchw(x), 3, "cpu", location="max", normalize=True)
+    mine = jx_prototype.prototype_prp(ours, x, 3, location="max", normalize=True, stacked_sum_quirk=True)
+    np.testing.assert_allclose(mine[0], theirs, rtol=0, atol=1e-3)

@@ -1,0 +1,146 @@
+"""Prototype networks and CaBRNet's attributions: properties on a small seeded ProtoPNet (no torch)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxplain.attribution import prototype as proto
+from jaxplain.attribution._prototype_post import gaussian_matrix
+from jaxplain.nets import prototype as nets
+from jaxplain.rules import prp
+
+ADD_ON = (("conv1", "Conv2d", (("kernel_size", 1), ("out_channels", 8))), ("relu1", "ReLU", ()),
+          ("conv2", "Conv2d", (("kernel_size", 1), ("out_channels", 8))), ("sigmoid", "Sigmoid", ()))
+SHAPE = (2, 16, 16, 3)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """VGG-11 cut at ``features.5`` (two convolutions, two pools): 4x4 similarity maps of 6 prototypes."""
+    made = nets.protopnet("vgg11", "features.5", 3, 6, 8, add_on=ADD_ON, input_shape=SHAPE, key=jax.random.PRNGKey(1))
+    prototypes = jax.random.uniform(jax.random.PRNGKey(2), (6, 8))
+    variables = jax.tree_util.tree_map(lambda v: v, made.variables)
+    variables["params"]["classifier"]["prototypes"] = prototypes
+    return made.replace_variables(variables)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return jax.random.normal(jax.random.PRNGKey(0), SHAPE)
+
+
+def test_similarity_maps_shape_and_formula(model, x):
+    sims = model.similarities(x)
+    assert sims.shape == (2, 4, 4, 6)
+    features = model.features(x)
+    prototypes = model.variables["params"]["classifier"]["prototypes"]
+    distances = jnp.sum((features[..., None, :] - prototypes) ** 2, axis=-1)
+    np.testing.assert_allclose(sims, jnp.log((distances + 1) / (distances + 1e-4)), rtol=1e-5)
+    logits = model(x)
+    minimum = jnp.min(distances, axis=(1, 2))
+    expected = jnp.log((minimum + 1) / (minimum + 1e-4)) @ model.variables["params"]["classifier"]["last_layer"]["kernel"]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5)
+
+
+def test_similarity_rule_conserves_relevance():
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(4), 3)
+    features = jax.random.uniform(key1, (1, 3, 3, 5))
+    prototypes = jax.random.uniform(key2, (4, 5))
+    relevance = jax.random.uniform(key3, (1, 3, 3, 4))
+    spread = prp.similarity_relevance(features, prototypes, relevance)
+    np.testing.assert_allclose(jnp.sum(spread, axis=-1), jnp.sum(relevance, axis=-1), rtol=1e-6)
+
+
+def test_stacked_sum_quirk_only_changes_zero_sums():
+    a, b = jnp.array([1.0, 2.0, -1.0]), jnp.array([1.0, -3.0, 1.0])
+    for quirk in (False, True):
+        rule = prp.StackedSum(1e-6, cabrnet_quirk=quirk)
+        _, pullback = jax.vjp(lambda u, v: rule(None, jnp.add, u, v), a, b)
+        ra, rb = pullback(jnp.ones(3))
+        if quirk:
+            np.testing.assert_allclose(ra[:2], a[:2] / (a + b)[:2], rtol=1e-7)
+            np.testing.assert_allclose(ra[2], -1.0 / 1e-6, rtol=1e-6)
+        else:
+            np.testing.assert_allclose(ra[:2], a[:2] / ((a + b)[:2] + 1e-6 * jnp.sign(a + b)[:2]), rtol=1e-7)
+
+
+@pytest.mark.parametrize("method", [proto.prototype_saliency, proto.prototype_prp])
+def test_all_locations_equal_the_per_location_loop(model, x, method):
+    together = method(model, x, 1, similarity_threshold=0.0, postprocess=False)
+    looped = sum(method(model, x, 1, location=(h, w), postprocess=False) for h in range(4) for w in range(4))
+    np.testing.assert_allclose(together, looped, rtol=0, atol=1e-5 * float(jnp.abs(looped).max()))
+
+
+def test_threshold_and_max_location(model, x):
+    sims = np.asarray(model.similarities(x))[..., 2]
+    flat = sims.reshape(2, -1)
+    h, w = np.unravel_index(flat[0].argmax(), (4, 4))
+    at_max = proto.prototype_prp(model, x[:1], 2, location="max", postprocess=False)
+    np.testing.assert_array_equal(at_max, proto.prototype_prp(model, x[:1], 2, single_location=True, postprocess=False))
+    np.testing.assert_allclose(at_max, proto.prototype_prp(model, x[:1], 2, location=(int(h), int(w)),
+                                                           postprocess=False), rtol=1e-6)
+    above = proto.prototype_saliency(model, x, 2, similarity_threshold=float(np.median(flat)), postprocess=False)
+    everything = proto.prototype_saliency(model, x, 2, similarity_threshold=0.0, postprocess=False)
+    assert not np.allclose(above, everything)
+
+
+def test_prototype_axes_and_batching(model, x):
+    grid = np.array([[0, 5], [3, 1]])
+    both = proto.prototype_prp(model, x, grid, normalize=True)
+    assert both.shape == (2, 2, 16, 16)
+    for k in range(2):
+        np.testing.assert_allclose(both[:, k], proto.prototype_prp(model, x, grid[:, k], normalize=True), atol=1e-5)
+    one = proto.prototype_saliency(model, x[1:], 3, postprocess=False)
+    many = proto.prototype_saliency(model, x, np.array([0, 3]), postprocess=False, batch_size=5)
+    np.testing.assert_allclose(many[1:], one, rtol=0, atol=1e-5 * float(jnp.abs(one).max()))
+    chunked = proto.prototype_prp(model, x, grid, postprocess=False, batch_size=1)
+    np.testing.assert_allclose(chunked, proto.prototype_prp(model, x, grid, postprocess=False), rtol=1e-5, atol=1e-7)
+
+
+def test_same_key_same_answer(model, x):
+    key = jax.random.PRNGKey(7)
+    first = proto.prototype_smoothgrad(model, x, 1, key=key, num_samples=3)
+    np.testing.assert_array_equal(first, proto.prototype_smoothgrad(model, x, 1, key=key, num_samples=3))
+    assert not np.allclose(first, proto.prototype_smoothgrad(model, x, 1, key=jax.random.PRNGKey(8), num_samples=3))
+    chunked = proto.prototype_smoothgrad(model, x, 1, key=key, num_samples=3, batch_size=2)
+    np.testing.assert_allclose(chunked, first, rtol=1e-5, atol=1e-6)
+    random = proto.prototype_randgrad(model, x, key=key, gaussian_ksize=0, polarity=None)
+    np.testing.assert_array_equal(random, proto.prototype_randgrad(model, x, key=key, gaussian_ksize=0, polarity=None))
+    assert random.shape == (2, 16, 16) and 0 <= float(random.min()) and float(random.max()) < 1
+
+
+def test_smoothgrad_without_noise_is_saliency(model, x):
+    plain = proto.prototype_saliency(model, x, 4, postprocess=False)
+    smooth = proto.prototype_smoothgrad(model, x, 4, key=jax.random.PRNGKey(0), noise_ratio=0.0, num_samples=2,
+                                        postprocess=False)
+    np.testing.assert_allclose(smooth, plain, rtol=1e-5, atol=1e-8)
+
+
+def test_gaussian_matrix_is_a_normalised_reflecting_filter():
+    matrix = gaussian_matrix(7, 5.0)
+    np.testing.assert_allclose(matrix.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(matrix, matrix[::-1, ::-1], atol=1e-7)
+
+
+def test_errors(model, x):
+    with pytest.raises(ValueError, match="out of range"):
+        proto.prototype_prp(model, x, 6)
+    with pytest.raises(ValueError, match="outside"):
+        proto.prototype_saliency(model, x, 0, location=(4, 0))
+    with pytest.raises(ValueError, match="location must be"):
+        proto.prototype_saliency(model, x, 0, location="min")
+    with pytest.raises(ValueError, match="single_location"):
+        proto.prototype_saliency(model, x, 0, location=(1, 1), single_location=True)
+    with pytest.raises(ValueError, match="NaN"):
+        proto.prototype_saliency(model, x.at[0, 0, 0, 0].set(jnp.nan), 0)
+    with pytest.raises(ValueError, match="key"):
+        proto.prototype_smoothgrad(model, x, 0)
+    with pytest.raises(TypeError, match="prototype network"):
+        proto.prototype_prp(lambda v: v, x, 0)
+    with pytest.raises(ValueError, match="polarity"):
+        proto.prototype_saliency(model, x, 0, polarity="both")
+    with pytest.raises(ValueError, match="cannot cut"):
+        nets.protopnet("vgg11", "classifier.0", 3, 6, 8, input_shape=SHAPE)
