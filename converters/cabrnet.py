@@ -43,7 +43,8 @@ _ADD_ON_TORCH = {
 def is_cabrnet(module: torch.nn.Module) -> bool:
     """Whether ``module`` looks like a CaBRNet top module (an ``extractor`` and a ``classifier`` with prototypes)."""
     classifier = getattr(module, "classifier", None)
-    return hasattr(module, "extractor") and hasattr(classifier, "prototypes") and hasattr(classifier, "similarity_layer")
+    return (hasattr(module, "extractor") and hasattr(classifier, "prototypes")
+            and hasattr(classifier, "similarity_layer"))
 
 
 def _conv_spec(name: str, layer: torch.nn.Conv2d) -> prototype.LayerSpec:
@@ -85,7 +86,8 @@ def module_from_cabrnet(model: torch.nn.Module) -> prototype.ProtoPNet:
     """The Flax :class:`~jaxplain.nets.prototype.ProtoPNet` matching a CaBRNet model instance."""
     extractor, classifier = model.extractor, model.classifier
     if type(classifier).__name__ not in CLASSIFIERS:
-        raise ValueError(f"classifier: unsupported decision {type(classifier).__name__}; supported: {', '.join(CLASSIFIERS)}")
+        raise ValueError(
+            f"classifier: unsupported decision {type(classifier).__name__}; supported: {', '.join(CLASSIFIERS)}")
     sources = dict(getattr(extractor, "source_layers", {}))
     if len(sources) != 1:
         raise ValueError(f"extractor: exactly one feature pipeline is supported, got {sorted(sources) or 'none'}")
@@ -94,7 +96,8 @@ def module_from_cabrnet(model: torch.nn.Module) -> prototype.ProtoPNet:
     add_on = () if extractor.add_on is None else tuple(_layer_spec(n, c) for n, c in extractor.add_on.named_children())
     num_prototypes, num_features = classifier.prototypes.shape[:2]
     return prototype.ProtoPNet(arch, next(iter(sources.values())), classifier.num_classes, num_prototypes,
-                               num_features, add_on, compatibility_mode=bool(getattr(classifier, "_compatibility_mode", False)),
+                               num_features, add_on,
+                               compatibility_mode=bool(getattr(classifier, "_compatibility_mode", False)),
                                **_similarity(classifier.similarity_layer))
 
 
@@ -178,7 +181,8 @@ def _add_on_from_config(entries: Mapping[str, Any]) -> tuple[prototype.LayerSpec
             params = {"eps": params["eps"]} if "eps" in params else {}
         elif kind in ("ReLU", "Sigmoid", "Dropout", "Identity", "Tanh"):
             params = {}
-        specs.append((name, kind, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items()))))
+        options = ((k, tuple(v) if isinstance(v, list) else v) for k, v in params.items())
+        specs.append((name, kind, tuple(sorted(options))))
     return tuple(specs)
 
 
@@ -201,11 +205,13 @@ def module_from_config(config: str | os.PathLike | Mapping[str, Any]) -> prototy
         pipeline = next(iter(pipelines.values()))
         source, add_on = pipeline["source_layer"], pipeline.get("add_on")
     if classifier.get("name") not in CLASSIFIERS:
-        raise ValueError(f"classifier: unsupported decision {classifier.get('name')}; supported: {', '.join(CLASSIFIERS)}")
+        raise ValueError(
+            f"classifier: unsupported decision {classifier.get('name')}; supported: {', '.join(CLASSIFIERS)}")
     params = classifier.get("params", {})
     similarity = config.get("similarity") or {"name": "LegacyProtoPNetSimilarity"}
     if similarity.get("name") not in prototype.SIMILARITIES:
-        raise ValueError(f"similarity: unsupported {similarity.get('name')}; supported: {', '.join(prototype.SIMILARITIES)}")
+        raise ValueError(
+            f"similarity: unsupported {similarity.get('name')}; supported: {', '.join(prototype.SIMILARITIES)}")
     sim_params = similarity.get("params", {})
     add_on_specs = _add_on_from_config(add_on or {})
     widths = [dict(options)["out_channels"] for _, kind, options in add_on_specs if kind == "Conv2d"]

@@ -41,7 +41,8 @@ def test_similarity_maps_shape_and_formula(model, x):
     np.testing.assert_allclose(sims, jnp.log((distances + 1) / (distances + 1e-4)), rtol=1e-5)
     logits = model(x)
     minimum = jnp.min(distances, axis=(1, 2))
-    expected = jnp.log((minimum + 1) / (minimum + 1e-4)) @ model.variables["params"]["classifier"]["last_layer"]["kernel"]
+    weights = model.variables["params"]["classifier"]["last_layer"]["kernel"]
+    expected = jnp.log((minimum + 1) / (minimum + 1e-4)) @ weights
     np.testing.assert_allclose(logits, expected, rtol=1e-5)
 
 

@@ -71,11 +71,13 @@ def _proto_indices(proto_idx: Any, batch: int, prototypes: int, method: str) -> 
     elif indices.ndim != 2 or indices.shape[0] != batch:
         raise ValueError(f"{method}: proto_idx must be an int, [{batch}] or [{batch}, K], got shape {indices.shape}")
     if indices.size and (indices.min() < 0 or indices.max() >= prototypes):
-        raise ValueError(f"{method}: proto_idx {indices.tolist()} out of range for a model with {prototypes} prototypes")
+        raise ValueError(
+            f"{method}: proto_idx {indices.tolist()} out of range for a model with {prototypes} prototypes")
     return jnp.asarray(indices, jnp.int32), single
 
 
-def _location(location: Any, single_location: bool | None, shape: tuple[int, int], method: str) -> tuple[str | None, int]:
+def _location(location: Any, single_location: bool | None, shape: tuple[int, int],
+              method: str) -> tuple[str | None, int]:
     """``(kind, flat point)``: kind ``None``, ``"max"`` or ``"point"`` (static), the point's flat index (an array
     argument, so explaining location after location compiles once)."""
     if single_location:
@@ -111,7 +113,8 @@ def _selected(maps: Array, location: str | None, point: Array, threshold: Array)
 
 
 def _seed(index: Array, weight: Array, protos: Array, shape: tuple[int, ...]) -> Array:
-    """A cotangent ``shape`` (``[N, h, w, P]``): ``weight[n, l]`` at flat location ``index[n, l]`` of prototype ``protos[n]``."""
+    """A cotangent ``shape`` (``[N, h, w, P]``): ``weight[n, l]`` at flat location ``index[n, l]``
+    of prototype ``protos[n]``."""
     _, h, w, p = shape
     locations = jnp.einsum("nlx,nl->nx", jax.nn.one_hot(index, h * w, dtype=weight.dtype), weight)
     return (locations[:, :, None] * jax.nn.one_hot(protos, p, dtype=weight.dtype)[:, None, :]).reshape(shape)
@@ -208,7 +211,8 @@ def _explain(core, method: str, model: Any, inputs: Any, proto_idx: Any, *, key:
     if not np.isfinite(similarity_threshold):
         raise ValueError(f"{method}: similarity_threshold must be finite, got {similarity_threshold}")
     raw = run(core, model, inputs, protos, key=key, location=kind, batch_size=batch_size,
-              arrays={"point": jnp.asarray(point, jnp.int32), "threshold": jnp.asarray(similarity_threshold, inputs.dtype)},
+              arrays={"point": jnp.asarray(point, jnp.int32),
+                      "threshold": jnp.asarray(similarity_threshold, inputs.dtype)},
               **static)
     return _finish(raw, inputs, single, polarity=polarity, gaussian_ksize=gaussian_ksize, normalize=normalize,
                    grads_x_input=grads_x_input, image_size=image_size, postprocess=postprocess)

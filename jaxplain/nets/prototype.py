@@ -150,7 +150,8 @@ class AddOn(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for name, kind, options in self.specs:
             if kind not in ADD_ON_LAYERS:
-                raise ValueError(f"add-on layer {name!r}: unsupported type {kind}; supported: {', '.join(ADD_ON_LAYERS)}")
+                raise ValueError(
+                    f"add-on layer {name!r}: unsupported type {kind}; supported: {', '.join(ADD_ON_LAYERS)}")
             x = getattr(layers, kind)(**dict(options), name=name)(x)
         return x
 
