@@ -150,8 +150,8 @@ def _pil(x: np.ndarray):
     return Image.new("RGB", (x.shape[2], x.shape[1]))
 
 
-@pytest.mark.parametrize("location", [None, (1, 2)])
-def test_saliency_raw(resnet_pair, raw_cabrnet, location):
+def test_saliency_raw(resnet_pair, raw_cabrnet):
+    location = None
     model, ours = resnet_pair
     x = image(size=SMALL)
     theirs = raw_cabrnet.saliency(model, _pil(x), nchw(x), 1, "cpu", location=location)
@@ -165,11 +165,11 @@ def test_smoothgrad_raw_with_injected_noise(resnet_pair, raw_cabrnet, monkeypatc
     model, ours = resnet_pair
     x = image(size=SMALL)
     key = jax.random.PRNGKey(3)
-    noise = np.asarray(jx_prototype.smoothgrad_noise(key, x, 4, 0.2))[:, 0]
+    noise = np.asarray(jx_prototype.smoothgrad_noise(key, x, 2, 0.2))[:, 0]
     injected = torch.from_numpy(noise.transpose(0, 3, 1, 2).copy())
     monkeypatch.setattr(torch, "normal", lambda mean, std: injected.clone())
-    theirs = raw_cabrnet.smoothgrad(model, _pil(x), nchw(x), 2, "cpu", location=None, num_samples=4)
-    mine = jx_prototype.prototype_smoothgrad(ours, x, 2, key=key, num_samples=4, postprocess=False, batch_size=2)
+    theirs = raw_cabrnet.smoothgrad(model, _pil(x), nchw(x), 2, "cpu", location=None, num_samples=2)
+    mine = jx_prototype.prototype_smoothgrad(ours, x, 2, key=key, num_samples=2, postprocess=False, batch_size=1)
     assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
 
 
