@@ -28,6 +28,7 @@ from jaxplain.attribution.perturbation import (
     shapley_value_sampling,
     shapley_values,
 )
+from jaxplain.attribution.lime_image import LimeImageExplanation, image_and_mask, lime_image
 from jaxplain.attribution.rise import rise
 from jaxplain.attribution.surrogate import kernel_shap, lime
 from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
@@ -44,6 +45,9 @@ from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
+    "LimeImageExplanation",
+    "image_and_mask",
+    "lime_image",
     "kernel_shap",
     "lime",
     "rise",
