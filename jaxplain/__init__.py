@@ -12,7 +12,6 @@ from jaxplain import nets  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
-from jaxplain.attribution.lrp import lrp
 from jaxplain.attribution.layer import (
     internal_influence,
     layer_activation,
@@ -21,17 +20,19 @@ from jaxplain.attribution.layer import (
     layer_gradient_shap,
     layer_gradient_x_activation,
 )
+from jaxplain.attribution.lime_image import LimeImageExplanation, image_and_mask, lime_image
+from jaxplain.attribution.lrp import lrp
 from jaxplain.attribution.noise import noise_tunnel, smoothgrad
+from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.attribution.perturbation import (
     feature_ablation,
     occlusion,
     shapley_value_sampling,
     shapley_values,
 )
-from jaxplain.attribution.lime_image import LimeImageExplanation, image_and_mask, lime_image
+from jaxplain.attribution.prototype import prototype_prp, prototype_randgrad, prototype_saliency, prototype_smoothgrad
 from jaxplain.attribution.rise import rise
 from jaxplain.attribution.surrogate import kernel_shap, lime
-from jaxplain.attribution.path import convergence_delta, gradient_shap, integrated_gradients
 from jaxplain.attribution.torchray import (
     contrastive_excitation_backprop,
     excitation_backprop,
@@ -41,22 +42,15 @@ from jaxplain.attribution.torchray import (
     torchray_guided_backprop,
 )
 from jaxplain.model import FunctionModel, Model, init_model
+from jaxplain.nets.prototype import PrototypeModel
 from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
 __all__ = [
-    "LimeImageExplanation",
-    "image_and_mask",
-    "lime_image",
-    "kernel_shap",
-    "lime",
-    "rise",
-    "shapley_values",
-    "shapley_value_sampling",
-    "occlusion",
-    "feature_ablation",
     "FunctionModel",
+    "LimeImageExplanation",
     "Model",
+    "PrototypeModel",
     "composites",
     "contrastive_excitation_backprop",
     "convergence_delta",
@@ -64,14 +58,17 @@ __all__ = [
     "deeplift",
     "deeplift_shap",
     "excitation_backprop",
+    "feature_ablation",
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
     "guided_gradcam",
+    "image_and_mask",
     "init_model",
     "input_x_gradient",
     "integrated_gradients",
     "internal_influence",
+    "kernel_shap",
     "layer_activation",
     "layer_activation_guided_backprop",
     "layer_conductance",
@@ -79,13 +76,23 @@ __all__ = [
     "layer_gradcam",
     "layer_gradient_shap",
     "layer_gradient_x_activation",
+    "lime",
+    "lime_image",
     "linear_approx",
     "lrp",
     "lrp_rules",
     "nets",
     "noise_tunnel",
+    "occlusion",
+    "prototype_prp",
+    "prototype_randgrad",
+    "prototype_saliency",
+    "prototype_smoothgrad",
+    "rise",
     "saliency",
     "score_cam",
+    "shapley_value_sampling",
+    "shapley_values",
     "smoothgrad",
     "torchray_deconvnet",
     "torchray_gradient",
