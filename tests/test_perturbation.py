@@ -169,3 +169,22 @@ ERRORS = [
 def test_bad_input_gets_a_clear_error(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+@pytest.mark.parametrize("algorithm", ["slic", "felzenszwalb"])
+def test_other_segmentations_give_contiguous_ids(algorithm):
+    from jaxplain.attribution.lime_image import segment_images
+
+    images = np.random.default_rng(1).random((2, 24, 20, 3))
+    segments = segment_images(images, algorithm=algorithm, options={"n_segments": 12} if algorithm == "slic" else None)
+    assert segments.shape == (2, 24, 20)
+    for segment in segments:
+        np.testing.assert_array_equal(np.unique(segment), np.arange(segment.max() + 1))
+    explanation = jx.lime_image(
+        linear_model_images, images.astype(np.float32), 1, key=jax.random.PRNGKey(0), segments=segments, num_samples=30
+    )
+    assert explanation.weights.shape == (2, 1, int(segments.max()) + 1)
+
+
+def linear_model_images(x):
+    return jnp.einsum("nhwc,k->nk", x, jnp.arange(1.0, 4.0))

@@ -85,16 +85,16 @@ def spread_over_groups(group_values: Array, mask: Array) -> Array:
     return flat.reshape(mask.shape)
 
 
-def _target_scores(model, batch: Array, target: Array) -> Array:
+def target_scores(model, batch: Array, target: Array) -> Array:
     return selected_output(model(batch), target)
 
 
 def _feature_ablation_core(model, inputs, target, key, arrays, *, num_features, batch_size):
     mask, baselines = arrays["feature_mask"], arrays["baselines"]
-    reference = _target_scores(model, inputs, target)
+    reference = target_scores(model, inputs, target)
 
     def ablated(feature):
-        return _target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
+        return target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
 
     scores = map_over(ablated, jnp.arange(num_features), batch_size)
     return spread_over_groups((reference[None] - scores).T, mask)
@@ -151,14 +151,14 @@ def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, bat
     dims = inputs.shape[1:]
     axes = [jnp.asarray(window_positions(d, w, s)) for d, w, s in zip(dims, windows, strides)]
     counts = tuple(axis.shape[0] for axis in axes)
-    reference = _target_scores(model, inputs, target)
+    reference = target_scores(model, inputs, target)
 
     def occluded(index):
         position = jnp.unravel_index(index, counts)
         covered = axes[0][position[0]]
         for axis, at in zip(axes[1:], position[1:]):
             covered = covered[..., None] & axis[at]
-        return _target_scores(model, jnp.where(covered, baselines, inputs), target)
+        return target_scores(model, jnp.where(covered, baselines, inputs), target)
 
     scores = map_over(occluded, jnp.arange(math.prod(counts)), batch_size)
     differences = (reference[None] - scores).reshape(counts + (inputs.shape[0],))
@@ -230,7 +230,7 @@ def occlusion(
     )
 
 
-def _coalition_inputs(inputs: Array, baselines: Array, mask: Array, present: Array) -> Array:
+def coalition_inputs(inputs: Array, baselines: Array, mask: Array, present: Array) -> Array:
     """The inputs with the groups flagged in ``present`` ``[N, M]`` kept, the rest at baseline."""
     keep = spread_over_groups(present, mask)
     return jnp.where(keep, inputs, baselines)
@@ -244,12 +244,12 @@ def _shapley_sampling_core(model, inputs, target, key, arrays, *, num_features, 
         permutations = jax.vmap(lambda k: jax.random.permutation(k, num_features))(keys)
     ranks = jnp.argsort(permutations, axis=1)
     batch = inputs.shape[0]
-    empty = _target_scores(model, baselines, target)
+    empty = target_scores(model, baselines, target)
 
     def prefix(sample_step):
         sample, step = sample_step // num_features, sample_step % num_features
         present = jnp.broadcast_to(ranks[sample] <= step, (batch, num_features))
-        return _target_scores(model, _coalition_inputs(inputs, baselines, mask, present), target)
+        return target_scores(model, coalition_inputs(inputs, baselines, mask, present), target)
 
     scores = map_over(prefix, jnp.arange(n_samples * num_features), batch_size)
     scores = scores.reshape(n_samples, num_features, batch)
@@ -338,7 +338,7 @@ def _shapley_exact_core(model, inputs, target, key, arrays, *, num_features, bat
 
     def coalition(index):
         present = jnp.broadcast_to((index & bits) > 0, (batch, num_features))
-        return _target_scores(model, _coalition_inputs(inputs, baselines, mask, present), target)
+        return target_scores(model, coalition_inputs(inputs, baselines, mask, present), target)
 
     scores = map_over(coalition, jnp.arange(2**num_features), batch_size)
     without, with_f, weights = _coalition_weights(num_features)

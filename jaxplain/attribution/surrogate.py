@@ -18,8 +18,8 @@ import numpy as np
 from jaxplain.attribution import linear
 from jaxplain.attribution._common import broadcast_baselines, check_choice, map_over, prepare, require_key, run
 from jaxplain.attribution.perturbation import (
-    _coalition_inputs,
-    _target_scores,
+    coalition_inputs,
+    target_scores,
     feature_groups,
     resolve_batch_size,
     spread_over_groups,
@@ -36,8 +36,8 @@ def sample_scores(model, inputs: Array, target: Array, baselines: Array, mask: A
     """Target outputs ``[N, S]`` and perturbed inputs' flat views for ``samples [N, S, M]``."""
 
     def evaluate(present):
-        perturbed = _coalition_inputs(inputs, baselines, mask, present)
-        return _target_scores(model, perturbed, target), perturbed.reshape(perturbed.shape[0], -1)
+        perturbed = coalition_inputs(inputs, baselines, mask, present)
+        return target_scores(model, perturbed, target), perturbed.reshape(perturbed.shape[0], -1)
 
     scores, flats = map_over(evaluate, jnp.swapaxes(samples, 0, 1), batch_size)
     return scores.T, jnp.swapaxes(flats, 0, 1)
