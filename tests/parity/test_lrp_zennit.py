@@ -4,7 +4,7 @@ VGG16-BN and ResNet-50 (seeded random weights, randomised BatchNorm state), 32x4
 inputs, one target per example, for EpsilonPlusFlat, EpsilonAlpha2Beta1 and
 EpsilonGammaBox; DenseNet-121 for EpsilonPlusFlat, and torchvision's ``DenseNet`` class
 in a small configuration (four blocks of two layers: every DenseNet layer kind, the
-concatenations, transitions and batch-norm pairs) for all three, because compiling
+concatenations, transitions and batch-norm pairs) for all three and EpsilonAlpha2Beta1Flat, because compiling
 LRP through DenseNet-121's 120 convolutions takes minutes per composite on 2 cores. Zennit starts from ``output * one_hot(target)`` (our default
 ``initial_relevance="output"``). Tolerance: max abs error <= 1e-3 x the reference's
 max abs value; relevance sums within 1e-3 relative.
@@ -45,7 +45,9 @@ COMPOSITES = {
     "epsilon_plus_flat": (zc.EpsilonPlusFlat, {}),
     "epsilon_alpha2_beta1": (zc.EpsilonAlpha2Beta1, {}),
     "epsilon_gamma_box": (zc.EpsilonGammaBox, BOX),
+    "epsilon_alpha2_beta1_flat": (zc.EpsilonAlpha2Beta1Flat, {}),
 }
+MAIN_THREE = ("epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_gamma_box")
 
 
 class ExactMergeBatchNorm(NamedMergeBatchNorm):
@@ -72,8 +74,8 @@ def densenet_canonizer(model: torch.nn.Module) -> NamedMergeBatchNorm:
 DENSENET_OPTIONS = {"name_map": ((("relu", "avgpool"), rules.Gradient()),)}
 SMALL_DENSENET = {"growth_rate": 8, "block_config": (2, 2, 2, 2), "num_init_features": 16, "bn_size": 2}
 CASES = {
-    "vgg16_bn": ("vgg16_bn", {}, lambda model: [VGGCanonizer()], {}, tuple(COMPOSITES)),
-    "resnet50": ("resnet50", {}, lambda model: [ResNetCanonizer()], {}, tuple(COMPOSITES)),
+    "vgg16_bn": ("vgg16_bn", {}, lambda model: [VGGCanonizer()], {}, MAIN_THREE),
+    "resnet50": ("resnet50", {}, lambda model: [ResNetCanonizer()], {}, MAIN_THREE),
     "densenet121": ("densenet121", {}, lambda model: [densenet_canonizer(model)], DENSENET_OPTIONS,
                     ("epsilon_plus_flat",)),
     "densenet_small": ("DenseNet", SMALL_DENSENET, lambda model: [densenet_canonizer(model)], DENSENET_OPTIONS,
