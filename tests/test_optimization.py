@@ -20,8 +20,7 @@ from jaxplain.nets.layers import Conv2d
 from tests.tiny import tiny_model
 
 KEY = jax.random.PRNGKey(0)
-SMALL = param.image(16)
-TINY_OPTIONS = dict(param_f=SMALL, fixed_image_size=24)
+TINY_OPTIONS = dict(param_f=param.image(16, batch=2), fixed_image_size=24)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,14 @@ def model():
     return tiny_model()
 
 
+def _two_layer_objectives():
+    return [O.channel("conv2", n, batch=0) - O.layer("conv1", batch=1) / 4 for n in range(3)]
+
+
 @pytest.fixture(scope="module")
 def rendered(model):
-    """Three channel objectives, standard transforms, thresholds (1, 3, 6), with losses."""
-    objectives = [O.channel("conv2", n) for n in range(3)]
-    return render_vis(model, objectives, key=KEY, thresholds=(6, 1, 3), return_losses=True, **TINY_OPTIONS)
+    """Three objectives on two layers, two images each, standard transforms, thresholds (1, 3, 6), with losses."""
+    return render_vis(model, _two_layer_objectives(), key=KEY, thresholds=(6, 1, 3), return_losses=True, **TINY_OPTIONS)
 
 
 # --- parameterisations -------------------------------------------------------------------------
@@ -59,10 +61,10 @@ def test_decorrelated_image_is_sigmoid_of_colour_mix():
 
 
 def test_param_shapes_and_range():
-    for p in (param.image(9, 6, batch=2), param.image(7, fft=False, channels=1)):
-        image = jax.jit(lambda key: p(p.init(key) * 500))(KEY)
-        assert image.shape == p.shape
-        assert float(image.min()) >= 0 and float(image.max()) <= 1
+    p = param.image(9, 6, batch=2)
+    image = jax.jit(lambda key: p(p.init(key) * 500))(KEY)
+    assert image.shape == p.shape == (2, 6, 9, 3)
+    assert float(image.min()) >= 0 and float(image.max()) <= 1
     with pytest.raises(ValueError, match="decorrelation needs 3 channels"):
         param.ImageParam(w=4, h=4, channels=1)
 
@@ -72,7 +74,7 @@ def test_param_shapes_and_range():
 
 def test_transforms_keep_shapes_and_value_range():
     images = jax.random.uniform(KEY, (2, 20, 18, 3))
-    transforms = T.standard_transforms[1:] + (T.random_scale([0.5, 1.5]), T.random_rotate([45.0]))
+    transforms = T.standard_transforms[1:]
     outputs = jax.jit(lambda key: [t(key, images) for t in transforms])(KEY)
     for transform, out in zip(transforms, outputs):
         assert out.shape == images.shape, transform
@@ -89,7 +91,7 @@ def test_transform_geometry():
     np.testing.assert_allclose(T.random_scale([1.0])(KEY, images), images, atol=1e-6)
     np.testing.assert_allclose(T.random_rotate([0.0])(KEY, images), images, atol=1e-6)
     shifted = T.jitter(4)(KEY, images)
-    dy, dx = (int(v) for v in jax.random.randint(KEY, (2,), 0, 4))
+    dy, dx = (int(v) for v in T.random_index(KEY, 4, (2,)))
     np.testing.assert_array_equal(shifted[:, dy:, dx:], images[:, : 9 - dy, : 9 - dx])
     assert float(jnp.abs(shifted[:, :dy]).max(initial=0)) == 0
 
@@ -122,7 +124,9 @@ def test_objective_values_and_arithmetic():
     combined = 2 * O.channel("a", 0) - O.channel("a", 1) / 4 + 1.5
     expected = 2 * O.channel("a", 0)(acts) - O.channel("a", 1)(acts) / 4 + 1.5
     np.testing.assert_allclose(combined(acts), expected, rtol=1e-6)
-    np.testing.assert_allclose(sum(O.channel("a", n) for n in range(3))(acts), -a[..., :3].mean((0, 1, 2)).sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        sum(O.channel("a", n) for n in range(3))(acts), -a[..., :3].mean((0, 1, 2)).sum(), rtol=1e-5
+    )
     assert O.as_objective("a:3") == O.channel("a", 3)
     assert combined.layers() == ("a",)
 
@@ -150,16 +154,16 @@ def test_objective_construction_errors():
 
 def test_thresholds_give_one_image_per_step_in_order(rendered):
     images, losses = rendered
-    assert images.shape == (3, 3, 16, 16, 3)
+    assert images.shape == (3, 6, 16, 16, 3)
     assert losses.shape == (6, 3)
     assert float(images.min()) >= 0 and float(images.max()) <= 1
     assert not np.allclose(images[0], images[2])
 
 
 def test_same_key_same_image(model, rendered):
-    again = render_vis(model, [O.channel("conv2", n) for n in range(3)], key=KEY, thresholds=(1, 3, 6), **TINY_OPTIONS)
+    again = render_vis(model, _two_layer_objectives(), key=KEY, thresholds=(1, 3, 6), **TINY_OPTIONS)
     np.testing.assert_array_equal(again, rendered[0])
-    other = render_vis(model, [O.channel("conv2", n) for n in range(3)], key=jax.random.PRNGKey(1), thresholds=(1, 3, 6), **TINY_OPTIONS)
+    other = render_vis(model, _two_layer_objectives(), key=jax.random.PRNGKey(1), thresholds=(1, 3, 6), **TINY_OPTIONS)
     assert not np.allclose(other, rendered[0])
 
 
@@ -174,38 +178,27 @@ def _function_model():
     return forward
 
 
-LABEL_OPTIONS = dict(key=KEY, param_f=param.image(8, batch=2), transforms=(T.jitter(2), T.random_rotate([5.0])), fixed_image_size=8)
+LABEL_OPTIONS = dict(key=KEY, param_f=param.image(8, batch=2, fft=False), transforms=(T.jitter(2),), fixed_image_size=8)
 
 
-def test_chunked_objectives_equal_one_batch():
+def test_chunks_structures_and_independence_of_objectives():
     objectives = [O.channel("labels", 2), O.channel("labels", 3)]
     whole = render_vis(_function_model(), objectives, thresholds=(1, 3), **LABEL_OPTIONS)
     chunked = render_vis(_function_model(), objectives, thresholds=(1, 3), batch_size=1, **LABEL_OPTIONS)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    alone = render_vis(_function_model(), objectives[:1], thresholds=(1, 3), **LABEL_OPTIONS)
-    np.testing.assert_allclose(alone, whole[:, :2], atol=1e-6)
+    mixed = ["labels:2", O.channel("labels", 0) - O.diversity("labels") / 2, "labels:3"]
+    images, losses = render_vis(_function_model(), mixed, thresholds=(1, 3), return_losses=True, **LABEL_OPTIONS)
+    assert images.shape == (2, 6, 8, 8, 3) and losses.shape == (3, 3)
+    np.testing.assert_allclose(images[:, :2], whole[:, :2], atol=1e-6)
+    assert not np.allclose(images[:, 4:], whole[:, 2:])
 
 
 def test_jit_equals_no_jit():
-    objectives = [O.channel("labels", 1)]
-    options = dict(key=KEY, thresholds=(1, 2), param_f=param.image(4), transforms=(T.jitter(2),), fixed_image_size=4)
-    jitted = render_vis(_function_model(), objectives, **options)
+    objectives = [O.channel("labels", 2), O.channel("labels", 3)]
+    jitted = render_vis(_function_model(), objectives, thresholds=(1, 3), **LABEL_OPTIONS)
     with jax.disable_jit():
-        eager = render_vis(_function_model(), objectives, **options)
+        eager = render_vis(_function_model(), objectives, thresholds=(1, 3), **LABEL_OPTIONS)
     np.testing.assert_allclose(jitted, eager, atol=1e-5)
-
-
-def test_objectives_of_several_structures_in_one_call():
-    objectives = ["labels:2", O.channel("labels", 0) - O.diversity("labels") / 2, "labels:3"]
-    images, losses = render_vis(_function_model(), objectives, thresholds=(1, 3), return_losses=True, **LABEL_OPTIONS)
-    assert images.shape == (2, 6, 8, 8, 3) and losses.shape == (3, 3)
-    assert not np.allclose(images[:, 0], images[:, 4])
-
-
-def test_several_layers_in_one_objective(model):
-    objective = O.channel("conv2", 0) + O.diversity("conv1")
-    images = render_vis(model, objective, key=KEY, thresholds=(2,), param_f=param.image(8, batch=2), transforms=(), fixed_image_size=8)
-    assert images.shape == (1, 2, 8, 8, 3)
 
 
 def test_objective_rises_on_converted_model(seeded_torchvision_model):
@@ -214,7 +207,14 @@ def test_objective_rises_on_converted_model(seeded_torchvision_model):
     model = converters.from_torch(seeded_torchvision_model("vgg11", num_classes=10), input_shape=(1, 32, 32, 3))
     objectives = [O.channel("features.3", n) for n in (0, 5)]
     _, losses = render_vis(
-        model, objectives, key=KEY, param_f=param.image(24), thresholds=(16,), fixed_image_size=32, return_losses=True
+        model,
+        objectives,
+        key=KEY,
+        param_f=param.image(32),
+        transforms=(),
+        thresholds=(16,),
+        fixed_image_size=32,
+        return_losses=True,
     )
     start, end = np.asarray(losses[:3]).mean(0), np.asarray(losses[-3:]).mean(0)
     assert np.all(end < start - 0.1 * np.abs(start)), (start, end)
@@ -246,7 +246,9 @@ def _channel_mean(model, layer, channel, images):
     from jaxplain.optimization._loop import activations, model_stats
 
     mean, std = model_stats(model)
-    return float(activations(model, (layer,), (images - jnp.asarray(mean)) / jnp.asarray(std))[layer][..., channel].mean())
+    return float(
+        activations(model, (layer,), (images - jnp.asarray(mean)) / jnp.asarray(std))[layer][..., channel].mean()
+    )
 
 
 def test_layer_visualization_raises_the_filter(model):
@@ -261,7 +263,9 @@ def test_layer_visualization_raises_the_filter(model):
 
 def test_deep_dream_raises_the_filter(model):
     images = jax.random.uniform(KEY, (2, 16, 16, 3), minval=0.2, maxval=0.8)
-    dreamt = deep_dream(model, images, layer="conv1", filter=2, steps=4, octaves=2, jitter=2, key=KEY, learning_rate=0.5)
+    dreamt = deep_dream(
+        model, images, layer="conv1", filter=2, steps=4, octaves=2, jitter=2, key=KEY, learning_rate=0.5
+    )
     assert dreamt.shape == images.shape and float(dreamt.min()) >= 0 and float(dreamt.max()) <= 1
     assert _channel_mean(model, "conv1", 2, dreamt) > _channel_mean(model, "conv1", 2, images)
     with pytest.raises(ValueError, match="stochastic"):
@@ -280,16 +284,15 @@ def test_to_pil():
 
 
 def test_fast_conv_gradient_equals_autodiff():
-    for kernel, stride, padding, size in ((3, 1, 1, 9), (5, 3, 2, 13)):
-        module = Conv2d(4, kernel, stride=stride, padding=padding)
-        x = jax.random.normal(KEY, (2, size, size - 1, 3))
-        variables = {"kernel": jax.random.normal(KEY, (kernel, kernel, 3, 4)), "bias": jnp.ones(4)}
+    module = Conv2d(4, 5, stride=3, padding=2)
+    x = jax.random.normal(KEY, (2, 13, 12, 3))
+    variables = {"kernel": jax.random.normal(KEY, (5, 5, 3, 4)), "bias": jnp.ones(4)}
 
-        @jax.jit
-        def both(v, x):
-            reference = jax.grad(lambda v, x: jnp.sum(module.forward(v, x) ** 2), (0, 1))(v, x)
-            return reference, jax.grad(lambda v, x: jnp.sum(fast_input_gradient(module, v, x) ** 2), (0, 1))(v, x)
+    @jax.jit
+    def both(v, x):
+        reference = jax.grad(lambda v, x: jnp.sum(module.forward(v, x) ** 2), (0, 1))(v, x)
+        return reference, jax.grad(lambda v, x: jnp.sum(fast_input_gradient(module, v, x) ** 2), (0, 1))(v, x)
 
-        reference, ours = both(variables, x)
-        np.testing.assert_allclose(ours[1], reference[1], rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(ours[0]["kernel"], reference[0]["kernel"], rtol=1e-5, atol=1e-5)
+    reference, ours = both(variables, x)
+    np.testing.assert_allclose(ours[1], reference[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours[0]["kernel"], reference[0]["kernel"], rtol=1e-5, atol=1e-5)

@@ -26,7 +26,11 @@ DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
 def input_gradient(
-    cotangent: Array, kernel: Array, strides: tuple[int, int], padding: tuple[tuple[int, int], ...], size: tuple[int, int]
+    cotangent: Array,
+    kernel: Array,
+    strides: tuple[int, int],
+    padding: tuple[tuple[int, int], ...],
+    size: tuple[int, int],
 ) -> Array:
     """d<cotangent, conv(x, kernel)>/dx for an input of spatial ``size``, as one forward-layout convolution."""
     transposed = lax.optimization_barrier(jnp.transpose(jnp.flip(kernel, (0, 1)), (0, 1, 3, 2)))

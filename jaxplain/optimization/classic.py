@@ -15,12 +15,14 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxplain.attribution._common import check_batch_size, require_key
 from jaxplain.image import interpolate
 from jaxplain.model import as_model, require_structure
 from jaxplain.optimization._loop import LoopSpec, check_objective_layers, model_stats, optimise, with_l2
 from jaxplain.optimization.objectives import channel, stack
+from jaxplain.optimization.transforms import random_index
 from jaxplain.typing import Array
 
 
@@ -35,7 +37,7 @@ class NormalisedRenderer:
     def to_input(self, key: Array, params: Array) -> Array:
         if not self.jitter:
             return params
-        dy, dx = jax.random.randint(key, (2,), -self.jitter, self.jitter + 1)
+        dy, dx = random_index(key, 2 * self.jitter + 1, (2,)) - self.jitter
         return jnp.roll(params, (dy, dx), axis=(1, 2))
 
     def to_image(self, params: Array) -> Array:
@@ -74,14 +76,16 @@ def layer_visualization(
     steps: int = 30,
     learning_rate: float = 0.1,
     weight_decay: float = 1e-6,
+    optimizer: optax.GradientTransformation | None = None,
     size: int = 224,
     batch_size: int | None = None,
 ) -> Array:
-    """The image that maximises the mean of ``filter`` at ``layer`` (pytorch-cnn-visualizations' cnn_layer_visualization.py).
+    """The image maximising the mean of ``filter`` at ``layer`` (pytorch-cnn-visualizations' cnn_layer_visualization).
 
     As there: a random image with pixels drawn from {150, ..., 179} / 255, normalised,
     then ``steps`` iterations of Adam (``learning_rate``, L2 ``weight_decay``) on
-    ``-mean(A[0, :, :, filter])``. A sequence of filters is optimised as one vmapped batch.
+    ``-mean(A[0, :, :, filter])``. ``optimizer`` (optax) replaces that Adam. A sequence of
+    filters is optimised as one vmapped batch.
 
     Returns:
         ``[len(filters), size, size, 3]`` in [0, 1].
@@ -95,8 +99,16 @@ def layer_visualization(
     objectives = stack([channel(layer, f) for f in filters])
     check_objective_layers(model, objectives, jnp.zeros((1, size, size, 3)), method=method)
     renderer = NormalisedRenderer(*model_stats(model))
-    spec = LoopSpec(renderer, with_l2("adam", learning_rate, weight_decay), (steps,), (layer,), batch_size)
+    optimizer = optimizer or with_l2("adam", learning_rate, weight_decay)
+    spec = LoopSpec(renderer, optimizer, (steps,), (layer,), batch_size)
     return _layer_visualization(model, objectives, jax.random.split(key, len(filters)), spec, size)
+
+
+def _resize(images: Array, size: tuple[int, int]) -> Array:
+    """Bilinear resize of stacked NHWC batches ``[O, N, H, W, C]`` (identity at the same size)."""
+    if images.shape[2:4] == size:
+        return images
+    return jax.vmap(lambda batch: interpolate(batch, size, "bilinear"))(images)
 
 
 @partial(jax.jit, static_argnames=("spec", "octaves", "octave_scale"))
@@ -108,9 +120,8 @@ def _deep_dream(model, objectives, images, keys, spec: LoopSpec, octaves: int, o
     for octave in range(octaves):
         factor = octave_scale ** (octaves - 1 - octave)
         size = (max(1, round(height / factor)), max(1, round(width / factor)))
-        resize = jax.vmap(lambda x: interpolate(x, size, "bilinear"))
-        scaled = resize(base) if size != (height, width) else base
-        start = scaled if detail is None else scaled + resize(detail)
+        scaled = _resize(base, size)
+        start = scaled if detail is None else scaled + _resize(detail, size)
         _, _, dreamt = optimise(model, objectives, start, jax.vmap(jax.random.fold_in, (0, None))(keys, octave), spec)
         detail = dreamt - scaled
     return renderer.to_image(base + detail)[:, 0]
@@ -126,6 +137,7 @@ def deep_dream(
     steps: int = 250,
     learning_rate: float = 12.0,
     weight_decay: float = 1e-4,
+    optimizer: optax.GradientTransformation | None = None,
     octaves: int = 1,
     octave_scale: float = 1.4,
     jitter: int = 0,
@@ -135,11 +147,12 @@ def deep_dream(
 
     As there: the normalised image is optimised by SGD (``learning_rate``, L2
     ``weight_decay``) for ``steps`` iterations on ``-mean(A[0, :, :, filter])``; no
-    clipping until the end. Options beyond it, from the original Deep Dream: ``octaves``
-    runs ``steps`` at each of that many scales (smallest first, each ``octave_scale``
-    apart), carrying the added detail up; ``jitter`` rolls the image by a random shift
-    in ``[-jitter, jitter]`` pixels at every step (then ``key`` is required). Each image
-    of the batch is dreamt independently (a vmapped axis).
+    clipping until the end. ``optimizer`` (optax) replaces that SGD. Options from the
+    original Deep Dream: ``octaves`` runs ``steps`` at each of that many scales
+    (smallest first, each ``octave_scale`` apart), carrying the added detail up;
+    ``jitter`` rolls the image by a random shift in ``[-jitter, jitter]`` pixels at
+    every step (then ``key`` is required). Each image of the batch is dreamt
+    independently (a vmapped axis).
 
     Args:
         images: NHWC ``[N, H, W, 3]`` in [0, 1] (pixel space, not normalised).
@@ -160,7 +173,9 @@ def deep_dream(
     model = require_structure(as_model(model), method)
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4 or images.shape[-1] != model.input_channels:
-        raise ValueError(f"{method}: images must be NHWC [N, H, W, {model.input_channels}] in [0, 1], got {images.shape}")
+        raise ValueError(
+            f"{method}: images must be NHWC [N, H, W, {model.input_channels}] in [0, 1], got {images.shape}"
+        )
     if not bool(jnp.all(jnp.isfinite(images))):
         raise ValueError(f"{method}: images contain NaN or inf")
     filters = _filters(filter, method=method)
@@ -170,6 +185,7 @@ def deep_dream(
     objectives = stack([channel(layer, filters[0])] * count)
     check_objective_layers(model, objectives, images[:1], method=method)
     renderer = NormalisedRenderer(*model_stats(model), jitter=jitter)
-    spec = LoopSpec(renderer, with_l2("sgd", learning_rate, weight_decay), (steps,), (layer,), batch_size)
+    optimizer = optimizer or with_l2("sgd", learning_rate, weight_decay)
+    spec = LoopSpec(renderer, optimizer, (steps,), (layer,), batch_size)
     keys = jax.random.split(key, count)
     return _deep_dream(model, objectives, images[:, None], keys, spec, octaves, float(octave_scale))

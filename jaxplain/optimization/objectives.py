@@ -95,7 +95,9 @@ def _check_batch(batch: int | None, layer: str, shapes: Shapes, *, method: str) 
 
 def _check_spatial(layer: str, shapes: Shapes, *, method: str) -> None:
     if len(shapes[layer]) != 4:
-        raise ValueError(f"{method}: layer {layer!r} has shape {shapes[layer]}; this objective needs a [B, h, w, c] map")
+        raise ValueError(
+            f"{method}: layer {layer!r} has shape {shapes[layer]}; this objective needs a [B, h, w, c] map"
+        )
 
 
 @struct.dataclass
@@ -114,7 +116,9 @@ class Channel(Objective):
 
     def check(self, shapes: Shapes, *, method: str) -> None:
         shape = shapes[self.layer]
-        _check_index(f"layer {self.layer!r} with {shape[-1]} channels", self.n_channel, shape[-1], what="channel", method=method)
+        _check_index(
+            f"layer {self.layer!r} with {shape[-1]} channels", self.n_channel, shape[-1], what="channel", method=method
+        )
         _check_batch(self.batch, self.layer, shapes, method=method)
 
 
@@ -188,7 +192,8 @@ class Direction(Objective):
         channels = shapes[self.layer][-1]
         if np.shape(self.direction)[-1] != channels:
             raise ValueError(
-                f"{method}: direction has {np.shape(self.direction)[-1]} entries, layer {self.layer!r} has {channels} channels"
+                f"{method}: direction has {np.shape(self.direction)[-1]} entries, "
+                f"layer {self.layer!r} has {channels} channels"
             )
         _check_batch(self.batch, self.layer, shapes, method=method)
 

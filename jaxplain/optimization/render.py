@@ -66,7 +66,9 @@ def _pipeline(
     steps = list(T.standard_transforms if transforms is None else transforms)
     if preprocess:
         steps.append(T.Normalize(*model_stats(model)))
-    shape = jax.eval_shape(T.compose(steps), jax.random.PRNGKey(0), jax.ShapeDtypeStruct(param_f.shape, jnp.float32)).shape
+    shape = jax.eval_shape(
+        T.compose(steps), jax.random.PRNGKey(0), jax.ShapeDtypeStruct(param_f.shape, jnp.float32)
+    ).shape
     if fixed_image_size is not None:
         steps.append(T.Resize(fixed_image_size))
     elif shape[1] < LUCENT_MIN_SIZE or shape[2] < LUCENT_MIN_SIZE:

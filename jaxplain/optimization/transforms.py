@@ -15,10 +15,14 @@ from typing import Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxplain.image import interpolate
 from jaxplain.typing import Array
+
+
+def random_index(key: Array, count: int, shape: tuple[int, ...] = ()) -> Array:
+    """Uniform ints in ``{0, ..., count-1}`` from one uniform draw (cheaper to compile than ``randint``)."""
+    return jnp.minimum(jnp.floor(jax.random.uniform(key, shape) * count), count - 1).astype(jnp.int32)
 
 
 class Transform(Protocol):
@@ -53,13 +57,13 @@ class Jitter:
 
     def __call__(self, key: Array, images: Array) -> Array:
         n, h, w, c = images.shape
-        dy, dx = jax.random.randint(key, (2,), 0, self.d)
+        dy, dx = random_index(key, self.d, (2,))
         padded = jnp.pad(images, ((0, 0), (self.d, 0), (self.d, 0), (0, 0)))
         return jax.lax.dynamic_slice(padded, (0, self.d - dy, self.d - dx, 0), (n, h, w, c))
 
 
 def _centred_scale_matrix(size: int, scale: Array) -> Array:
-    """``[size, size]`` bilinear weights (zero outside) sampling ``size`` pixels magnified by ``scale`` about the centre."""
+    """``[size, size]`` bilinear weights (zero outside) magnifying ``size`` pixels by ``scale`` about the centre."""
     centre = (size - 1) / 2
     source = centre + (jnp.arange(size, dtype=jnp.float32) - centre) / scale
     return jnp.maximum(0.0, 1.0 - jnp.abs(source[:, None] - jnp.arange(size, dtype=jnp.float32)[None, :]))
@@ -72,7 +76,7 @@ class RandomScale:
     scales: tuple[float, ...]
 
     def __call__(self, key: Array, images: Array) -> Array:
-        scale = jax.random.choice(key, jnp.asarray(self.scales, jnp.float32))
+        scale = jnp.asarray(self.scales, jnp.float32)[random_index(key, len(self.scales))]
         rows = _centred_scale_matrix(images.shape[1], scale).astype(images.dtype)
         cols = _centred_scale_matrix(images.shape[2], scale).astype(images.dtype)
         return jnp.einsum("oh,nhwc,pw->nopc", rows, images, cols)
@@ -110,7 +114,7 @@ class RandomRotate:
     units: str = "degrees"
 
     def __call__(self, key: Array, images: Array) -> Array:
-        angle = jax.random.choice(key, jnp.asarray(self.angles, jnp.float32))
+        angle = jnp.asarray(self.angles, jnp.float32)[random_index(key, len(self.angles))]
         return rotate(images, jnp.deg2rad(angle) if self.units == "degrees" else angle)
 
 

@@ -137,12 +137,20 @@ def test_render_without_transforms_equals_lucent():
             params[0].copy_(torch.from_numpy(np.ascontiguousarray(START.transpose(0, 3, 1, 2, 4))))
         return params, image_f
 
-    objective = lucent_objectives.channel("features_4", 5, batch=0) - lucent_objectives.channel("features_4", 9, batch=1)
+    objective = lucent_objectives.channel("features_4", 5, batch=0) - lucent_objectives.channel(
+        "features_4", 9, batch=1
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         theirs = render.render_vis(
-            torch_model, objective, lucent_param_f, transforms=[], thresholds=(1, 5), fixed_image_size=SIZE,
-            show_image=False, progress=False,
+            torch_model,
+            objective,
+            lucent_param_f,
+            transforms=[],
+            thresholds=(1, 5),
+            fixed_image_size=SIZE,
+            show_image=False,
+            progress=False,
         )
     ours = render_vis(
         model,
