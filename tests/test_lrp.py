@@ -177,3 +177,14 @@ def test_lrp_conserves_relevance_on_other_zoo_families(arch):
         assert np.all(expected > 0) and np.all(relevance > 0.5 * expected) and np.all(relevance <= expected * 1.001)
     else:
         np.testing.assert_allclose(relevance, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_cabrnet_extractor_composite_by_name_conserves_relevance():
+    """CaBRNet's extractor composite (ZBeta first, Alpha1Beta0, StackedSum, merged BN) on a bias-free net."""
+    model, inputs = _without_biases(tiny_model()), tiny_inputs()
+    outputs = np.asarray(model(inputs))
+    target = jnp.asarray(np.argmax(outputs, axis=1))
+    relevance = np.asarray(jx.lrp(model, inputs, target, composite="cabrnet_extractor", zbeta_lower_bound=-3.0,
+                                  zbeta_upper_bound=3.0))
+    np.testing.assert_allclose(relevance.sum((1, 2, 3)), outputs[np.arange(len(target)), np.asarray(target)], rtol=1e-3)
+    assert isinstance(cs.get("cabrnet_extractor"), cs.CaBRNetExtractor)
