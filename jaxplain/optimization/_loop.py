@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -130,23 +130,27 @@ def optimise_one(model: Any, objective: Objective, params: Any, key: Array, spec
 
     def step(carry, xs):
         p, state, images = carry
-        index, slot = xs
+        step_key, slot = xs
         images = jax.lax.dynamic_update_index_in_dim(images, spec.renderer.to_image(p), slot, 0)
-        loss, grads = jax.value_and_grad(loss_fn)(p, jax.random.fold_in(key, index))
+        loss, grads = jax.value_and_grad(loss_fn)(p, step_key)
         updates, state = spec.optimizer.update(grads, state, p)
         return (optax.apply_updates(p, updates), state, images), loss
 
     image_shape = jax.eval_shape(spec.renderer.to_image, params)
     images = jnp.zeros((len(spec.thresholds) + 1, *image_shape.shape), image_shape.dtype)
     carry = (params, spec.optimizer.init(params), images)
-    (params, _, images), losses = jax.lax.scan(step, carry, (jnp.arange(steps), jnp.asarray(slot_of_step)))
+    xs = (jax.random.split(key, steps), jnp.asarray(slot_of_step))
+    (params, _, images), losses = jax.lax.scan(step, carry, xs)
     images = images.at[len(spec.thresholds) - 1].set(spec.renderer.to_image(params))
     return images[: len(spec.thresholds)], losses, params
 
 
 def optimise(model: Any, objectives: Objective, params: Any, keys: Array, spec: LoopSpec) -> tuple[Array, Array, Any]:
     """:func:`optimise_one` over the leading axis of stacked ``objectives``, ``params`` and ``keys``."""
-    one: Callable = lambda xs: optimise_one(model, *xs, spec)
+
+    def one(xs: tuple[Objective, Any, Array]) -> tuple[Array, Array, Any]:
+        return optimise_one(model, *xs, spec)
+
     if spec.batch_size is None:
         return jax.vmap(one)((objectives, params, keys))
     return jax.lax.map(one, (objectives, params, keys), batch_size=spec.batch_size)

@@ -22,7 +22,7 @@ from jaxplain.image import interpolate
 from jaxplain.model import as_model, require_structure
 from jaxplain.optimization._loop import LoopSpec, check_objective_layers, model_stats, optimise, with_l2
 from jaxplain.optimization.objectives import channel, stack
-from jaxplain.optimization.transforms import random_index
+from jaxplain.optimization.transforms import random_index, translate
 from jaxplain.typing import Array
 
 
@@ -38,7 +38,7 @@ class NormalisedRenderer:
         if not self.jitter:
             return params
         dy, dx = random_index(key, 2 * self.jitter + 1, (2,)) - self.jitter
-        return jnp.roll(params, (dy, dx), axis=(1, 2))
+        return translate(params, dy, dx, wrap=True)
 
     def to_image(self, params: Array) -> Array:
         return jnp.clip(params * jnp.asarray(self.std) + jnp.asarray(self.mean), 0.0, 1.0)

@@ -6,6 +6,8 @@ Every transform except :func:`pad` keeps the image's shape, so a whole optimisat
 loop compiles to one program: Lucent's ``random_scale`` resizes the image, this one
 scales it about its centre inside the same frame (zeros outside, like a warp). Warps
 are bilinear with zero padding; translations are by whole pixels in ``{0, ..., d-1}``.
+Shifts and scalings are products with small matrices, which batch well under ``vmap``
+(a vmapped dynamic slice becomes a gather).
 """
 
 from __future__ import annotations
@@ -49,6 +51,21 @@ class Pad:
         return jnp.pad(images, widths, mode=self.mode)
 
 
+def shift_matrix(size: int, shift: Array, wrap: bool = False) -> Array:
+    """``[size, size]`` 0/1 matrix moving entries forward by ``shift`` (zeros coming in, or wrapped round)."""
+    source = jnp.arange(size) - shift
+    if wrap:
+        source = source % size
+    return (source[:, None] == jnp.arange(size)[None, :]).astype(jnp.float32)
+
+
+def translate(images: Array, dy: Array, dx: Array, wrap: bool = False) -> Array:
+    """Move NHWC ``images`` by whole pixels ``(dy, dx)``, as matrix products (cheap under ``vmap``)."""
+    rows = shift_matrix(images.shape[1], dy, wrap).astype(images.dtype)
+    cols = shift_matrix(images.shape[2], dx, wrap).astype(images.dtype)
+    return jnp.einsum("oh,nhwc,pw->nopc", rows, images, cols)
+
+
 @dataclass(frozen=True)
 class Jitter:
     """Translate by a random whole number of pixels ``(dx, dy)`` in ``{0, ..., d-1}``, zeros coming in."""
@@ -56,10 +73,8 @@ class Jitter:
     d: int
 
     def __call__(self, key: Array, images: Array) -> Array:
-        n, h, w, c = images.shape
         dy, dx = random_index(key, self.d, (2,))
-        padded = jnp.pad(images, ((0, 0), (self.d, 0), (self.d, 0), (0, 0)))
-        return jax.lax.dynamic_slice(padded, (0, self.d - dy, self.d - dx, 0), (n, h, w, c))
+        return translate(images, dy, dx)
 
 
 def _centred_scale_matrix(size: int, scale: Array) -> Array:
@@ -148,7 +163,8 @@ class Compose:
     transforms: tuple[Transform, ...]
 
     def __call__(self, key: Array, images: Array) -> Array:
-        for transform, subkey in zip(self.transforms, jax.random.split(key, max(len(self.transforms), 1))):
+        keys = jax.random.split(key, len(self.transforms)) if len(self.transforms) > 1 else [key] * len(self.transforms)
+        for transform, subkey in zip(self.transforms, keys):
             images = transform(subkey, images)
         return images
 

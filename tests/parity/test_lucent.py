@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 import torch
 
+import converters
 from jaxplain.optimization import objectives as O
 from jaxplain.optimization import param, render_vis
 from jaxplain.optimization import transforms as T
-from tests.parity._torch import converted, nchw, nhwc
+from tests.parity._torch import nchw, nhwc, randomised
 
 lucent_param = pytest.importorskip("lucent.optvis.param")
 lucent_objectives = pytest.importorskip("lucent.optvis.objectives")
@@ -129,7 +130,8 @@ def test_render_without_transforms_equals_lucent():
         warnings.simplefilter("ignore", FutureWarning)
         from lucent.optvis import render
 
-    torch_model, model = converted("vgg11", num_classes=10)
+    torch_model = randomised("vgg11", num_classes=10)
+    model = converters.from_torch(torch_model, input_shape=(1, SIZE, SIZE, 3))
 
     def lucent_param_f():
         params, image_f = lucent_param.image(SIZE, batch=2)
