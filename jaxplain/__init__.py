@@ -8,7 +8,7 @@ from jaxplain import _xla
 
 _xla.configure()
 
-from jaxplain import nets  # noqa: E402
+from jaxplain import nets, optimization  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
@@ -43,6 +43,7 @@ from jaxplain.attribution.torchray import (
 )
 from jaxplain.model import FunctionModel, Model, init_model
 from jaxplain.nets.prototype import PrototypeModel
+from jaxplain.optimization import deep_dream, layer_visualization, render_vis
 from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
@@ -55,6 +56,7 @@ __all__ = [
     "contrastive_excitation_backprop",
     "convergence_delta",
     "deconvolution",
+    "deep_dream",
     "deeplift",
     "deeplift_shap",
     "excitation_backprop",
@@ -76,6 +78,7 @@ __all__ = [
     "layer_gradcam",
     "layer_gradient_shap",
     "layer_gradient_x_activation",
+    "layer_visualization",
     "lime",
     "lime_image",
     "linear_approx",
@@ -84,10 +87,12 @@ __all__ = [
     "nets",
     "noise_tunnel",
     "occlusion",
+    "optimization",
     "prototype_prp",
     "prototype_randgrad",
     "prototype_saliency",
     "prototype_smoothgrad",
+    "render_vis",
     "rise",
     "saliency",
     "score_cam",
