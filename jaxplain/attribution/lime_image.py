@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxplain.attribution import linear
 from jaxplain.attribution._common import check_batch_size, check_choice, map_over, prepare, require_key, run
+from jaxplain.attribution.surrogate import check_samples
 from jaxplain.model import Model
 from jaxplain.typing import Array, Target
 
@@ -69,8 +70,12 @@ def segment_images(
     settings = dict(QUICKSHIFT_DEFAULTS, rng=seed) if algorithm == "quickshift" else {}
     settings.update(options or {})
     function = getattr(skimage.segmentation, algorithm)
-    segments = [function(image, **settings) for image in images]
-    return np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in segments]).astype(np.int32)
+    return contiguous_ids([function(image, **settings) for image in images])
+
+
+def contiguous_ids(segments: Any) -> np.ndarray:
+    """``[N, H, W]`` int32 superpixel ids renumbered ``0 .. S_n - 1`` per image."""
+    return np.stack([np.unique(s, return_inverse=True)[1].reshape(np.shape(s)) for s in segments]).astype(np.int32)
 
 
 def _segment_means(image: Array, segments: Array, count: int) -> Array:
@@ -218,15 +223,7 @@ def lime_image(
         fudged = jnp.full_like(inputs, hide_color)
     arrays = {"segments": segments, "valid": valid, "fudged": fudged}
     if samples is not None:
-        samples = np.asarray(samples)
-        samples = np.broadcast_to(samples, (inputs.shape[0],) + samples.shape) if samples.ndim == 2 else samples
-        if samples.ndim != 3 or samples.shape[0] != inputs.shape[0] or samples.shape[2] != num_segments:
-            raise ValueError(
-                f"lime_image: samples must have shape [num_samples, {num_segments}] or "
-                f"[{inputs.shape[0]}, num_samples, {num_segments}], got {samples.shape}"
-            )
-        arrays["samples"] = jnp.asarray(samples, jnp.int32)
-        num_samples = samples.shape[1]
+        arrays["samples"], num_samples = check_samples(samples, inputs.shape[0], num_segments, method="lime_image")
     if feature_selection == "auto":
         feature_selection = "forward_selection" if num_features <= 6 else "highest_weights"
     if feature_selection == "highest_weights" and num_features >= num_segments:
@@ -243,7 +240,7 @@ def _segments(model, inputs, segments, key, algorithm, options) -> np.ndarray:
         segments = np.asarray(segments)
         if segments.shape != inputs.shape[:3] or not np.issubdtype(segments.dtype, np.integer):
             raise ValueError(f"lime_image: segments must be integer ids of shape {inputs.shape[:3]}, got {segments.dtype} {segments.shape}")
-        return np.stack([np.unique(s, return_inverse=True)[1].reshape(s.shape) for s in segments]).astype(np.int32)
+        return contiguous_ids(segments)
     images = np.asarray(inputs)
     if isinstance(model, Model) and model.mean is not None and model.std is not None:
         images = images * np.asarray(model.std) + np.asarray(model.mean)

@@ -79,7 +79,8 @@ def _lime_core(
     return spread_over_groups(coef, mask) if return_input_shape else coef
 
 
-def _check_samples(samples: Any, batch: int, count: int, *, method: str) -> tuple[Array, int]:
+def check_samples(samples: Any, batch: int, count: int, *, method: str) -> tuple[Array, int]:
+    """Binary ``[S, M]`` or ``[N, S, M]`` samples as int32 ``[N, S, M]``, and ``S``."""
     samples = jnp.asarray(samples)
     if samples.ndim == 2:
         samples = jnp.broadcast_to(samples[None], (batch,) + samples.shape)
@@ -204,7 +205,7 @@ def _surrogate(method, model, inputs, target, *, key, baselines, feature_mask, n
     mask, count = feature_groups(feature_mask, inputs, method=method, shift_to_zero=True)
     arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method=method)}
     if samples is not None:
-        arrays["samples"], n_samples = _check_samples(samples, inputs.shape[0], count, method=method)
+        arrays["samples"], n_samples = check_samples(samples, inputs.shape[0], count, method=method)
     else:
         key = require_key(key, method=method)
     if not isinstance(n_samples, (int, np.integer)) or n_samples < 1:

@@ -27,20 +27,10 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxplain.model import Model
-from jaxplain.nets import layers, resnet, vgg
+from jaxplain.nets import ARCHITECTURES, layers, resnet, vgg
 
-RESNETS = {
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "resnet50": resnet.resnet50,
-    "resnet101": resnet.resnet101,
-    "resnet152": resnet.resnet152,
-    "wide_resnet50_2": resnet.wide_resnet50_2,
-    "wide_resnet101_2": resnet.wide_resnet101_2,
-    "resnext50_32x4d": resnet.resnext50_32x4d,
-    "resnext101_32x8d": resnet.resnext101_32x8d,
-}
-VGGS = {name: make for name, make in vgg.__dict__.items() if name.startswith("vgg") and callable(make)}
+RESNETS = {name: make for name, make in ARCHITECTURES.items() if getattr(make, "func", None) is resnet.ResNet}
+VGGS = {name: make for name, make in ARCHITECTURES.items() if getattr(make, "func", None) is vgg.VGG}
 RESNET_CHILDREN = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 SIMILARITIES = ("ProtoPNetSimilarity", "LegacyProtoPNetSimilarity", "ProtoTreeSimilarity", "LegacyProtoTreeSimilarity")
 ADD_ON_LAYERS = ("Conv2d", "ReLU", "Sigmoid", "BatchNorm2d", "Dropout", "Identity", "LeakyReLU", "Tanh", "MaxPool2d",
