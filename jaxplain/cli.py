@@ -1,52 +1,276 @@
-"""The ``jaxplain`` command line."""
+"""The ``jaxplain`` command line: ``explain``, ``methods``, ``evaluate``, ``bench``.
+
+Exit status: 0 on success; 1 when some input image could not be read (the others are
+still explained) or a benchmark failed; 2 for a bad argument, named in the message.
+"""
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
-from typing import Sequence
+import time
+from pathlib import Path
+from typing import Sequence, TextIO
 
-METHODS: tuple[tuple[str, str, str], ...] = (
-    ("saliency", "gradient", "Captum Saliency"),
-    ("input_x_gradient", "gradient", "Captum InputXGradient"),
-    ("integrated_gradients", "gradient", "Captum IntegratedGradients"),
-    ("noise_tunnel", "gradient", "Captum NoiseTunnel (smoothgrad, smoothgrad_sq, vargrad)"),
-    ("smoothgrad", "gradient", "Captum NoiseTunnel(Saliency); CaBRNet / xdeep noise conventions"),
-    ("gradient_shap", "gradient", "Captum GradientShap"),
-    ("guided_backprop", "gradient", "Captum GuidedBackprop; TorchRay guided_backprop"),
-    ("deconvolution", "gradient", "Captum Deconvolution; TorchRay deconvnet"),
-    ("deeplift", "gradient", "Captum DeepLift (rescale; flavour='captum' for its numbers)"),
-    ("deeplift_shap", "gradient", "Captum DeepLiftShap"),
-    ("layer_gradcam", "cam", "Captum LayerGradCam; TorchRay grad_cam"),
-    ("guided_gradcam", "cam", "Captum GuidedGradCam"),
-    ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam"),
-    ("layer_activation", "layer", "Captum LayerActivation"),
-    ("layer_gradient_x_activation", "layer", "Captum LayerGradientXActivation"),
-    ("internal_influence", "layer", "Captum InternalInfluence"),
-    ("layer_conductance", "layer", "Captum LayerConductance"),
-    ("layer_deeplift", "layer", "Captum LayerDeepLift"),
-    ("layer_gradient_shap", "layer", "Captum LayerGradientShap"),
-    ("layer_activation_guided_backprop", "layer", "pytorch-cnn-visualizations layer activation with guided backprop"),
-    ("convergence_delta", "helper", "Captum compute_convergence_delta"),
-)
+import numpy as np
+
+BENCHMARKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gradient": ("bench_gradient.py", ("--quick",)),
+    "cam": ("bench_cam.py", ("--models", "resnet18", "--batch", "2", "--size", "64", "--reps", "1",
+                             "--methods", "gradcam,deeplift")),
+    "lrp": ("bench_lrp.py", ("--models", "resnet18", "--batch", "2", "--size", "64", "--reps", "1")),
+    "perturbation": ("bench_perturbation.py", ("--models", "resnet18", "--size", "64", "--reps", "1",
+                                               "--methods", "occlusion,rise", "--rise-masks", "64")),
+    "prototype": ("bench_prototype.py", ("--size", "32", "--samples", "2", "--reps", "1")),
+    "optimization": ("bench_optimization.py", ("--channels", "2", "--steps", "4", "--size", "32",
+                                               "--input-size", "48", "--reps", "1")),
+}
+
+
+class UsageError(Exception):
+    """A bad command-line argument; the message names it."""
+
+
+class Progress:
+    """A one-line progress bar on ``stream`` (redrawn in place on a terminal, else one line per step)."""
+
+    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.stream, self.done = total, label, stream, 0
+        self.start = time.perf_counter()
+
+    def advance(self, count: int, note: str = "") -> None:
+        self.done += count
+        width = 24
+        filled = width * self.done // max(self.total, 1)
+        rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+        line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} ({rate:.1f}/s) {note}"
+        if self.stream.isatty():
+            self.stream.write("\r" + line[:120].ljust(120))
+            if self.done >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _load_model(arguments: argparse.Namespace):
+    """The model to explain and its input size ``(H, W)``."""
+    if arguments.arch is None and arguments.weights is None:
+        from jaxplain import demo
+
+        size = demo.metadata()["image_size"]
+        return demo.load_model(), (size, size)
+    if arguments.arch is None or arguments.weights is None:
+        raise UsageError("--arch and --weights go together (neither: the shipped demo model)")
+    if not Path(arguments.weights).is_file():
+        raise UsageError(f"--weights: no such file: {arguments.weights}")
+    try:
+        import converters
+    except ImportError as error:
+        raise UsageError(f"--weights needs the converters' extra (pip install 'jaxplain[converters]'): {error}") from error
+    try:
+        model = converters.load(arguments.weights, arguments.arch, num_classes=arguments.num_classes,
+                                input_shape=(1, arguments.size, arguments.size, 3))
+    except (ValueError, OSError) as error:
+        raise UsageError(f"--weights {arguments.weights} as --arch {arguments.arch}: {error}") from error
+    return model, (arguments.size, arguments.size)
+
+
+def _normalise(model, images: np.ndarray) -> np.ndarray:
+    scaled = images.astype(np.float32) / 255.0
+    if model.mean is None:
+        return scaled
+    return (scaled - np.asarray(model.mean, np.float32)) / np.asarray(model.std, np.float32)
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+    """``array`` padded to ``size`` rows with copies of its first row (one compiled shape for every batch)."""
+    if len(array) == size:
+        return array
+    return np.concatenate([array, np.repeat(array[:1], size - len(array), axis=0)])
+
+
+def _explain(arguments: argparse.Namespace) -> int:
+    import jax
+
+    from jaxplain import files, recipes, viz
+
+    unknown = [m for m in arguments.method if m not in recipes.RECIPES]
+    if unknown:
+        raise UsageError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}")
+    if arguments.batch_size < 1:
+        raise UsageError(f"--batch-size must be positive, got {arguments.batch_size}")
+    try:
+        images = files.find_images(arguments.inputs)
+    except FileNotFoundError as error:
+        raise UsageError(str(error)) from error
+    if not images:
+        raise UsageError(f"no images found in {', '.join(arguments.inputs)}")
+    model, size = _load_model(arguments)
+    classes = int(model(np.zeros((1, *size, 3), np.float32)).shape[-1])
+    if arguments.target != "pred" and not 0 <= arguments.target < classes:
+        raise UsageError(f"--target {arguments.target} out of range for a model with {classes} classes")
+    layer = arguments.layer or recipes.default_layer(model, np.zeros((1, *size, 3), np.float32))
+    out = Path(arguments.out)
+
+    def outputs(stem: str, method: str) -> tuple[Path, Path]:
+        return out / f"{stem}.{method}.png", out / f"{stem}.{method}.npy"
+
+    pending = [(file, stem) for file, stem in images
+               if any(not p.exists() for m in arguments.method for p in outputs(stem, m))]
+    skipped = len(images) - len(pending)
+    failed: list[str] = []
+    written = 0
+    key = jax.random.PRNGKey(arguments.seed)
+    progress = Progress(len(pending), "explain")
+    for index, batch in enumerate(files.batches(pending, arguments.batch_size)):
+        readable, pixels = [], []
+        for file, stem in batch:
+            try:
+                pixels.append(files.read_image(file, size))
+                readable.append(stem)
+            except files.UnreadableImage as error:
+                failed.append(str(error))
+                print(f"jaxplain: skipping {error}", file=sys.stderr)
+        if readable:
+            raw = np.stack(pixels)
+            inputs = _pad(_normalise(model, raw), arguments.batch_size)
+            predicted = np.asarray(jax.numpy.argmax(model(inputs), axis=-1))
+            target = predicted if arguments.target == "pred" else np.full(len(inputs), arguments.target)
+            for method in arguments.method:
+                todo = [i for i, stem in enumerate(readable) if any(not p.exists() for p in outputs(stem, method))]
+                if not todo:
+                    continue
+                recipe = recipes.RECIPES[method]
+                try:
+                    maps = np.asarray(recipe.run(model, inputs, target.astype(np.int32), jax.random.fold_in(key, index), layer))
+                except (ValueError, TypeError) as error:
+                    raise UsageError(f"--method {method}: {error}") from error
+                for i in todo:
+                    png, npy = outputs(readable[i], method)
+                    if not npy.exists():
+                        files.write_npy(npy, maps[i].astype(np.float32))
+                    if not png.exists():
+                        files.write_png(png, viz.to_pil(viz.overlay(raw[i], maps[i], sign=recipe.sign)))
+                    written += 1
+        progress.advance(len(batch), batch[-1][1])
+    print(f"jaxplain: {written} explanations written to {out}, {skipped} images already done, {len(failed)} unreadable")
+    return 1 if failed else 0
 
 
 def _methods(_: argparse.Namespace) -> int:
-    width = max(len(name) for name, _, _ in METHODS)
-    for name, family, peer in METHODS:
-        print(f"{name:<{width}}  {family:<9}  {peer}")
+    from jaxplain import recipes
+
+    width = max(len(name) for name, _, _ in recipes.CATALOGUE)
+    for name, family, peer in recipes.CATALOGUE:
+        print(f"{name:<{width}}  {family:<12}  {peer}")
+    print("\njaxplain explain --method takes: " + ", ".join(recipes.RECIPES))
     return 0
+
+
+def _evaluate(arguments: argparse.Namespace) -> int:
+    from jaxplain import evaluation, recipes
+
+    unknown = [m for m in arguments.method if m not in recipes.RECIPES]
+    if unknown:
+        raise UsageError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}")
+    if arguments.images < 1:
+        raise UsageError(f"--images must be positive, got {arguments.images}")
+    rows = evaluation.evaluate(arguments.method, num_images=arguments.images, seed=arguments.seed,
+                               sanity=not arguments.no_sanity)
+    print(evaluation.format_table(rows))
+    return 0
+
+
+def _benchmark_dir(arguments: argparse.Namespace) -> Path:
+    directory = Path(arguments.dir) if arguments.dir else Path(__file__).resolve().parents[1] / "benchmarks"
+    if not (directory / "_harness.py").is_file():
+        raise UsageError(
+            f"no benchmarks in {directory}: jaxplain bench runs the side-by-side benchmarks of a source "
+            "checkout (pass --dir CHECKOUT/benchmarks; the peers come with pip install '.[test,bench]')"
+        )
+    return directory
+
+
+def _bench(arguments: argparse.Namespace) -> int:
+    unknown = [f for f in arguments.family if f not in BENCHMARKS]
+    if unknown:
+        raise UsageError(f"--family: unknown {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    directory = _benchmark_dir(arguments)
+    status = 0
+    for family in arguments.family:
+        script, quick = BENCHMARKS[family]
+        command = [sys.executable, str(directory / script), *(quick if arguments.quick else ())]
+        print(f"== {family}: {' '.join(command[1:])}", flush=True)
+        if arguments.dry_run:
+            continue
+        if subprocess.run(command, cwd=directory.parent).returncode != 0:
+            print(f"jaxplain: benchmark {family} failed", file=sys.stderr)
+            status = 1
+    return status
+
+
+def _target(text: str) -> int | str:
+    if text == "pred":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or 'pred', got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``jaxplain`` command."""
+    from jaxplain import recipes
+
+    parser = argparse.ArgumentParser(prog="jaxplain", description="Explanation methods in JAX, with the peers' numbers.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    explain = commands.add_parser("explain", help="explain images: one overlay PNG and one .npy per image and method")
+    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the shipped demo model")
+    explain.add_argument("--weights", help="a .safetensors or .pth state dict of --arch (needs jaxplain[converters])")
+    explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")
+    explain.add_argument("--size", type=int, default=224, help="input size for --arch (the demo model's is fixed)")
+    explain.add_argument("--method", nargs="+", default=list(recipes.DEFAULT_METHODS), metavar="M",
+                         help=f"one or more of {', '.join(recipes.RECIPES)} (default: %(default)s)")
+    explain.add_argument("--target", type=_target, default="pred",
+                         help="class index, or 'pred' for each image's predicted class")
+    explain.add_argument("--layer", help="layer of the CAM methods (default: the last spatial layer)")
+    explain.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
+    explain.add_argument("--batch-size", type=int, default=8, help="images per compiled call")
+    explain.add_argument("--seed", type=int, default=0, help="PRNG seed of the stochastic methods")
+    explain.set_defaults(run=_explain)
+
+    commands.add_parser("methods", help="list every method and the peer it reproduces").set_defaults(run=_methods)
+
+    evaluate = commands.add_parser("evaluate", help="score methods against the demo set's ground-truth masks")
+    evaluate.add_argument("--method", nargs="+", default=list(recipes.EVALUATED_METHODS), metavar="M")
+    evaluate.add_argument("--images", type=int, default=32, help="demo images to score on")
+    evaluate.add_argument("--seed", type=int, default=1, help="seed of the generated demo set")
+    evaluate.add_argument("--no-sanity", action="store_true", help="skip the weight-randomisation sanity column")
+    evaluate.set_defaults(run=_evaluate)
+
+    bench = commands.add_parser("bench", help="run the side-by-side benchmarks against the peers")
+    bench.add_argument("--family", nargs="+", default=list(BENCHMARKS), metavar="F",
+                       help=f"one or more of {', '.join(BENCHMARKS)}")
+    bench.add_argument("--quick", action="store_true", help="small models, inputs and repetitions (a smoke run)")
+    bench.add_argument("--dir", help="the benchmarks folder (default: the one beside the installed package)")
+    bench.add_argument("--dry-run", action="store_true", help="print the commands only")
+    bench.set_defaults(run=_bench)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jaxplain`` command."""
-    parser = argparse.ArgumentParser(prog="jaxplain", description="Explanation methods in JAX.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("methods", help="list the available methods and the peer each reproduces").set_defaults(
-        run=_methods
-    )
+    parser = build_parser()
     arguments = parser.parse_args(argv)
-    return arguments.run(arguments)
+    try:
+        return arguments.run(arguments)
+    except UsageError as error:
+        print(f"jaxplain: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

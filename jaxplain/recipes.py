@@ -1,0 +1,184 @@
+"""Every public method with the peer it reproduces, and ready-to-run settings for whole images.
+
+``CATALOGUE`` is what ``jaxplain methods`` prints. ``RECIPES`` are the methods that
+``jaxplain explain`` and ``jaxplain evaluate`` run on a batch of images: each maps
+``(model, inputs, target, key, layer)`` to a map of the inputs' spatial size, with
+settings that suit any image size (occlusion windows an eighth of the image, RISE with
+1000 masks). The settings are stated in each recipe's ``settings`` so that a user can
+rerun the same call from Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+import jaxplain as jx
+from jaxplain.model import Model
+from jaxplain.nets.layers import AdaptiveAvgPool2d
+from jaxplain.typing import Array
+
+CATALOGUE: tuple[tuple[str, str, str], ...] = (
+    ("saliency", "gradient", "Captum Saliency"),
+    ("input_x_gradient", "gradient", "Captum InputXGradient"),
+    ("integrated_gradients", "gradient", "Captum IntegratedGradients"),
+    ("noise_tunnel", "gradient", "Captum NoiseTunnel (smoothgrad, smoothgrad_sq, vargrad)"),
+    ("smoothgrad", "gradient", "Captum NoiseTunnel(Saliency); CaBRNet / xdeep noise conventions"),
+    ("gradient_shap", "gradient", "Captum GradientShap"),
+    ("guided_backprop", "gradient", "Captum GuidedBackprop; TorchRay guided_backprop"),
+    ("deconvolution", "gradient", "Captum Deconvolution; TorchRay deconvnet"),
+    ("deeplift", "gradient", "Captum DeepLift (rescale; flavour='captum' for its numbers)"),
+    ("deeplift_shap", "gradient", "Captum DeepLiftShap"),
+    ("layer_gradcam", "cam", "Captum LayerGradCam; TorchRay grad_cam"),
+    ("guided_gradcam", "cam", "Captum GuidedGradCam"),
+    ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam"),
+    ("layer_activation", "layer", "Captum LayerActivation"),
+    ("layer_gradient_x_activation", "layer", "Captum LayerGradientXActivation"),
+    ("internal_influence", "layer", "Captum InternalInfluence"),
+    ("layer_conductance", "layer", "Captum LayerConductance"),
+    ("layer_deeplift", "layer", "Captum LayerDeepLift"),
+    ("layer_gradient_shap", "layer", "Captum LayerGradientShap"),
+    ("layer_activation_guided_backprop", "layer", "pytorch-cnn-visualizations layer activation with guided backprop"),
+    ("lrp", "lrp", "Zennit Gradient attributor with composites and canonizers; Captum LRP"),
+    ("excitation_backprop", "torchray", "TorchRay excitation_backprop"),
+    ("contrastive_excitation_backprop", "torchray", "TorchRay contrastive_excitation_backprop"),
+    ("linear_approx", "torchray", "TorchRay linear_approx"),
+    ("torchray_gradient", "torchray", "TorchRay gradient"),
+    ("torchray_deconvnet", "torchray", "TorchRay deconvnet"),
+    ("torchray_guided_backprop", "torchray", "TorchRay guided_backprop"),
+    ("feature_ablation", "perturbation", "Captum FeatureAblation"),
+    ("occlusion", "perturbation", "Captum Occlusion"),
+    ("shapley_value_sampling", "perturbation", "Captum ShapleyValueSampling"),
+    ("shapley_values", "perturbation", "Captum ShapleyValues"),
+    ("kernel_shap", "surrogate", "Captum KernelShap"),
+    ("lime", "surrogate", "Captum Lime"),
+    ("lime_image", "surrogate", "lime package LimeImageExplainer"),
+    ("rise", "perturbation", "TorchRay rise"),
+    ("prototype_saliency", "prototype", "CaBRNet saliency of a prototype"),
+    ("prototype_smoothgrad", "prototype", "CaBRNet smoothgrad"),
+    ("prototype_randgrad", "prototype", "CaBRNet randgrad"),
+    ("prototype_prp", "prototype", "CaBRNet PRP"),
+    ("render_vis", "optimization", "Lucent render_vis"),
+    ("deep_dream", "optimization", "pytorch-cnn-visualizations DeepDream"),
+    ("layer_visualization", "optimization", "pytorch-cnn-visualizations CNNLayerVisualization"),
+    ("convergence_delta", "helper", "Captum compute_convergence_delta"),
+)
+
+Runner = Callable[[Model, Array, Array, Array, str], Array]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method with fixed settings for whole images.
+
+    Attributes:
+        name: the name on the command line.
+        run: ``run(model, inputs, target, key, layer) -> [N, H, W, C]`` or ``[N, H, W, 1]``.
+        sign: how the map is read: ``"all"`` (signed evidence), ``"positive"``.
+        settings: the call it makes, as text.
+    """
+
+    name: str
+    run: Runner
+    sign: str
+    settings: str
+
+
+def _occlusion(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+    channels = inputs.shape[3]
+    window = (max(inputs.shape[1] // 8, 1), max(inputs.shape[2] // 8, 1), channels)
+    strides = (max(window[0] // 2, 1), max(window[1] // 2, 1), channels)
+    return jx.occlusion(model, inputs, target, sliding_window_shapes=window, strides=strides, batch_size=64)
+
+
+def _lime(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+    explanation = jx.lime_image(model, inputs, target, key=key, top_labels=None, num_samples=500, batch_size=50)
+    return explanation.heatmap()[:, 0, :, :, None]
+
+
+def _random(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+    return jax.random.uniform(key, inputs.shape[:3] + (1,), inputs.dtype)
+
+
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("saliency", lambda m, x, t, k, l: jx.saliency(m, x, t), "positive", "saliency(abs=True)"),
+        Recipe("input_x_gradient", lambda m, x, t, k, l: jx.input_x_gradient(m, x, t), "all", "input_x_gradient"),
+        Recipe(
+            "integrated_gradients",
+            lambda m, x, t, k, l: jx.integrated_gradients(m, x, t, n_steps=32, batch_size=16),
+            "all",
+            "integrated_gradients(baselines=0, n_steps=32)",
+        ),
+        Recipe(
+            "smoothgrad",
+            lambda m, x, t, k, l: jx.smoothgrad(m, x, t, key=k, nt_samples=16, noise_ratio=0.15, batch_size=8),
+            "positive",
+            "smoothgrad(nt_samples=16, noise_ratio=0.15)",
+        ),
+        Recipe("guided_backprop", lambda m, x, t, k, l: jx.guided_backprop(m, x, t), "all", "guided_backprop"),
+        Recipe("deconvolution", lambda m, x, t, k, l: jx.deconvolution(m, x, t), "all", "deconvolution"),
+        Recipe("deeplift", lambda m, x, t, k, l: jx.deeplift(m, x, t), "all", "deeplift(baselines=0)"),
+        Recipe(
+            "gradcam",
+            lambda m, x, t, k, l: jx.layer_gradcam(m, x, t, layer=l, relu_attributions=True, upsample="bilinear"),
+            "positive",
+            "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')",
+        ),
+        Recipe("guided_gradcam", lambda m, x, t, k, l: jx.guided_gradcam(m, x, t, layer=l), "all", "guided_gradcam(layer)"),
+        Recipe("score_cam", lambda m, x, t, k, l: jx.score_cam(m, x, t, layer=l), "positive", "score_cam(layer)"),
+        Recipe("lrp", lambda m, x, t, k, l: jx.lrp(m, x, t, composite="epsilon_plus_flat"), "all", "lrp(composite='epsilon_plus_flat')"),
+        Recipe(
+            "excitation_backprop",
+            lambda m, x, t, k, l: jx.excitation_backprop(m, x, t, saliency_layer=l, resize=True),
+            "positive",
+            "excitation_backprop(saliency_layer=layer, resize=True)",
+        ),
+        Recipe("occlusion", _occlusion, "all", "occlusion(window = size/8, stride = window/2, baseline 0)"),
+        Recipe(
+            "rise",
+            lambda m, x, t, k, l: jx.rise(m, x, t, key=k, num_masks=1000, batch_size=50),
+            "positive",
+            "rise(num_masks=1000, num_cells=7, p=0.5)",
+        ),
+        Recipe("lime", _lime, "all", "lime_image(num_samples=500, quickshift), superpixel weights"),
+        Recipe("random", _random, "positive", "uniform noise (a chance-level reference, not an explanation)"),
+    )
+}
+
+DEFAULT_METHODS = ("integrated_gradients", "gradcam", "lrp")
+EVALUATED_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift",
+                     "gradcam", "score_cam", "lrp", "occlusion", "rise", "random")
+LAYER_METHODS = ("gradcam", "guided_gradcam", "score_cam", "excitation_backprop")
+
+
+def default_layer(model: Model, inputs: Array) -> str:
+    """The last layer (in order of completion) whose output is a spatial map larger than 1x1.
+
+    Adaptive pools are passed over (VGG's ``avgpool`` only resamples the features to 7x7).
+    For torchvision's ResNets that is ``layer4``, for VGG ``features``: the usual Grad-CAM
+    layer of a network.
+    """
+    finished: list[tuple[str, tuple[int, ...]]] = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        output = next_fun(*args, **kwargs)
+        if context.method_name == "__call__" and context.module.path and hasattr(output, "shape"):
+            if not isinstance(context.module, AdaptiveAvgPool2d):
+                finished.append((".".join(context.module.path), tuple(output.shape)))
+        return output
+
+    def forward(x: Array) -> Array:
+        with nn.intercept_methods(interceptor):
+            return model.module.apply(model.variables, x)
+
+    jax.eval_shape(forward, jax.ShapeDtypeStruct(inputs.shape, jnp.float32))
+    spatial = [path for path, shape in finished if len(shape) == 4 and shape[1] * shape[2] > 1]
+    if not spatial:
+        raise ValueError("no layer of this model has a spatial output; pass --layer")
+    return spatial[-1]
