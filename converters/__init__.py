@@ -12,12 +12,16 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from converters import demo
 from converters.cabrnet import from_cabrnet, is_cabrnet, load_cabrnet
 from converters.core import build_model, flat_template, variables_from_state_dict
 from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
 from jaxplain import nets
 from jaxplain.model import Model
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
+
+_RECOGNISERS = {**RECOGNISERS, "DemoNetTorch": demo.recognise}
+"""Model class name -> the zoo module it converts to: torchvision's, and the demo net."""
 
 
 def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -30,7 +34,8 @@ def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None = None) -> Model:
-    """Convert a torchvision or CaBRNet model instance, with its weights, into a ``jaxplain.Model``.
+    """Convert a torchvision, CaBRNet or demo (:class:`converters.demo.DemoNetTorch`) model, with its
+    weights, into a ``jaxplain.Model``.
 
     A CaBRNet model becomes a :class:`jaxplain.nets.prototype.PrototypeModel` (see
     :mod:`converters.cabrnet`).
@@ -50,15 +55,15 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
     if is_cabrnet(module):
         return from_cabrnet(module, input_shape=input_shape)
     kind = type(module).__name__
-    if kind not in RECOGNISERS:
+    if kind not in _RECOGNISERS:
         raise ValueError(
-            f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(RECOGNISERS)}"
+            f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(_RECOGNISERS)}"
         )
     unsupported = unsupported_modules(module)
     if unsupported:
         raise ValueError("unsupported modules: " + ", ".join(unsupported))
     input_shape = input_shape or (1, 224, 224, 3)
-    flax_module = RECOGNISERS[kind](module)
+    flax_module = _RECOGNISERS[kind](module)
     zoo_modules, shapes = trace_zoo_module(flax_module, input_shape)
     mismatches = structure_mismatches(module, zoo_modules)
     if mismatches:

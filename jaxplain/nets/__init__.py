@@ -4,7 +4,7 @@ from typing import Callable
 
 import flax.linen as nn
 
-from jaxplain.nets import alexnet, densenet, mobilenet, resnet, squeezenet, vgg
+from jaxplain.nets import alexnet, demo, densenet, mobilenet, resnet, squeezenet, vgg
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet.resnet18,
@@ -32,6 +32,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "densenet169": densenet.densenet169,
     "densenet201": densenet.densenet201,
     "mobilenet_v2": mobilenet.mobilenet_v2,
+    "demo": demo.demo,
 }
 
 
