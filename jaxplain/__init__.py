@@ -8,7 +8,7 @@ from jaxplain import _xla
 
 _xla.configure()
 
-from jaxplain import nets, optimization  # noqa: E402
+from jaxplain import demo, metrics, nets, optimization, parallel, viz  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
@@ -44,6 +44,7 @@ from jaxplain.attribution.torchray import (
 from jaxplain.model import FunctionModel, Model, init_model
 from jaxplain.nets.prototype import PrototypeModel
 from jaxplain.optimization import deep_dream, layer_visualization, render_vis
+from jaxplain.parallel import explain_dataset, explain_sharded
 from jaxplain.rules import composites
 from jaxplain.rules import lrp as lrp_rules
 
@@ -59,7 +60,10 @@ __all__ = [
     "deep_dream",
     "deeplift",
     "deeplift_shap",
+    "demo",
     "excitation_backprop",
+    "explain_dataset",
+    "explain_sharded",
     "feature_ablation",
     "gradient_shap",
     "gradient_to_saliency",
@@ -84,10 +88,12 @@ __all__ = [
     "linear_approx",
     "lrp",
     "lrp_rules",
+    "metrics",
     "nets",
     "noise_tunnel",
     "occlusion",
     "optimization",
+    "parallel",
     "prototype_prp",
     "prototype_randgrad",
     "prototype_saliency",
@@ -102,4 +108,5 @@ __all__ = [
     "torchray_deconvnet",
     "torchray_gradient",
     "torchray_guided_backprop",
+    "viz",
 ]

@@ -68,7 +68,7 @@ def _load_model(arguments: argparse.Namespace):
     try:
         import converters
     except ImportError as error:
-        raise UsageError(f"--weights needs the converters' extra (pip install 'jaxplain[converters]'): {error}") from error
+        raise UsageError(f"--weights needs torch (pip install 'jaxplain[converters]'): {error}") from error
     try:
         model = converters.load(arguments.weights, arguments.arch, num_classes=arguments.num_classes,
                                 input_shape=(1, arguments.size, arguments.size, 3))
@@ -91,6 +91,17 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.repeat(array[:1], size - len(array), axis=0)])
 
 
+def _run(recipe, model, inputs: np.ndarray, target: np.ndarray, key, layer: str) -> np.ndarray:
+    """The recipe on one batch: split over the local devices when there are several (and it can be traced)."""
+    import jax
+
+    from jaxplain import parallel
+
+    if jax.local_device_count() > 1 and recipe.traceable:
+        return parallel.explain_sharded(recipe.run, model, inputs, target, key=key, layer=layer)
+    return recipe.run(model, inputs, target, key, layer)
+
+
 def _explain(arguments: argparse.Namespace) -> int:
     import jax
 
@@ -101,6 +112,12 @@ def _explain(arguments: argparse.Namespace) -> int:
         raise UsageError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}")
     if arguments.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {arguments.batch_size}")
+    if not arguments.inputs:
+        if arguments.arch is not None or arguments.weights is not None:
+            raise UsageError("name the images or folders to explain (only the demo model has sample images)")
+        from jaxplain import demo
+
+        arguments.inputs = [str(demo.IMAGES_DIRECTORY)]
     try:
         images = files.find_images(arguments.inputs)
     except FileNotFoundError as error:
@@ -144,7 +161,8 @@ def _explain(arguments: argparse.Namespace) -> int:
                     continue
                 recipe = recipes.RECIPES[method]
                 try:
-                    maps = np.asarray(recipe.run(model, inputs, target.astype(np.int32), jax.random.fold_in(key, index), layer))
+                    maps = np.asarray(_run(recipe, model, inputs, target.astype(np.int32),
+                                           jax.random.fold_in(key, index), layer))
                 except (ValueError, TypeError) as error:
                     raise UsageError(f"--method {method}: {error}") from error
                 for i in todo:
@@ -224,12 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``jaxplain`` command."""
     from jaxplain import recipes
 
-    parser = argparse.ArgumentParser(prog="jaxplain", description="Explanation methods in JAX, with the peers' numbers.")
+    parser = argparse.ArgumentParser(prog="jaxplain", description="Explanation methods in JAX, with the peers' numbers")
     commands = parser.add_subparsers(dest="command", required=True)
 
     explain = commands.add_parser("explain", help="explain images: one overlay PNG and one .npy per image and method")
-    explain.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the shipped demo model")
+    explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
+                         help="images, or folders searched recursively (none: the demo model's sample images)")
+    explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the demo model")
     explain.add_argument("--weights", help="a .safetensors or .pth state dict of --arch (needs jaxplain[converters])")
     explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")
     explain.add_argument("--size", type=int, default=224, help="input size for --arch (the demo model's is fixed)")

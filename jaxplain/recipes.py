@@ -66,6 +66,8 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("deep_dream", "optimization", "pytorch-cnn-visualizations DeepDream"),
     ("layer_visualization", "optimization", "pytorch-cnn-visualizations CNNLayerVisualization"),
     ("convergence_delta", "helper", "Captum compute_convergence_delta"),
+    ("explain_sharded", "helper", "any method above, data parallel over the local devices (jax.sharding)"),
+    ("explain_dataset", "helper", "any method above over a whole dataset, in fixed-shape sharded batches"),
 )
 
 Runner = Callable[[Model, Array, Array, Array, str], Array]
@@ -78,6 +80,8 @@ class Recipe:
     Attributes:
         name: the name on the command line.
         run: ``run(model, inputs, target, key, layer) -> [N, H, W, C]`` or ``[N, H, W, 1]``.
+        traceable: whether ``run`` can be called under ``jax.jit`` (so sharded over devices);
+            LIME segments the images with scikit-image on the host.
         sign: how the map is read: ``"all"`` (signed evidence), ``"positive"``.
         settings: the call it makes, as text.
     """
@@ -86,74 +90,103 @@ class Recipe:
     run: Runner
     sign: str
     settings: str
+    traceable: bool = True
 
 
-def _occlusion(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+def _saliency(model, inputs, target, key, layer):
+    return jx.saliency(model, inputs, target)
+
+
+def _input_x_gradient(model, inputs, target, key, layer):
+    return jx.input_x_gradient(model, inputs, target)
+
+
+def _integrated_gradients(model, inputs, target, key, layer):
+    return jx.integrated_gradients(model, inputs, target, n_steps=32, batch_size=16)
+
+
+def _smoothgrad(model, inputs, target, key, layer):
+    return jx.smoothgrad(model, inputs, target, key=key, nt_samples=16, noise_ratio=0.15, batch_size=8)
+
+
+def _guided_backprop(model, inputs, target, key, layer):
+    return jx.guided_backprop(model, inputs, target)
+
+
+def _deconvolution(model, inputs, target, key, layer):
+    return jx.deconvolution(model, inputs, target)
+
+
+def _deeplift(model, inputs, target, key, layer):
+    return jx.deeplift(model, inputs, target)
+
+
+def _gradcam(model, inputs, target, key, layer):
+    return jx.layer_gradcam(model, inputs, target, layer=layer, relu_attributions=True, upsample="bilinear")
+
+
+def _guided_gradcam(model, inputs, target, key, layer):
+    return jx.guided_gradcam(model, inputs, target, layer=layer)
+
+
+def _score_cam(model, inputs, target, key, layer):
+    return jx.score_cam(model, inputs, target, layer=layer)
+
+
+def _lrp(model, inputs, target, key, layer):
+    return jx.lrp(model, inputs, target, composite="epsilon_plus_flat")
+
+
+def _excitation_backprop(model, inputs, target, key, layer):
+    return jx.excitation_backprop(model, inputs, target, saliency_layer=layer, resize=True)
+
+
+def _occlusion(model, inputs, target, key, layer):
     channels = inputs.shape[3]
     window = (max(inputs.shape[1] // 8, 1), max(inputs.shape[2] // 8, 1), channels)
     strides = (max(window[0] // 2, 1), max(window[1] // 2, 1), channels)
     return jx.occlusion(model, inputs, target, sliding_window_shapes=window, strides=strides, batch_size=64)
 
 
-def _lime(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+def _rise(model, inputs, target, key, layer):
+    return jx.rise(model, inputs, target, key=key, num_masks=1000, batch_size=50)
+
+
+def _lime(model, inputs, target, key, layer):
     explanation = jx.lime_image(model, inputs, target, key=key, top_labels=None, num_samples=500, batch_size=50)
     return explanation.heatmap()[:, 0, :, :, None]
 
 
-def _random(model: Model, inputs: Array, target: Array, key: Array, layer: str) -> Array:
+def _random(model, inputs, target, key, layer):
     return jax.random.uniform(key, inputs.shape[:3] + (1,), inputs.dtype)
 
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        Recipe("saliency", lambda m, x, t, k, l: jx.saliency(m, x, t), "positive", "saliency(abs=True)"),
-        Recipe("input_x_gradient", lambda m, x, t, k, l: jx.input_x_gradient(m, x, t), "all", "input_x_gradient"),
-        Recipe(
-            "integrated_gradients",
-            lambda m, x, t, k, l: jx.integrated_gradients(m, x, t, n_steps=32, batch_size=16),
-            "all",
-            "integrated_gradients(baselines=0, n_steps=32)",
-        ),
-        Recipe(
-            "smoothgrad",
-            lambda m, x, t, k, l: jx.smoothgrad(m, x, t, key=k, nt_samples=16, noise_ratio=0.15, batch_size=8),
-            "positive",
-            "smoothgrad(nt_samples=16, noise_ratio=0.15)",
-        ),
-        Recipe("guided_backprop", lambda m, x, t, k, l: jx.guided_backprop(m, x, t), "all", "guided_backprop"),
-        Recipe("deconvolution", lambda m, x, t, k, l: jx.deconvolution(m, x, t), "all", "deconvolution"),
-        Recipe("deeplift", lambda m, x, t, k, l: jx.deeplift(m, x, t), "all", "deeplift(baselines=0)"),
-        Recipe(
-            "gradcam",
-            lambda m, x, t, k, l: jx.layer_gradcam(m, x, t, layer=l, relu_attributions=True, upsample="bilinear"),
-            "positive",
-            "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')",
-        ),
-        Recipe("guided_gradcam", lambda m, x, t, k, l: jx.guided_gradcam(m, x, t, layer=l), "all", "guided_gradcam(layer)"),
-        Recipe("score_cam", lambda m, x, t, k, l: jx.score_cam(m, x, t, layer=l), "positive", "score_cam(layer)"),
-        Recipe("lrp", lambda m, x, t, k, l: jx.lrp(m, x, t, composite="epsilon_plus_flat"), "all", "lrp(composite='epsilon_plus_flat')"),
-        Recipe(
-            "excitation_backprop",
-            lambda m, x, t, k, l: jx.excitation_backprop(m, x, t, saliency_layer=l, resize=True),
-            "positive",
-            "excitation_backprop(saliency_layer=layer, resize=True)",
-        ),
+        Recipe("saliency", _saliency, "positive", "saliency(abs=True)"),
+        Recipe("input_x_gradient", _input_x_gradient, "all", "input_x_gradient"),
+        Recipe("integrated_gradients", _integrated_gradients, "all", "integrated_gradients(baselines=0, n_steps=32)"),
+        Recipe("smoothgrad", _smoothgrad, "positive", "smoothgrad(nt_samples=16, noise_ratio=0.15)"),
+        Recipe("guided_backprop", _guided_backprop, "all", "guided_backprop"),
+        Recipe("deconvolution", _deconvolution, "all", "deconvolution"),
+        Recipe("deeplift", _deeplift, "all", "deeplift(baselines=0)"),
+        Recipe("gradcam", _gradcam, "positive", "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')"),
+        Recipe("guided_gradcam", _guided_gradcam, "all", "guided_gradcam(layer)"),
+        Recipe("score_cam", _score_cam, "positive", "score_cam(layer)"),
+        Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')"),
+        Recipe("excitation_backprop", _excitation_backprop, "positive",
+               "excitation_backprop(saliency_layer=layer, resize=True)"),
         Recipe("occlusion", _occlusion, "all", "occlusion(window = size/8, stride = window/2, baseline 0)"),
-        Recipe(
-            "rise",
-            lambda m, x, t, k, l: jx.rise(m, x, t, key=k, num_masks=1000, batch_size=50),
-            "positive",
-            "rise(num_masks=1000, num_cells=7, p=0.5)",
-        ),
-        Recipe("lime", _lime, "all", "lime_image(num_samples=500, quickshift), superpixel weights"),
+        Recipe("rise", _rise, "positive", "rise(num_masks=1000, num_cells=7, p=0.5)"),
+        Recipe("lime", _lime, "all", "lime_image(num_samples=500, quickshift), superpixel weights", traceable=False),
         Recipe("random", _random, "positive", "uniform noise (a chance-level reference, not an explanation)"),
     )
 }
 
 DEFAULT_METHODS = ("integrated_gradients", "gradcam", "lrp")
-EVALUATED_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift",
-                     "gradcam", "score_cam", "lrp", "occlusion", "rise", "random")
+EVALUATED_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop",
+                     "deeplift", "gradcam", "score_cam", "lrp", "occlusion", "rise", "random")
 LAYER_METHODS = ("gradcam", "guided_gradcam", "score_cam", "excitation_backprop")
 
 
