@@ -15,7 +15,7 @@ from jaxplain.optimization import deep_dream, layer_visualization, render_vis, t
 from jaxplain.optimization import objectives as O
 from jaxplain.optimization import param
 from jaxplain.optimization import transforms as T
-from jaxplain.optimization._fast_conv import fast_input_gradient
+from jaxplain.rules.fast_conv import fast_input_gradient
 from jaxplain.nets.layers import Conv2d
 from tests.tiny import tiny_model
 

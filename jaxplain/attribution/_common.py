@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.model import FunctionModel, Model, as_model
+from jaxplain.rules.engine import forward_with_rules
+from jaxplain.rules.fast_conv import conv_rules
 from jaxplain.typing import Array, Target
 
 Core = Callable[..., Any]
@@ -158,6 +160,18 @@ def selected_output(outputs: Array, target: Array) -> Array:
 def target_gradient(forward: Callable[[Array], Array], inputs: Array, target: Array) -> Array:
     """d forward(x)[i, target[i]] / d x[i] for every row (rows are independent)."""
     return jax.grad(lambda x: jnp.sum(selected_output(forward(x), target)))(inputs)
+
+
+def loop_forward(model: Model | FunctionModel, batch_size: int | None) -> Callable[[Array], Array]:
+    """The forward function a method differentiates inside :func:`sum_over`'s loop.
+
+    With ``batch_size`` set (a ``lax.scan`` body) and a structured model, convolutions get
+    :mod:`~jaxplain.rules.fast_conv`'s input gradient: the same values, but XLA CPU keeps
+    its fast kernels inside the loop (benchmarks/XLA_CPU_NOTES.md, section 4).
+    """
+    if batch_size is None or not isinstance(model, Model):
+        return model
+    return forward_with_rules(model, conv_rules)
 
 
 def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> Any:

@@ -8,18 +8,33 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxplain.attribution._common import check_batch_size, check_choice, prepare, require_key, run, sum_over
-from jaxplain.attribution.gradient import saliency
+from jaxplain.attribution._common import (
+    check_batch_size,
+    check_choice,
+    loop_forward,
+    prepare,
+    require_key,
+    run,
+    sum_over,
+)
+from jaxplain.attribution.gradient import input_x_gradient, saliency
+from jaxplain.attribution.path import gradient_shap, integrated_gradients
+from jaxplain.model import FunctionModel, Model
 from jaxplain.typing import Array, Target
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 Method = Callable[..., Array]
+PLAIN_GRADIENT_METHODS = (saliency, input_x_gradient, integrated_gradients, gradient_shap)
+"""Methods that only differentiate the model, so may get :func:`loop_forward` inside a chunked tunnel."""
 
 
 def _noise_tunnel_core(
     model, inputs, target, key, arrays, *, method, method_static, takes_key, nt_type, nt_samples, batch_size
 ):
     stdevs = arrays["stdevs"].reshape((-1,) + (1,) * (inputs.ndim - 1))
+    chunked = batch_size is not None and batch_size < nt_samples
+    if chunked and method in PLAIN_GRADIENT_METHODS and isinstance(model, Model):
+        model = FunctionModel(loop_forward(model, batch_size))
 
     def sample(sample_key):
         noise_key, method_key = jax.random.split(sample_key)

@@ -16,6 +16,7 @@ from jaxplain.attribution._common import (
     prepare,
     require_key,
     run,
+    loop_forward,
     selected_output,
     sum_over,
     target_gradient,
@@ -68,10 +69,11 @@ def _integrated_gradients_core(
     baselines = arrays["baselines"]
     alphas, steps = path_points(method, n_steps)
     difference = inputs - baselines
+    forward = loop_forward(model, batch_size if batch_size is not None and batch_size < n_steps else None)
 
     def weighted_gradient(point):
         alpha, step = point
-        return step * target_gradient(model, baselines + alpha * difference, target)
+        return step * target_gradient(forward, baselines + alpha * difference, target)
 
     integral = sum_over(weighted_gradient, (jnp.asarray(alphas, inputs.dtype), jnp.asarray(steps, inputs.dtype)), batch_size)
     attributions = difference * integral if multiply_by_inputs else integral
@@ -163,10 +165,11 @@ def gradient_shap_draw(sample_key: Array, inputs: Array, baselines: Array, stdev
 
 def _gradient_shap_core(model, inputs, target, key, arrays, *, n_samples, stdevs, batch_size, multiply_by_inputs):
     baselines = arrays["baselines"]
+    forward = loop_forward(model, batch_size if batch_size is not None and batch_size < n_samples else None)
 
     def sample(sample_key):
         noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)
-        gradient = target_gradient(model, alpha * noisy + (1.0 - alpha) * chosen, target)
+        gradient = target_gradient(forward, alpha * noisy + (1.0 - alpha) * chosen, target)
         return (noisy - chosen) * gradient if multiply_by_inputs else gradient
 
     return sum_over(sample, jax.random.split(key, n_samples), batch_size) / n_samples

@@ -21,7 +21,7 @@ import optax
 from jaxplain.attribution._layers import check_layer, tapped_forward
 from jaxplain.rules.engine import forward_with_rules
 from jaxplain.model import FunctionModel, Model
-from jaxplain.optimization._fast_conv import conv_rules
+from jaxplain.rules.fast_conv import conv_rules
 from jaxplain.optimization.objectives import LABELS, Objective
 from jaxplain.typing import Array
 
@@ -60,7 +60,7 @@ def model_stats(model: Model | FunctionModel) -> tuple[tuple[float, ...], tuple[
 def activations(model: Model | FunctionModel, layers: tuple[str, ...], inputs: Array) -> dict[str, Array]:
     """``{layer: activation}`` for ``layers`` from one forward pass (``"labels"``: the output).
 
-    Convolutions get :mod:`~jaxplain.optimization._fast_conv`'s input gradient (same
+    Convolutions get :mod:`~jaxplain.rules.fast_conv`'s input gradient (same
     values, fast inside the optimisation's ``lax.scan`` on CPU).
     """
     if not isinstance(model, Model):
