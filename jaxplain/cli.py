@@ -183,7 +183,10 @@ def _methods(_: argparse.Namespace) -> int:
     width = max(len(name) for name, _, _ in recipes.CATALOGUE)
     for name, family, peer in recipes.CATALOGUE:
         print(f"{name:<{width}}  {family:<12}  {peer}")
-    print("\njaxplain explain --method takes: " + ", ".join(recipes.RECIPES))
+    print("\njaxplain explain --method takes:")
+    width = max(len(name) for name in recipes.RECIPES)
+    for name, recipe in recipes.RECIPES.items():
+        print(f"{name:<{width}}  {recipe.settings}")
     return 0
 
 
