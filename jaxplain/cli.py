@@ -205,13 +205,17 @@ def _evaluate(arguments: argparse.Namespace) -> int:
 
 
 def _benchmark_dir(arguments: argparse.Namespace) -> Path:
-    directory = Path(arguments.dir) if arguments.dir else Path(__file__).resolve().parents[1] / "benchmarks"
-    if not (directory / "_harness.py").is_file():
-        raise UsageError(
-            f"no benchmarks in {directory}: jaxplain bench runs the side-by-side benchmarks of a source "
-            "checkout (pass --dir CHECKOUT/benchmarks; the peers come with pip install '.[test,bench]')"
-        )
-    return directory
+    """``--dir``, else ``./benchmarks``, else the ``benchmarks`` folder beside the package (a source checkout)."""
+    candidates = [Path(arguments.dir)] if arguments.dir else [
+        Path.cwd() / "benchmarks", Path(__file__).resolve().parents[1] / "benchmarks"]
+    for directory in candidates:
+        if (directory / "_harness.py").is_file():
+            return directory
+    raise UsageError(
+        f"no benchmarks in {' or '.join(map(str, candidates))}: jaxplain bench runs the side-by-side benchmarks "
+        "of a source checkout (run it there or pass --dir CHECKOUT/benchmarks; the peers come with "
+        "pip install '.[test,bench]')"
+    )
 
 
 def _bench(arguments: argparse.Namespace) -> int:
@@ -278,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--family", nargs="+", default=list(BENCHMARKS), metavar="F",
                        help=f"one or more of {', '.join(BENCHMARKS)}")
     bench.add_argument("--quick", action="store_true", help="small models, inputs and repetitions (a smoke run)")
-    bench.add_argument("--dir", help="the benchmarks folder (default: the one beside the installed package)")
+    bench.add_argument("--dir", help="the benchmarks folder (default: ./benchmarks, or the one beside the package)")
     bench.add_argument("--dry-run", action="store_true", help="print the commands only")
     bench.set_defaults(run=_bench)
     return parser

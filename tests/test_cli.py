@@ -131,17 +131,20 @@ def test_methods_lists_every_public_method_through_the_entry_point():
     assert methods - {"init_model", "image_and_mask", "gradient_to_saliency", "noise_tunnel"} <= listed
 
 
-def test_bench_names_its_commands_and_rejects_unknown_families(capsys):
-    assert main(["bench", "--family", "lrp", "cam", "--quick", "--dry-run"]) == 0
+def test_bench_names_its_commands_and_rejects_unknown_families(capsys, tmp_path):
+    checkout = Path(__file__).resolve().parents[1] / "benchmarks"
+    assert main(["bench", "--family", "lrp", "cam", "--quick", "--dry-run", "--dir", str(checkout)]) == 0
     printed = capsys.readouterr().out
     assert "bench_lrp.py --models resnet18" in printed and "bench_cam.py" in printed
     assert main(["bench", "--family", "speed"]) == 2
     assert "unknown speed" in capsys.readouterr().err
+    assert main(["bench", "--dir", str(tmp_path)]) == 2
+    assert f"no benchmarks in {tmp_path}" in capsys.readouterr().err
 
 
 def test_evaluate_attributions_beat_random_maps_on_the_demo_set():
     """The whole chain: trained demo model, methods, metrics against the true object masks."""
-    rows = evaluation.evaluate(["input_x_gradient", "integrated_gradients", "lrp", "random"], num_images=24,
+    rows = evaluation.evaluate(["input_x_gradient", "integrated_gradients", "lrp", "random"], num_images=16,
                                sanity=False)
     chance = rows["random"]["pointing"]
     for method in ("input_x_gradient", "integrated_gradients", "lrp"):
