@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--methods", default="prp,smoothgrad")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=120.0)
+    parser.add_argument("--batch-size", type=int, help="jaxplain's batch_size (noise samples per step; default all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -105,7 +106,7 @@ def main() -> None:
         "smoothgrad": (lambda: [gradients.smoothgrad(model, image, x, p, "cpu", num_samples=args.samples, **options)
                                 for p in range(count)],
                        lambda: proto.prototype_smoothgrad(ours, xj, everything, key=key, num_samples=args.samples,
-                                                          **options)),
+                                                          batch_size=args.batch_size, **options)),
     }
     headers = ["method", "jaxplain img/s", "CaBRNet img/s", "jaxplain / CaBRNet", "same, CPU time", "compile s",
                "jaxplain peak", "CaBRNet peak", "max abs diff (normalised maps)"]

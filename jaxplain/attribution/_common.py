@@ -162,16 +162,20 @@ def target_gradient(forward: Callable[[Array], Array], inputs: Array, target: Ar
     return jax.grad(lambda x: jnp.sum(selected_output(forward(x), target)))(inputs)
 
 
-def loop_forward(model: Model | FunctionModel, batch_size: int | None) -> Callable[[Array], Array]:
+def loop_forward(model: Model | FunctionModel, batch_size: int | None,
+                 method: str | None = None) -> Callable[[Array], Array]:
     """The forward function a method differentiates inside :func:`sum_over`'s loop.
 
     With ``batch_size`` set (a ``lax.scan`` body) and a structured model, convolutions get
     :mod:`~jaxplain.rules.fast_conv`'s input gradient: the same values, but XLA CPU keeps
-    its fast kernels inside the loop (benchmarks/XLA_CPU_NOTES.md, section 4).
+    its fast kernels inside the loop (benchmarks/XLA_CPU_NOTES.md, section 4). ``method``
+    names another method of the model to run (``"similarities"``).
     """
     if batch_size is None or not isinstance(model, Model):
-        return model
-    return forward_with_rules(model, conv_rules)
+        if method is None:
+            return model
+        return lambda inputs: model.module.apply(model.variables, inputs, method=method)
+    return forward_with_rules(model, conv_rules, method=method)
 
 
 def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> Any:

@@ -33,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.attribution import _prototype_post as post
-from jaxplain.attribution._common import (check_batch_size, check_choice, check_inputs, require_key, run, sum_over,
-                                          traced_once)
+from jaxplain.attribution._common import (check_batch_size, check_choice, check_inputs, loop_forward, require_key,
+                                          run, sum_over, traced_once)
 from jaxplain.attribution.lrp import _check_layers, _leaf_calls
 from jaxplain.model import Model, as_model
 from jaxplain.rules import composites as composites_module
@@ -120,10 +120,6 @@ def _seed(index: Array, weight: Array, protos: Array, shape: tuple[int, ...]) ->
     return (locations[:, :, None] * jax.nn.one_hot(protos, p, dtype=weight.dtype)[:, None, :]).reshape(shape)
 
 
-def _plain_similarities(model: Model):
-    return lambda x: model.module.apply(model.variables, x, method="similarities")
-
-
 def _maps(sims: Array, protos: Array) -> Array:
     """``[N, K, h*w]`` similarity maps of the chosen prototypes."""
     flat = sims.reshape(sims.shape[0], -1, sims.shape[-1])
@@ -153,7 +149,7 @@ def _absolute_gradient_sum(forward, inputs: Array, index: Array, weight: Array, 
 
 
 def _saliency_core(model, inputs, protos, key, arrays, *, location, batch_size):
-    forward = _plain_similarities(model)
+    forward = loop_forward(model, batch_size, method="similarities")
     sims = forward(inputs)
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
     return _absolute_gradient_sum(forward, inputs, index, weight, protos, batch_size)
@@ -161,7 +157,7 @@ def _saliency_core(model, inputs, protos, key, arrays, *, location, batch_size):
 
 def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size, num_samples,
                      noise_ratio):
-    forward = _plain_similarities(model)
+    forward = loop_forward(model, batch_size, method="similarities")
     sims = forward(inputs)
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
     noise = smoothgrad_noise(key, inputs, num_samples, noise_ratio)
