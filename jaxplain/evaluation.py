@@ -10,7 +10,8 @@ averaged over the images:
 * ``deletion`` (lower is better) and ``insertion`` (higher) AUCs (Petsiuk et al. 2018),
   32 steps, softmax of the true class;
 * ``completeness``: ``mean |sum attr - (F(x) - F(0))| / mean |F(x) - F(0)|`` for the
-  signed methods in input units (0 for a complete method; ``-`` where it has no meaning);
+  methods that claim to add up (``Recipe.additive``: 0 for a complete method; ``-`` for
+  the others, where it has no meaning);
 * ``sanity``: Spearman rank correlation between the map of the trained model and the map
   after every layer was randomised (Adebayo et al. 2018, cascading to the input): near 0
   means the explanation depends on what the model learnt; near 1 means it does not.
@@ -64,7 +65,7 @@ def score_method(name: str, model: Model, images: np.ndarray, labels: np.ndarray
         "completeness": None,
         "sanity": None,
     }
-    if recipes.RECIPES[name].sign == "all" and maps.shape == images.shape:
+    if recipes.RECIPES[name].additive:
         gap = np.asarray(metrics.completeness(model, maps, images, labels))
         change = np.asarray(metrics.completeness(model, np.zeros_like(maps), images, labels))
         row["completeness"] = float(np.mean(gap) / max(np.mean(change), 1e-12))

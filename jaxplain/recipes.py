@@ -82,6 +82,9 @@ class Recipe:
         run: ``run(model, inputs, target, key, layer) -> [N, H, W, C]`` or ``[N, H, W, 1]``.
         traceable: whether ``run`` can be called under ``jax.jit`` (so sharded over devices);
             LIME segments the images with scikit-image on the host.
+        additive: the map claims to add up to the output's change from a zero input
+            (completeness, summation to delta, LRP conservation; exact for input x gradient on
+            linear models only), so the completeness gap means something.
         sign: how the map is read: ``"all"`` (signed evidence), ``"positive"``.
         settings: the call it makes, as text.
     """
@@ -91,6 +94,7 @@ class Recipe:
     sign: str
     settings: str
     traceable: bool = True
+    additive: bool = False
 
 
 def _saliency(model, inputs, target, key, layer):
@@ -165,16 +169,17 @@ RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe("saliency", _saliency, "positive", "saliency(abs=True)"),
-        Recipe("input_x_gradient", _input_x_gradient, "all", "input_x_gradient"),
-        Recipe("integrated_gradients", _integrated_gradients, "all", "integrated_gradients(baselines=0, n_steps=32)"),
+        Recipe("input_x_gradient", _input_x_gradient, "all", "input_x_gradient", additive=True),
+        Recipe("integrated_gradients", _integrated_gradients, "all", "integrated_gradients(baselines=0, n_steps=32)",
+               additive=True),
         Recipe("smoothgrad", _smoothgrad, "positive", "smoothgrad(nt_samples=16, noise_ratio=0.15)"),
         Recipe("guided_backprop", _guided_backprop, "all", "guided_backprop"),
         Recipe("deconvolution", _deconvolution, "all", "deconvolution"),
-        Recipe("deeplift", _deeplift, "all", "deeplift(baselines=0)"),
+        Recipe("deeplift", _deeplift, "all", "deeplift(baselines=0)", additive=True),
         Recipe("gradcam", _gradcam, "positive", "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')"),
         Recipe("guided_gradcam", _guided_gradcam, "all", "guided_gradcam(layer)"),
         Recipe("score_cam", _score_cam, "positive", "score_cam(layer)"),
-        Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')"),
+        Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
         Recipe("excitation_backprop", _excitation_backprop, "positive",
                "excitation_backprop(saliency_layer=layer, resize=True)"),
         Recipe("occlusion", _occlusion, "all", "occlusion(window = size/8, stride = window/2, baseline 0)"),
