@@ -25,13 +25,28 @@ from jaxplain.attribution._common import (
     run,
     sum_over,
 )
-from jaxplain.attribution._layers import Layers, check_layer, layer_activation_of, layer_gradient_and_activation, tapped_forward
+from jaxplain.attribution._layers import (
+    Layers,
+    _no_rules,
+    check_layer,
+    layer_activation_of,
+    layer_gradient_and_activation,
+    tapped_forward,
+)
 from jaxplain.attribution.path import PATH_METHODS, gradient_shap_draw, path_points
 from jaxplain.model import require_structure
+from jaxplain.rules.engine import RuleMap
+from jaxplain.rules.fast_conv import conv_rules
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
 
 tree_map = jax.tree_util.tree_map
+
+
+def _loop_rules(batch_size: int | None, count: int) -> RuleMap:
+    """:mod:`~jaxplain.rules.fast_conv`'s rule when ``count`` points are chunked into a loop (same values, fast
+    backward convolutions on XLA CPU; see ``loop_forward``), else no rule."""
+    return conv_rules if batch_size is not None and batch_size < count else _no_rules
 
 
 def prepare_layer(model: Any, inputs: Array, target: Target, layer: Layers, *, method: str, several: bool = True):
@@ -88,10 +103,11 @@ def _path(inputs, baselines, alpha):
 def _internal_influence_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, steps = path_points(method, n_steps)
+    rules = _loop_rules(batch_size, n_steps)
 
     def step(alpha, size):
         gradient, _ = layer_gradient_and_activation(
-            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, rules=rules
         )
         return tree_map(lambda g: size * g, gradient)
 
@@ -141,10 +157,11 @@ def internal_influence(
 def _layer_conductance_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, _ = path_points(method, n_steps + 1)
+    rules = _loop_rules(batch_size, n_steps + 1)
 
     def point(alpha):
         return layer_gradient_and_activation(
-            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, rules=rules
         )
 
     gradients, activations = jax.lax.map(point, jnp.asarray(alphas), batch_size=batch_size)
@@ -190,11 +207,13 @@ def layer_conductance(
 
 def _layer_gradient_shap_core(model, inputs, target, key, arrays, *, layer, to_input, n_samples, stdevs, batch_size, multiply):
     baselines = arrays["baselines"]
+    rules = _loop_rules(batch_size, n_samples)
 
     def sample(sample_key):
         noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)
         gradient, _ = layer_gradient_and_activation(
-            model, layer, alpha * noisy + (1.0 - alpha) * chosen, target, attribute_to_layer_input=to_input
+            model, layer, alpha * noisy + (1.0 - alpha) * chosen, target, attribute_to_layer_input=to_input,
+            rules=rules,
         )
         if not multiply:
             return gradient
