@@ -31,7 +31,7 @@ def reference(name, x, w, b, relevance, low=None, high=None, gamma=0.25):
     pos, neg = np.maximum(c, 0), np.minimum(c, 0)
     if name == "epsilon":
         return (c / stab(c.sum(0) + b)) @ relevance
-    if name == "zplus":
+    if name in ("zplus", "alpha1beta0"):
         return (pos / stab(pos.sum(0) + np.maximum(b, 0))) @ relevance
     if name == "alpha2beta1":
         return (2 * pos / stab(pos.sum(0) + np.maximum(b, 0)) - neg / stab(neg.sum(0) + np.minimum(b, 0))) @ relevance
@@ -59,6 +59,7 @@ RULES = {
     "epsilon": lrp.Epsilon(EPS),
     "zplus": lrp.ZPlus(EPS),
     "alpha2beta1": lrp.Alpha2Beta1(EPS),
+    "alpha1beta0": lrp.Alpha1Beta0(EPS),
     "gamma": lrp.Gamma(0.25, EPS),
     "gamma_captum": lrp.Gamma(0.25, EPS, sign_aware=False),
     "zbox": lrp.ZBox(-1.5, 2.0, EPS),
@@ -87,10 +88,15 @@ def conv_matrix(kernel, height, width, padding):
     return matrix.reshape(height * width * channels, out_h * out_w * out), (out_h, out_w, out)
 
 
+SIGNS = {"mixed": lambda x: x, "nonnegative": np.abs}
+"""Inputs of both signs, and non-negative inputs (as after a ReLU), where sign-splitting rules skip the x- terms."""
+
+
+@pytest.mark.parametrize("sign", list(SIGNS))
 @pytest.mark.parametrize("name", list(RULES))
-def test_dense_rule_matches_matrix_reference(name):
+def test_dense_rule_matches_matrix_reference(name, sign):
     rng = np.random.default_rng(3)
-    x = rng.standard_normal(6).astype(np.float32)
+    x = SIGNS[sign](rng.standard_normal(6).astype(np.float32))
     w = rng.standard_normal((6, 4)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32) * 0.3
     relevance = rng.standard_normal(4).astype(np.float32)
@@ -102,11 +108,12 @@ def test_dense_rule_matches_matrix_reference(name):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("sign", list(SIGNS))
 @pytest.mark.parametrize("name", list(RULES))
-def test_conv_rule_matches_matrix_reference(name):
+def test_conv_rule_matches_matrix_reference(name, sign):
     rng = np.random.default_rng(4)
     height, width, channels, out = 4, 5, 2, 3
-    x = rng.standard_normal((height, width, channels)).astype(np.float32)
+    x = SIGNS[sign](rng.standard_normal((height, width, channels)).astype(np.float32))
     kernel = rng.standard_normal((3, 3, channels, out)).astype(np.float32)
     bias = rng.standard_normal(out).astype(np.float32) * 0.3
     matrix, out_shape = conv_matrix(kernel.astype(float), height, width, padding=1)

@@ -28,7 +28,7 @@ EXCITATION_EPSILON = 1e-20
 class ExcitationLinear(lrp.LinearRule):
     """``x * W+^T (g / (W+ x + 1e-20))``, the bias left out."""
 
-    def terms(self, params, x):
+    def terms(self, params, x, nonnegative=False):
         return [(x, {"kernel": jnp.maximum(params["kernel"], 0)})]
 
     def cotangents(self, relevance, outputs):

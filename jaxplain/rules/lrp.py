@@ -71,11 +71,18 @@ class LinearRule:
     (output relevance to one cotangent per term) and :meth:`reduce` (inputs and pulled-back
     cotangents to the input relevance). ``set_bias_to_zero`` drops the bias from every
     term (Zennit's ``zero_params=['bias']``).
+
+    Rules that split the input by sign (``x+``, ``x-``; ``splits_input_sign``) leave out the
+    ``x-`` terms when the whole input is non-negative (every layer after a ReLU): those
+    terms are exactly zero there, so the relevance is the same and two of every four
+    convolutions are skipped. A term that is the layer's own forward (its input and
+    parameters unmodified) reuses the forward pass's output instead of recomputing it.
     """
 
     set_bias_to_zero: bool = False
+    splits_input_sign: bool = False
 
-    def terms(self, params: Params, x: Array) -> list[Term]:
+    def terms(self, params: Params, x: Array, nonnegative: bool = False) -> list[Term]:
         raise NotImplementedError
 
     def cotangents(self, relevance: Array, outputs: list[Array]) -> list[Array]:
@@ -84,15 +91,28 @@ class LinearRule:
     def reduce(self, inputs: list[Array], gradients: list[Array]) -> Array:
         raise NotImplementedError
 
-    def relevance(self, forward: Callable[[Params, Array], Array], params: Params, x: Array, relevance: Array) -> Array:
-        """The input relevance of a layer ``forward(params, x)`` given its output relevance."""
+    def relevance(self, forward: Callable[[Params, Array], Array], params: Params, x: Array, relevance: Array,
+                  output: Array | None = None) -> Array:
+        """The input relevance of a layer ``forward(params, x)`` (whose value is ``output``) given its output relevance."""
         if self.set_bias_to_zero:
-            params = _without_bias(params)
+            params, output = _without_bias(params), None
+        if not self.splits_input_sign:
+            return self._relevance(forward, params, x, relevance, output, nonnegative=False)
+        return jax.lax.cond(
+            jnp.all(x >= 0),
+            lambda *operands: self._relevance(forward, *operands, nonnegative=True),
+            lambda *operands: self._relevance(forward, *operands, nonnegative=False),
+            params, x, relevance, output,
+        )
+
+    def _relevance(self, forward, params, x, relevance, output, *, nonnegative: bool) -> Array:
         inputs, outputs, pullbacks = [], [], []
-        for term_input, term_params in self.terms(params, x):
-            output, pullback = jax.vjp(lambda v, p=term_params: forward(p, v), term_input)
+        for term_input, term_params in self.terms(params, x, nonnegative):
+            term_output, pullback = jax.vjp(lambda v, p=term_params: forward(p, v), term_input)
+            if output is not None and term_input is x and term_params is params:
+                term_output = output
             inputs.append(term_input)
-            outputs.append(output)
+            outputs.append(term_output)
             pullbacks.append(pullback)
         gradients = [pullback(cotangent)[0] for pullback, cotangent in zip(pullbacks, self.cotangents(relevance, outputs))]
         return self.reduce(inputs, gradients)
@@ -112,14 +132,27 @@ def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array],
         return forward(params, x)
 
     def layer_forward(params, x):
-        return forward(params, x), (params, x)
+        output = forward(params, x)
+        return output, (params, x, output)
 
     def layer_backward(residuals, relevance):
-        params, x = residuals
-        return jax.tree_util.tree_map(jnp.zeros_like, params), rule.relevance(forward, params, x, relevance)
+        params, x, output = residuals
+        return jax.tree_util.tree_map(jnp.zeros_like, params), rule.relevance(forward, params, x, relevance, output)
 
     layer.defvjp(layer_forward, layer_backward)
     return layer(params, x)
+
+
+def _sign_split_terms(x: Array, nonnegative: bool, *pairs: tuple[Params, Params]) -> list[Term]:
+    """``(x+, p), (x-, q without bias)`` for each ``(p, q)``; just ``(x, p)`` when ``x`` is known non-negative."""
+    if nonnegative:
+        return [(x, p) for p, _ in pairs]
+    x_pos, x_neg = _positive_part(x), _negative_part(x)
+    return [term for p, q in pairs for term in ((x_pos, p), (x_neg, _without_bias(q)))]
+
+
+def _sum_products(inputs: list[Array], gradients: list[Array]) -> Array:
+    return sum(x * g for x, g in zip(inputs, gradients))
 
 
 def _single_ratio(stabilizer: float):
@@ -136,7 +169,7 @@ class Epsilon(LinearRule):
     epsilon: float = 1e-6
     set_bias_to_zero: bool = False
 
-    def terms(self, params, x):
+    def terms(self, params, x, nonnegative=False):
         return [(x, params)]
 
     def cotangents(self, relevance, outputs):
@@ -152,16 +185,17 @@ class ZPlus(LinearRule):
 
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
+    splits_input_sign = True
 
-    def terms(self, params, x):
-        return [(_positive_part(x), _positive(params)), (_negative_part(x), _without_bias(_negative(params)))]
+    def terms(self, params, x, nonnegative=False):
+        return _sign_split_terms(x, nonnegative, (_positive(params), _negative(params)))
 
     def cotangents(self, relevance, outputs):
-        ratio = relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)
-        return [ratio, ratio]
+        ratio = relevance / stabilize(sum(outputs), self.stabilizer)
+        return [ratio] * len(outputs)
 
     def reduce(self, inputs, gradients):
-        return inputs[0] * gradients[0] + inputs[1] * gradients[1]
+        return _sum_products(inputs, gradients)
 
 
 @dataclass(frozen=True)
@@ -181,20 +215,36 @@ class AlphaBeta(LinearRule):
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
             raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got {self.alpha}, {self.beta}")
 
-    def terms(self, params, x):
+    splits_input_sign = True
+
+    def terms(self, params, x, nonnegative=False):
         positive, negative = _positive(params), _negative(params)
-        x_pos, x_neg = _positive_part(x), _negative_part(x)
-        return [(x_pos, positive), (x_neg, _without_bias(negative)), (x_pos, negative), (x_neg, _without_bias(positive))]
+        positive_terms = _sign_split_terms(x, nonnegative, (positive, negative))
+        if self.beta == 0:
+            return positive_terms
+        return positive_terms + _sign_split_terms(x, nonnegative, (negative, positive))
+
+    def _groups(self, values: list) -> tuple[list, list]:
+        """The terms' values split into the positive and the negative contributions (none when beta is 0)."""
+        if self.beta == 0:
+            return values, []
+        half = len(values) // 2
+        return values[:half], values[half:]
 
     def cotangents(self, relevance, outputs):
-        ratio_pos = relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)
-        ratio_neg = relevance / stabilize(outputs[2] + outputs[3], self.stabilizer)
-        return [ratio_pos, ratio_pos, ratio_neg, ratio_neg]
+        positive, negative = self._groups(outputs)
+        ratio_pos = relevance / stabilize(sum(positive), self.stabilizer)
+        ratios = [ratio_pos] * len(positive)
+        if negative:
+            ratios += [relevance / stabilize(sum(negative), self.stabilizer)] * len(negative)
+        return ratios
 
     def reduce(self, inputs, gradients):
-        positive = inputs[0] * gradients[0] + inputs[1] * gradients[1]
-        negative = inputs[2] * gradients[2] + inputs[3] * gradients[3]
-        return self.alpha * positive - self.beta * negative
+        (inputs_pos, inputs_neg), (gradients_pos, gradients_neg) = self._groups(inputs), self._groups(gradients)
+        positive = _sum_products(inputs_pos, gradients_pos)
+        if not inputs_neg:
+            return self.alpha * positive
+        return self.alpha * positive - self.beta * _sum_products(inputs_neg, gradients_neg)
 
 
 def Alpha1Beta0(stabilizer: float = 1e-6, set_bias_to_zero: bool = False) -> AlphaBeta:
@@ -228,26 +278,30 @@ class Gamma(LinearRule):
     set_bias_to_zero: bool = False
     sign_aware: bool = True
 
-    def terms(self, params, x):
+    @property
+    def splits_input_sign(self) -> bool:
+        return self.sign_aware
+
+    def terms(self, params, x, nonnegative=False):
         up = _gamma_params(params, self.gamma, _positive)
         if not self.sign_aware:
             return [(x, _with_bias_of(up, params))]
         down = _gamma_params(params, self.gamma, _negative)
-        x_pos, x_neg = _positive_part(x), _negative_part(x)
-        return [(x_pos, up), (x_neg, _without_bias(down)), (x_pos, down), (x_neg, _without_bias(up)), (x, params)]
+        return _sign_split_terms(x, nonnegative, (up, down)) + _sign_split_terms(x, nonnegative, (down, up)) + [(x, params)]
 
     def cotangents(self, relevance, outputs):
         if not self.sign_aware:
             return _single_ratio(self.stabilizer)(relevance, outputs)
-        plain = outputs[4]
-        ratio_pos = jnp.where(plain > 0, relevance / stabilize(outputs[0] + outputs[1], self.stabilizer), 0.0)
-        ratio_neg = jnp.where(plain < 0, relevance / stabilize(outputs[2] + outputs[3], self.stabilizer), 0.0)
-        return [ratio_pos, ratio_pos, ratio_neg, ratio_neg, jnp.zeros_like(relevance)]
+        *split, plain = outputs
+        half = len(split) // 2
+        ratio_pos = jnp.where(plain > 0, relevance / stabilize(sum(split[:half]), self.stabilizer), 0.0)
+        ratio_neg = jnp.where(plain < 0, relevance / stabilize(sum(split[half:]), self.stabilizer), 0.0)
+        return [ratio_pos] * half + [ratio_neg] * half + [jnp.zeros_like(relevance)]
 
     def reduce(self, inputs, gradients):
         if not self.sign_aware:
             return inputs[0] * gradients[0]
-        return sum(x * g for x, g in zip(inputs[:4], gradients[:4]))
+        return _sum_products(inputs[:-1], gradients[:-1])
 
 
 def _bound(value: float | Sequence[float], like: Array) -> Array:
@@ -269,7 +323,7 @@ class ZBox(LinearRule):
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
 
-    def terms(self, params, x):
+    def terms(self, params, x, nonnegative=False):
         return [(x, params), (_bound(self.low, x), _positive(params)), (_bound(self.high, x), _negative(params))]
 
     def cotangents(self, relevance, outputs):
@@ -287,7 +341,7 @@ class WSquare(LinearRule):
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
 
-    def terms(self, params, x):
+    def terms(self, params, x, nonnegative=False):
         return [(jnp.ones_like(x), {name: value**2 for name, value in params.items()})]
 
     def cotangents(self, relevance, outputs):
@@ -306,7 +360,7 @@ class Flat(LinearRule):
 
     stabilizer: float = 1e-6
 
-    def terms(self, params, x):
+    def terms(self, params, x, nonnegative=False):
         return [(jnp.ones_like(x), {"kernel": jnp.ones_like(params["kernel"])})]
 
     def cotangents(self, relevance, outputs):
