@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxplain as jx
+from jaxplain.image import interpolate
 from jaxplain.nets.resnet import resnet18
 from tests.tiny import tiny_inputs, tiny_model
 
@@ -80,6 +81,42 @@ def test_score_cam_is_a_normalised_map(model, inputs):
     assert cam.shape == inputs.shape[:3] + (1,)
     np.testing.assert_allclose(cam.reshape(3, -1).min(1), 0.0, atol=1e-6)
     np.testing.assert_allclose(cam.reshape(3, -1).max(1), 1.0, atol=1e-6)
+
+
+def score_cam_channel_loop(model, inputs, targets, layer):
+    """Score-CAM one image and one channel at a time, every channel evaluated (constant maps weigh 0)."""
+    activation = np.asarray(jx.layer_activation(model, inputs, layer=layer))
+    cams = []
+    for image, target in zip(range(inputs.shape[0]), np.asarray(targets)):
+        cam = np.zeros(inputs.shape[1:3] + (1,))
+        for channel in range(activation.shape[-1]):
+            upsampled = np.asarray(interpolate(jnp.asarray(activation[image : image + 1, ..., channel : channel + 1]),
+                                               inputs.shape[1:3], "bilinear"))[0]
+            low, high = upsampled.min(), upsampled.max()
+            if high == low:
+                continue
+            masked = inputs[image : image + 1] * jnp.asarray((upsampled - low) / (high - low))
+            cam += float(jax.nn.softmax(model(masked), axis=-1)[0, target]) * upsampled
+        cam = np.maximum(cam, 0)
+        cams.append((cam - cam.min()) / (cam.max() - cam.min()))
+    return np.stack(cams)
+
+
+def test_score_cam_skips_constant_channels_and_equals_the_channel_loop(model, inputs):
+    """Channel 2 of relu2 is dead (bias -1e3) and skipped; the packed passes equal the loop.
+
+    With 15 live pairs, ``batch_size=4`` packs 12 pairs a pass, so the second pass runs
+    past the live pairs into the padding (which must not count).
+    """
+    params = model.variables["params"]
+    conv2 = {**params["conv2"], "bias": params["conv2"]["bias"].at[2].set(-1e3)}
+    dead = model.replace_variables({**model.variables, "params": {**params, "conv2": conv2}})
+    activation = jx.layer_activation(dead, inputs, layer="relu2")
+    assert float(jnp.abs(activation[..., 2]).max()) == 0.0
+    expected = score_cam_channel_loop(dead, inputs, TARGETS, "relu2")
+    for batch_size in (1, 4, None):
+        np.testing.assert_allclose(jx.score_cam(dead, inputs, TARGETS, layer="relu2", batch_size=batch_size), expected,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_layer_methods_compose_with_jit(model, inputs):

@@ -110,20 +110,36 @@ def _min_max(maps: Array, axes: tuple[int, ...]) -> tuple[Array, Array]:
 
 def _score_cam_core(model, inputs, target, key, arrays, *, layer, batch_size, flavour):
     activation = layer_activation_of(model, layer, inputs)
-    size = inputs.shape[1:3]
+    count, size, channels = inputs.shape[0], inputs.shape[1:3], activation.shape[-1]
+    # Only (image, channel) pairs whose map varies are scored (a constant map weighs 0), packed
+    # across the batch: the forward passes skip the dead channels of every image.
+    varies = (jnp.max(activation, axis=(1, 2)) > jnp.min(activation, axis=(1, 2))).reshape(-1)
+    pairs = count * channels
+    chunk = min(pairs, count * (batch_size or channels))
+    order = jnp.argsort(~varies, stable=True)
+    order = jnp.pad(order, (0, -pairs % chunk))
+    n_varying = jnp.sum(varies)
+    to_weight = (lambda low_res, upsampled: low_res) if flavour == "pytorch_cnn_visualizations" else (lambda low_res, upsampled: upsampled)
 
-    def channel_term(channel):
-        low_res = jnp.take(activation, channel[None], axis=-1)
+    def add_chunk(state):
+        step, cam = state
+        start = step * chunk
+        pair = jax.lax.dynamic_slice(order, (start,), (chunk,))
+        image, channel = pair // channels, pair % channels
+        low_res = activation[image, :, :, channel][..., None]
         upsampled = interpolate(low_res, size, "bilinear")
         shifted, spread = _min_max(upsampled, (1, 2, 3))
-        constant = spread[:, 0, 0, 0] == 0
         mask = shifted / jnp.where(spread == 0, 1.0, spread)
-        probabilities = jax.nn.softmax(model(inputs * mask), axis=-1)
-        score = jnp.where(constant, 0.0, jnp.take_along_axis(probabilities, target[:, None], axis=1)[:, 0])
-        weighted = low_res if flavour == "pytorch_cnn_visualizations" else upsampled
-        return score[:, None, None, None] * weighted
+        probabilities = jax.nn.softmax(model(inputs[image] * mask), axis=-1)
+        scored = (start + jnp.arange(chunk) < n_varying) & (spread[:, 0, 0, 0] > 0)
+        score = jnp.where(scored, probabilities[jnp.arange(chunk), target[image]], 0.0)
+        owner = jax.nn.one_hot(image, count, dtype=cam.dtype)
+        return step + 1, cam + jnp.einsum("kn,khwc->nhwc", owner * score[:, None], to_weight(low_res, upsampled))
 
-    cam = jax.lax.map(channel_term, jnp.arange(activation.shape[-1]), batch_size=batch_size).sum(axis=0)
+    cam_shape = (count, *(activation.shape[1:3] if flavour == "pytorch_cnn_visualizations" else size), 1)
+    _, cam = jax.lax.while_loop(
+        lambda state: state[0] * chunk < n_varying, add_chunk, (jnp.int32(0), jnp.zeros(cam_shape, inputs.dtype))
+    )
     if flavour == "pytorch_cnn_visualizations":
         cam = interpolate(cam + 1.0, size, "bilinear")
     shifted, spread = _min_max(jax.nn.relu(cam), (1, 2, 3))
@@ -147,14 +163,18 @@ def score_cam(
     For each channel ``k`` of ``layer``: ``M_k`` = its activation upsampled (bilinear) to
     the input and min-max normalised per example; ``w_k = softmax(F(x * M_k))_t``
     (0 for a constant map); the map is ``relu(sum_k w_k upsample(A_k))``, min-max
-    normalised to [0, 1], shape ``[N, H, W, 1]`` (the authors' implementation). The
-    channel axis is one vmapped axis, ``batch_size`` channels at a time.
+    normalised to [0, 1], shape ``[N, H, W, 1]`` (the authors' implementation).
 
     ``flavour="pytorch_cnn_visualizations"`` reproduces that repository's variant:
     the weighted sum is taken at the layer's resolution and starts from ones
     (``1 + sum_k w_k A_k``, its ``np.ones`` initialisation), then ReLU, min-max and
     resize. Its uint8 quantisation and PIL antialiased resize are not reproduced:
     the resize here is bilinear.
+
+    Channels whose map is constant on an image (dead ReLU channels, often most of a
+    trained network's last stage) weigh 0 and cost no forward pass: the varying
+    (image, channel) pairs of the whole batch are packed into forward passes of
+    ``N * batch_size`` masked images (``None``: all in one pass).
     """
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
