@@ -75,6 +75,34 @@ def test_all_locations_equal_the_per_location_loop(model, x, method):
     np.testing.assert_allclose(together, looped, rtol=0, atol=1e-5 * float(jnp.abs(looped).max()))
 
 
+@pytest.fixture(scope="module")
+def narrow_model():
+    """As ``model`` with 3 feature channels: 6 prototypes over 3 channels take the feature-gradient (basis) path."""
+    add_on = (("conv1", "Conv2d", (("kernel_size", 1), ("out_channels", 3))), ("sigmoid", "Sigmoid", ()))
+    made = nets.protopnet("vgg11", "features.5", 3, 6, 3, add_on=add_on, input_shape=SHAPE, key=jax.random.PRNGKey(3))
+    variables = jax.tree_util.tree_map(lambda v: v, made.variables)
+    variables["params"]["classifier"]["prototypes"] = jax.random.uniform(jax.random.PRNGKey(4), (6, 3))
+    return made.replace_variables(variables)
+
+
+@pytest.mark.parametrize("method", ["saliency", "smoothgrad"])
+def test_feature_gradient_path_equals_the_per_location_loop(narrow_model, x, method):
+    """All 6 prototypes at every location through 3 feature gradients a location, against one location a call."""
+    everything = np.tile(np.arange(6), (2, 1))
+    assert proto._uses_basis(narrow_model, x, jnp.asarray(everything), None)
+    assert not proto._uses_basis(narrow_model, x, jnp.asarray(everything[:, :3]), None)
+    if method == "saliency":
+        call = lambda **options: proto.prototype_saliency(narrow_model, x, everything, postprocess=False, **options)
+    else:
+        call = lambda **options: proto.prototype_smoothgrad(narrow_model, x, everything, key=jax.random.PRNGKey(5),
+                                                            num_samples=2, postprocess=False, **options)
+    looped = sum(call(location=(h, w)) for h in range(4) for w in range(4))
+    scale = float(jnp.abs(looped).max())
+    for batch_size in (None, 3):
+        together = call(similarity_threshold=0.0, batch_size=batch_size)
+        np.testing.assert_allclose(together, looped, rtol=0, atol=1e-5 * scale)
+
+
 def test_threshold_and_max_location(model, x):
     sims = np.asarray(model.similarities(x))[..., 2]
     flat = sims.reshape(2, -1)

@@ -14,7 +14,10 @@ location to the input and accumulating, then post-processing the sum
 - ``randgrad``: uniform noise in ``[0, 1)`` (a baseline).
 
 Here one forward pass serves every location and prototype of a batch: the backward passes are
-vmapped over the locations and prototypes (and the noise samples over the forward). PRP is
+vmapped over the locations and prototypes (and the noise samples over the forward). When every
+location is explained for more prototypes than the extractor has channels (``K > D``), the ``K``
+gradients of a location are combinations of its ``D`` feature gradients, so ``D`` backward passes
+serve them all. PRP is
 linear in the relevance it starts from, so its sum over locations is one backward pass seeded
 with every selected location at once, which equals CaBRNet's loop up to rounding. SmoothGrad's
 noise draws are shared by all locations and prototypes of an image (CaBRNet draws new noise for
@@ -126,21 +129,44 @@ def _maps(sims: Array, protos: Array) -> Array:
     return jnp.take_along_axis(flat, protos[:, None, :], axis=2).transpose(0, 2, 1)
 
 
-def _absolute_gradient_sum(forward, inputs: Array, index: Array, weight: Array, protos: Array,
-                           batch_size: int | None) -> Array:
+def _uses_basis(model: Model, inputs: Array, protos: Array, location: str | None) -> bool:
+    """Whether :func:`_absolute_gradient_sum` goes through the feature gradients (every location, ``K > D``)."""
+    depth = jax.eval_shape(lambda x: model.module.apply(model.variables, x, method="features"), inputs).shape[-1]
+    return location is None and protos.shape[1] > depth
+
+
+def _gradient_setup(model: Model, inputs: Array, protos: Array, location: str | None,
+                    batch_size: int | None) -> tuple[Any, bool]:
+    """The features' forward function to differentiate, and whether the basis path is taken (always a loop)."""
+    basis = _uses_basis(model, inputs, protos, location)
+    return loop_forward(model, 1 if basis else batch_size, method="features"), basis
+
+
+def _absolute_gradient_sum(model: Model, forward_features, inputs: Array, index: Array, weight: Array,
+                           protos: Array, basis: bool, batch_size: int | None) -> Array:
     """``sum_l weight_l |d sim_l / dx|`` for every image and chosen prototype: ``[N, K, H, W, C]``.
 
     One forward pass; the backward passes are vmapped over prototypes and locations, the
-    locations chunked by ``batch_size``.
+    locations chunked by ``batch_size``. With every location selected and more chosen prototypes
+    than feature channels (``K > D``: ProtoPNet on CUB has 2000 prototypes over 128 channels;
+    ``basis``), the gradients of a location are combinations of its ``D`` feature gradients,
+    ``d sim[l, p] / dx = sum_d (d sim[l, p] / dz[l, d]) dz[l, d] / dx`` (a similarity reads only its
+    own location's features): ``D`` backward passes per location instead of ``K``, ``batch_size``
+    locations at a time (``None``: one, as each is already ``D`` passes).
     """
-    sims, pullback = jax.vjp(forward, inputs)
+    features, pull_features = jax.vjp(forward_features, inputs)
+    similarity = lambda z: model.module.apply(model.variables, z, method="similarities_of_features")
+    sims, pull_sims = jax.vjp(similarity, features)
+    if basis:
+        return _basis_gradient_sum(pull_features, pull_sims, features, weight, protos, sims.shape[-1], batch_size or 1)
 
     def at_location(chunk):
-        location, location_weight = chunk
+        location_index, location_weight = chunk
 
         def per_prototype(k):
-            seed = _seed(location[:, k, None], jnp.ones_like(location_weight[:, k, None]), protos[:, k], sims.shape)
-            gradient = jnp.abs(pullback(seed)[0])
+            seed = _seed(location_index[:, k, None], jnp.ones_like(location_weight[:, k, None]), protos[:, k],
+                         sims.shape)
+            gradient = jnp.abs(pull_features(pull_sims(seed)[0])[0])
             return gradient * location_weight[:, k].reshape((-1,) + (1,) * (gradient.ndim - 1))
 
         return jax.vmap(per_prototype, out_axes=1)(jnp.arange(protos.shape[1]))
@@ -148,21 +174,52 @@ def _absolute_gradient_sum(forward, inputs: Array, index: Array, weight: Array, 
     return sum_over(at_location, (jnp.moveaxis(index, -1, 0), jnp.moveaxis(weight, -1, 0)), batch_size)
 
 
+def _basis_gradient_sum(pull_features, pull_sims, features: Array, weight: Array, protos: Array, prototypes: int,
+                        batch_size: int | None) -> Array:
+    """:func:`_absolute_gradient_sum` at every location through the ``D`` feature gradients of each location."""
+    n, h, w, depth = features.shape
+
+    def coefficients(k):
+        """``d sim[l, protos[:, k]] / dz[l]`` at every location ``l`` at once (each similarity reads one location)."""
+        seed = jnp.broadcast_to(jax.nn.one_hot(protos[:, k], prototypes, dtype=features.dtype)[:, None, None, :],
+                                (n, h, w, prototypes))
+        return pull_sims(seed)[0].reshape(n, h * w, depth)
+
+    per_location = jax.vmap(coefficients, out_axes=2)(jnp.arange(protos.shape[1]))  # [N, L, K, D]
+
+    def at_location(chunk):
+        location, coefficient, location_weight = chunk  # [], [N, K, D], [N, K]
+
+        def feature_gradient(channel):
+            seed = jax.nn.one_hot(location, h * w, dtype=features.dtype)[:, None] * jax.nn.one_hot(
+                channel, depth, dtype=features.dtype)
+            return pull_features(jnp.broadcast_to(seed.reshape(1, h, w, depth), features.shape))[0]
+
+        basis = jax.vmap(feature_gradient)(jnp.arange(depth))  # [D, N, H, W, C]
+        gradients = jnp.einsum("nkd,dn...->nk...", coefficient, basis)
+        return jnp.abs(gradients) * location_weight.reshape(location_weight.shape + (1,) * (gradients.ndim - 2))
+
+    return sum_over(at_location, (jnp.arange(h * w), jnp.moveaxis(per_location, 1, 0), jnp.moveaxis(weight, -1, 0)),
+                    batch_size)
+
+
 def _saliency_core(model, inputs, protos, key, arrays, *, location, batch_size):
-    forward = loop_forward(model, batch_size, method="similarities")
-    sims = forward(inputs)
+    forward_features, basis = _gradient_setup(model, inputs, protos, location, batch_size)
+    sims = model.module.apply(model.variables, inputs, method="similarities")
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
-    return _absolute_gradient_sum(forward, inputs, index, weight, protos, batch_size)
+    return _absolute_gradient_sum(model, forward_features, inputs, index, weight, protos, basis, batch_size)
 
 
 def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size, num_samples,
                      noise_ratio):
-    forward = loop_forward(model, batch_size, method="similarities")
-    sims = forward(inputs)
+    forward_features, basis = _gradient_setup(model, inputs, protos, location, batch_size)
+    sims = model.module.apply(model.variables, inputs, method="similarities")
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
     noise = smoothgrad_noise(key, inputs, num_samples, noise_ratio)
-    total = sum_over(lambda delta: _absolute_gradient_sum(forward, inputs + delta, index, weight, protos, None),
-                     noise, batch_size)
+    total = sum_over(
+        lambda delta: _absolute_gradient_sum(model, forward_features, inputs + delta, index, weight, protos, basis,
+                                             None),
+        noise, batch_size)
     return total / num_samples
 
 
@@ -251,7 +308,10 @@ def prototype_saliency(model: Any, inputs: Array, proto_idx: Any, *, location: L
         grads_x_input: multiply the attribution by the input first.
         image_size: ``(height, width)`` to resize to (bicubic, as OpenCV); ``None`` keeps ``H, W``.
         postprocess: ``False`` returns the raw input-space sum ``[N, (K,) H, W, C]`` instead.
-        batch_size: locations evaluated at once (``None``: all).
+        batch_size: locations evaluated at once (``None``: all). With every location selected and more
+            prototypes asked for than the extractor has channels (``K > D``), each location's ``K``
+            gradients come from its ``D`` feature gradients (``D`` backward passes instead of ``K``), one
+            location at a time unless ``batch_size`` says more.
 
     Returns:
         ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.

@@ -278,6 +278,10 @@ class ProtoPNet(nn.Module):
     def similarities(self, x: jax.Array) -> jax.Array:
         return self.classifier.similarities(self.extractor(x))
 
+    def similarities_of_features(self, features: jax.Array) -> jax.Array:
+        """Similarity maps ``[N, h, w, P]`` of extractor outputs ``[N, h, w, D]`` (each location on its own)."""
+        return self.classifier.similarities(features)
+
     def distances(self, x: jax.Array) -> jax.Array:
         return self.classifier.distances(self.extractor(x))
 
