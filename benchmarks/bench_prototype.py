@@ -1,7 +1,8 @@
 """CaBRNet PRP and SmoothGrad for every prototype of an image at every location, against CaBRNet 1.2.
 
-A CaBRNet ProtoPNet built from a configuration (``--arch`` cut at ``--layer``, a 1x1 add-on,
-``--protos`` prototypes per class over 3 classes), seeded random weights, converted to Flax.
+A CaBRNet ProtoPNet built from a configuration (``--arch`` cut at ``--layer``, a 1x1 add-on of
+``--features`` channels, ``--protos`` prototypes per class over ``--classes`` classes), seeded
+random weights, converted to Flax.
 CaBRNet explains one image and one prototype per call, looping in Python over the similarity
 map's locations (one Captum LRP, or one NoiseTunnel of ``--samples`` Saliency draws, per
 location); jaxplain explains all prototypes of the image in one call (``proto_idx`` ``[1, P]``),
@@ -11,8 +12,14 @@ locations (PRP: one backward pass per prototype, seeded at every location at onc
 Rates are images per second (one image = all its prototypes); ``CPU time`` compares images per
 CPU-second, which a shared machine's other jobs do not skew.
 
+CaBRNet's time is linear in the prototypes (one independent call each), so with many prototypes
+``--peer-protos K`` times it on the first ``K`` and scales its rate by ``K / P``; its map
+difference is then taken over those ``K``. ProtoPNet's CUB configuration (200 classes x 10
+prototypes over 128 channels) is ``--classes 200 --protos 10 --features 128``.
+
     python benchmarks/bench_prototype.py
     python benchmarks/bench_prototype.py --arch resnet50 --layer layer3 --size 112
+    python benchmarks/bench_prototype.py --methods smoothgrad --classes 200 --protos 10 --features 128 --peer-protos 6
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ def sync(output: Any) -> None:
         jax.block_until_ready(output)
 
 
-def cabrnet_model(arch: str, layer: str, protos: int, seed: int):
+def cabrnet_model(arch: str, layer: str, protos: int, seed: int, classes: int = 3, features: int = 64):
     import torch
     from cabrnet.archs.generic.model import CaBRNet
 
@@ -45,14 +52,15 @@ def cabrnet_model(arch: str, layer: str, protos: int, seed: int):
         "extractor": {
             "backbone": {"arch": arch, "weights": "None", "layer": layer},
             "add_on": {
-                "conv1": {"type": "Conv2d", "params": {"out_channels": 64, "kernel_size": 1}},
+                "conv1": {"type": "Conv2d", "params": {"out_channels": features, "kernel_size": 1}},
                 "relu1": {"type": "ReLU"},
-                "conv2": {"type": "Conv2d", "params": {"out_channels": 64, "kernel_size": 1}},
+                "conv2": {"type": "Conv2d", "params": {"out_channels": features, "kernel_size": 1}},
                 "sigmoid": {"type": "Sigmoid"},
             },
         },
         "classifier": {"module": "cabrnet.archs.protopnet.decision", "name": "ProtoPNetClassifier",
-                       "params": {"num_classes": 3, "num_proto_per_class": protos, "num_features": 64}},
+                       "params": {"num_classes": classes, "num_proto_per_class": protos,
+                                  "num_features": features}},
         "similarity": {"name": "ProtoPNetSimilarity"},
     }
     torch.manual_seed(seed)
@@ -64,7 +72,10 @@ def main() -> None:
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--layer", default="layer2")
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--protos", type=int, default=2, help="prototypes per class (3 classes)")
+    parser.add_argument("--protos", type=int, default=2, help="prototypes per class")
+    parser.add_argument("--classes", type=int, default=3)
+    parser.add_argument("--features", type=int, default=64, help="add-on output channels")
+    parser.add_argument("--peer-protos", type=int, help="time CaBRNet on this many prototypes and scale (default all)")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--methods", default="prp,smoothgrad")
     parser.add_argument("--reps", type=int, default=3)
@@ -86,10 +97,11 @@ def main() -> None:
     import jaxplain.attribution.prototype as proto
 
     logger.disable("cabrnet")
-    model = cabrnet_model(args.arch, args.layer, args.protos, args.seed)
+    model = cabrnet_model(args.arch, args.layer, args.protos, args.seed, args.classes, args.features)
     lrp_model = get_cabrnet_lrp_composite_model(model)
     ours = converters.from_torch(model)
-    count = 3 * args.protos
+    count = args.classes * args.protos
+    peer_count = min(args.peer_protos or count, count)
     inputs = np.random.default_rng(args.seed).standard_normal((1, args.size, args.size, 3)).astype(np.float32)
     x, xj = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous(), jnp.asarray(inputs)
     image = Image.new("RGB", (args.size, args.size))
@@ -98,13 +110,14 @@ def main() -> None:
     hw = ours.similarities(xj).shape[1:3]
     print(f"# bench_prototype: CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}; "
           f"JAX {jax.__version__}; torch {torch.__version__}; {args.arch} cut at {args.layer}, {args.size} px, "
-          f"{count} prototypes x {hw[0]}x{hw[1]} locations, {args.samples} noise samples\n")
+          f"{count} prototypes over {args.features} channels x {hw[0]}x{hw[1]} locations, {args.samples} noise "
+          f"samples; CaBRNet timed on {peer_count} prototypes, its rate scaled by {peer_count}/{count}\n")
     options = dict(similarity_threshold=0.0, normalize=True)
     calls = {
-        "prp": (lambda: [gradients.prp(lrp_model, image, x, p, "cpu", **options) for p in range(count)],
+        "prp": (lambda: [gradients.prp(lrp_model, image, x, p, "cpu", **options) for p in range(peer_count)],
                 lambda: proto.prototype_prp(ours, xj, everything, **options)),
         "smoothgrad": (lambda: [gradients.smoothgrad(model, image, x, p, "cpu", num_samples=args.samples, **options)
-                                for p in range(count)],
+                                for p in range(peer_count)],
                        lambda: proto.prototype_smoothgrad(ours, xj, everything, key=key, num_samples=args.samples,
                                                           batch_size=args.batch_size, **options)),
     }
@@ -127,7 +140,8 @@ def main() -> None:
                              h.Contender("CaBRNet", run_theirs, sync, h.HostMemory)], 1, args.reps, args.budget_s,
                             lambda e: False)
         mine, theirs = results["jaxplain"], results["CaBRNet"]
-        difference = np.abs(np.asarray(last["jaxplain"])[0] - last["CaBRNet"]).max()
+        theirs.rate, theirs.cpu_rate = theirs.rate * peer_count / count, theirs.cpu_rate * peer_count / count
+        difference = np.abs(np.asarray(last["jaxplain"])[0, :peer_count] - last["CaBRNet"]).max()
         rows.append([method, h.format_rate(mine.rate), h.format_rate(theirs.rate), f"{mine.rate / theirs.rate:.1f}x",
                      f"{mine.cpu_rate / theirs.cpu_rate:.1f}x", f"{mine.compile_s:.1f}",
                      h.format_bytes(mine.peak_bytes),
