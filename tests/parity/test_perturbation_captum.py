@@ -73,7 +73,9 @@ def test_occlusion_chunked_equals_unchunked(resnet, images):
     _, model = resnet
     whole = jx.occlusion(model, images, TARGETS, sliding_window_shapes=(8, 8), strides=4)
     chunked = jx.occlusion(model, images, TARGETS, sliding_window_shapes=(8, 8), strides=4, perturbations_per_eval=7)
-    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+    # Chunks change the forward passes' batch size, so XLA may pick other convolution kernels: float32
+    # logit differences of O(1) logits round differently (1.8e-6 seen on an AMD EPYC).
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_feature_ablation_pixel_groups(resnet, images):
