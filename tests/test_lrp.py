@@ -10,7 +10,7 @@ import pytest
 
 import jaxplain as jx
 from jaxplain.nets import build
-from jaxplain.nets.layers import Conv2d, Flatten, Linear, ReLU
+from jaxplain.nets.layers import Conv2d, Flatten, Linear, ReLU, Tanh
 from jaxplain.rules import composites as cs
 from jaxplain.rules import lrp as rules
 from jaxplain.rules.engine import forward_with_rules, module_calls
@@ -92,6 +92,28 @@ def test_batch_norm_pairs_follow_data_flow_in_densenet():
     assert ("features.denseblock1.denselayer1.conv1", "features.denseblock1.denselayer1.norm2") in pairs
     assert not any(linear.endswith("conv2") for linear, _ in pairs)
     assert len(pairs) == 1 + (6 + 12 + 24 + 16)
+
+
+class SignNet(nn.Module):
+    """conv1 reads the image, conv2 a tanh (negative values), conv3 a ReLU, fc an array operation (unknown sign)."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = Tanh(name="tanh")(Conv2d(4, 3, padding=1, name="conv1")(x))
+        x = ReLU(name="relu")(Conv2d(4, 3, padding=1, name="conv2")(x))
+        x = Conv2d(4, 3, padding=1, name="conv3")(x)
+        return Linear(3, name="fc")(Flatten(name="flatten")(ReLU(name="relu3")(x)) * 1.0)
+
+
+def test_nonnegative_inputs_follow_data_flow():
+    """Only layers that read a ReLU (or a pool, sum, concatenation or flatten of ReLUs) are promised x >= 0."""
+    signnet = jx.init_model(SignNet(), (1, 6, 6, 3))
+    assert cs.nonnegative_inputs(signnet, jnp.zeros((1, 6, 6, 3))) == ("conv3",)
+    for arch, stem in (("resnet18", "conv1"), ("densenet121", "features.conv0")):
+        model = jx.init_model(build(arch, num_classes=4), (1, 32, 32, 3))
+        linear = {".".join(path) for path, module in module_calls(model, jnp.zeros((1, 32, 32, 3)))
+                  if isinstance(module, cs.LINEAR)}
+        assert set(cs.nonnegative_inputs(model, jnp.zeros((1, 32, 32, 3)))) == linear - {stem}
 
 
 def test_batch_norm_merge_leaves_the_forward_unchanged():

@@ -68,8 +68,8 @@ RULES = {
 }
 
 
-def ours(rule, module, params, x, relevance):
-    _, pullback = jax.vjp(lambda v: lrp.relevance_layer(rule, module.forward, params, v), x)
+def ours(rule, module, params, x, relevance, nonnegative_input=False):
+    _, pullback = jax.vjp(lambda v: lrp.relevance_layer(rule, module.forward, params, v, nonnegative_input), x)
     return np.asarray(pullback(relevance)[0])
 
 
@@ -89,7 +89,8 @@ def conv_matrix(kernel, height, width, padding):
 
 
 SIGNS = {"mixed": lambda x: x, "nonnegative": np.abs}
-"""Inputs of both signs, and non-negative inputs (as after a ReLU), where sign-splitting rules skip the x- terms."""
+"""Inputs of both signs, and non-negative inputs (as after a ReLU), promised as such to the rules (which then skip
+their x- terms)."""
 
 
 @pytest.mark.parametrize("sign", list(SIGNS))
@@ -102,7 +103,7 @@ def test_dense_rule_matches_matrix_reference(name, sign):
     relevance = rng.standard_normal(4).astype(np.float32)
     module = Linear(4)
     got = ours(RULES[name], module, {"kernel": jnp.asarray(w), "bias": jnp.asarray(b)}, jnp.asarray(x[None]),
-               jnp.asarray(relevance[None]))[0]
+               jnp.asarray(relevance[None]), nonnegative_input=sign == "nonnegative")[0]
     expected = reference(name, x.astype(float), w.astype(float), b.astype(float), relevance.astype(float),
                          low=np.full(6, -1.5), high=np.full(6, 2.0))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
@@ -120,7 +121,7 @@ def test_conv_rule_matches_matrix_reference(name, sign):
     relevance = rng.standard_normal(out_shape).astype(np.float32)
     module = Conv2d(out, 3, padding=1)
     got = ours(RULES[name], module, {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}, jnp.asarray(x[None]),
-               jnp.asarray(relevance[None]))[0]
+               jnp.asarray(relevance[None]), nonnegative_input=sign == "nonnegative")[0]
     dense_bias = np.tile(bias.astype(float), out_shape[0] * out_shape[1])
     flat_x = x.astype(float).reshape(-1)
     if name == "flat":

@@ -50,8 +50,8 @@ def _check_layers(composite: Composite, calls: list[tuple[str, Any]], first_path
             )
 
 
-def _lrp_core(model, inputs, target, key, arrays, *, composite, initial, first_path, pairs):
-    rules = composites_module.rule_map(composite, model, first_path, pairs)
+def _lrp_core(model, inputs, target, key, arrays, *, composite, initial, first_path, pairs, nonnegative):
+    rules = composites_module.rule_map(composite, model, first_path, pairs, nonnegative)
     outputs, pullback = jax.vjp(forward_with_rules(model, rules), inputs)
     seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
     if initial == "output":
@@ -90,6 +90,8 @@ def lrp(
     first_path = chosen.first_layer(calls)
     _check_layers(chosen, calls, first_path)
     pairs = traced_once("batch_norm_pairs", model, inputs, lambda: composites_module.batch_norm_pairs(model, inputs))
+    nonnegative = traced_once("nonnegative_inputs", model, inputs,
+                              lambda: composites_module.nonnegative_inputs(model, inputs))
     return run(_lrp_core, model, inputs, target, composite=chosen, initial=initial_relevance,
-               first_path=first_path, pairs=pairs)
+               first_path=first_path, pairs=pairs, nonnegative=nonnegative)
 

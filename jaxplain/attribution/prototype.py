@@ -223,8 +223,9 @@ def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size
     return total / num_samples
 
 
-def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, pairs):
-    rules = composites_module.rule_map(composite, model, first_path, pairs)
+def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, pairs,
+              nonnegative):
+    rules = composites_module.rule_map(composite, model, first_path, pairs, nonnegative)
     sims, pullback = jax.vjp(forward_with_rules(model, rules, method="similarities"), inputs)
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
 
@@ -378,11 +379,13 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
     _check_layers(chosen, calls, first_path)
     pairs = traced_once("batch_norm_pairs", prepared, checked,
                         lambda: composites_module.batch_norm_pairs(prepared, checked))
+    nonnegative = traced_once("nonnegative_inputs", prepared, checked,
+                              lambda: composites_module.nonnegative_inputs(prepared, checked))
     return _explain(_prp_core, method, prepared, checked, proto_idx, key=None, location=location,
                     single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
                     gaussian_ksize=gaussian_ksize, normalize=normalize, grads_x_input=grads_x_input,
                     image_size=image_size, postprocess=postprocess, batch_size=batch_size, composite=chosen,
-                    first_path=first_path, pairs=pairs)
+                    first_path=first_path, pairs=pairs, nonnegative=nonnegative)
 
 
 def prototype_randgrad(model: Any, inputs: Array, proto_idx: Any = 0, *, key: Array | None = None,

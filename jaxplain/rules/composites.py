@@ -278,6 +278,32 @@ def batch_norm_pairs(model: Model, inputs: Array) -> tuple[tuple[str, str, float
     return tuple(pairs)
 
 
+NONNEGATIVE_OUTPUT = (layers.ReLU, layers.ReLU6, layers.Sigmoid, layers.Softplus, layers.Softmax)
+"""Layers whose output is never negative."""
+SIGN_PRESERVING = (layers.MaxPool2d, layers.AvgPool2d, layers.AdaptiveAvgPool2d, layers.Add, layers.Concat,
+                   layers.Flatten, layers.Identity)
+"""Layers whose output is non-negative when all their inputs are."""
+
+
+def nonnegative_inputs(model: Model, inputs: Array) -> tuple[str, ...]:
+    """Paths of the linear layers whose input is non-negative by construction (read from a ReLU, a pool of one...).
+
+    Found by data flow over the module calls; an input produced by anything else (an array
+    operation between modules, the image itself) counts as possibly negative.
+    """
+    nonnegative: set[int] = set()
+    found = []
+    for path, module, arguments, output in _data_flow(model, inputs):
+        if not path:
+            continue
+        if isinstance(module, NONNEGATIVE_OUTPUT) or (
+                isinstance(module, SIGN_PRESERVING) and arguments and all(a in nonnegative for a in arguments)):
+            nonnegative.add(output)
+        if isinstance(module, LINEAR) and len(arguments) == 1 and arguments[0] in nonnegative:
+            found.append(path)
+    return tuple(found)
+
+
 def _variables_at(variables: Any, collection: str, path: str) -> dict[str, Array]:
     node = variables[collection]
     for part in path.split("."):
@@ -300,14 +326,16 @@ def merged_parameters(model: Model, pairs: Sequence[tuple[str, str]], eps: dict[
 
 @dataclass(frozen=True)
 class _WithParams:
-    """A linear layer computed from given parameters, under ``rule`` (or its plain forward)."""
+    """A linear layer under ``rule`` (or its plain forward), computed from ``params`` (``None``: its own) and
+    with its input known to be non-negative where ``nonnegative_input``."""
 
     rule: Any
     params: Any = field(compare=False, hash=False)
+    nonnegative_input: bool = False
 
     def __call__(self, module, call, x):
         if isinstance(self.rule, lrp.LinearRule):
-            return self.rule(module, call, x, params=self.params)
+            return self.rule(module, call, x, params=self.params, nonnegative_input=self.nonnegative_input)
         return module.forward(self.params, x)
 
 
@@ -316,12 +344,12 @@ def _identity(module, call, x):
 
 
 def rule_map(composite: Composite, model: Model, first_path: str | None,
-             pairs: Sequence[tuple[str, str, float]]) -> RuleMap:
+             pairs: Sequence[tuple[str, str, float]], nonnegative: Sequence[str] = ()) -> RuleMap:
     """The engine's rule map for ``composite`` on ``model`` (call inside the traced function).
 
-    ``first_path`` (the first layer ``first_map`` applies to) and ``pairs`` (linear
-    path, batch norm path, its eps) come from abstract tracing; merged parameters are
-    computed here from the model's (traced) variables.
+    ``first_path`` (the first layer ``first_map`` applies to), ``pairs`` (linear path, batch
+    norm path, its eps) and ``nonnegative`` (:func:`nonnegative_inputs`) come from abstract
+    tracing; merged parameters are computed here from the model's (traced) variables.
     """
     pairs = tuple(pairs) if composite.merge_batch_norm else ()
     merged = merged_parameters(model, [(linear, norm) for linear, norm, _ in pairs], {n: e for _, n, e in pairs})
@@ -332,8 +360,8 @@ def rule_map(composite: Composite, model: Model, first_path: str | None,
         if name in merged_norms:
             return _identity
         rule = composite.rule_for(module, name, first_path)
-        if name in merged:
-            return _WithParams(rule, merged[name])
+        if name in merged or (name in nonnegative and isinstance(rule, lrp.LinearRule)):
+            return _WithParams(rule, merged.get(name), name in nonnegative)
         return rule
 
     return choose

@@ -72,15 +72,15 @@ class LinearRule:
     cotangents to the input relevance). ``set_bias_to_zero`` drops the bias from every
     term (Zennit's ``zero_params=['bias']``).
 
-    Rules that split the input by sign (``x+``, ``x-``; ``splits_input_sign``) leave out the
-    ``x-`` terms when the whole input is non-negative (every layer after a ReLU): those
-    terms are exactly zero there, so the relevance is the same and two of every four
-    convolutions are skipped. A term that is the layer's own forward (its input and
-    parameters unmodified) reuses the forward pass's output instead of recomputing it.
+    On a layer whose input is known to be non-negative (every layer after a ReLU:
+    ``nonnegative_input``, found by data flow in ``composites.nonnegative_inputs``), rules that
+    split the input by sign (``x+``, ``x-``) leave out the ``x-`` terms, which are exactly zero
+    there: the relevance is the same and two of every four convolutions are skipped. A term that
+    is the layer's own forward (its input and parameters unmodified) reuses the forward pass's
+    output instead of recomputing it.
     """
 
     set_bias_to_zero: bool = False
-    splits_input_sign: bool = False
 
     def terms(self, params: Params, x: Array, nonnegative: bool = False) -> list[Term]:
         raise NotImplementedError
@@ -92,22 +92,13 @@ class LinearRule:
         raise NotImplementedError
 
     def relevance(self, forward: Callable[[Params, Array], Array], params: Params, x: Array, relevance: Array,
-                  output: Array | None = None) -> Array:
-        """The input relevance of a layer ``forward(params, x)`` (whose value is ``output``) given its output relevance."""
+                  output: Array | None = None, nonnegative_input: bool = False) -> Array:
+        """The input relevance of a layer ``forward(params, x)`` (whose value is ``output``) given its output
+        relevance; ``nonnegative_input`` promises ``x >= 0``."""
         if self.set_bias_to_zero:
             params, output = _without_bias(params), None
-        if not self.splits_input_sign:
-            return self._relevance(forward, params, x, relevance, output, nonnegative=False)
-        return jax.lax.cond(
-            jnp.all(x >= 0),
-            lambda *operands: self._relevance(forward, *operands, nonnegative=True),
-            lambda *operands: self._relevance(forward, *operands, nonnegative=False),
-            params, x, relevance, output,
-        )
-
-    def _relevance(self, forward, params, x, relevance, output, *, nonnegative: bool) -> Array:
         inputs, outputs, pullbacks = [], [], []
-        for term_input, term_params in self.terms(params, x, nonnegative):
+        for term_input, term_params in self.terms(params, x, nonnegative_input):
             term_output, pullback = jax.vjp(lambda v, p=term_params: forward(p, v), term_input)
             if output is not None and term_input is x and term_params is params:
                 term_output = output
@@ -117,14 +108,16 @@ class LinearRule:
         gradients = [pullback(cotangent)[0] for pullback, cotangent in zip(pullbacks, self.cotangents(relevance, outputs))]
         return self.reduce(inputs, gradients)
 
-    def __call__(self, module: nn.Module, call: Callable, x: Array, params: Params | None = None) -> Array:
+    def __call__(self, module: nn.Module, call: Callable, x: Array, params: Params | None = None,
+                 nonnegative_input: bool = False) -> Array:
         if not isinstance(module, LinearLayer):
             raise TypeError(f"{type(self).__name__} applies to Conv2d and Linear layers, not {type(module).__name__}")
         params = dict(module.variables["params"]) if params is None else params
-        return relevance_layer(self, module.forward, params, x)
+        return relevance_layer(self, module.forward, params, x, nonnegative_input)
 
 
-def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array], params: Params, x: Array) -> Array:
+def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array], params: Params, x: Array,
+                    nonnegative_input: bool = False) -> Array:
     """``forward(params, x)`` whose backward pass is ``rule``'s relevance (zero for the parameters)."""
 
     @jax.custom_vjp
@@ -137,7 +130,8 @@ def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array],
 
     def layer_backward(residuals, relevance):
         params, x, output = residuals
-        return jax.tree_util.tree_map(jnp.zeros_like, params), rule.relevance(forward, params, x, relevance, output)
+        relevance_in = rule.relevance(forward, params, x, relevance, output, nonnegative_input)
+        return jax.tree_util.tree_map(jnp.zeros_like, params), relevance_in
 
     layer.defvjp(layer_forward, layer_backward)
     return layer(params, x)
@@ -185,7 +179,6 @@ class ZPlus(LinearRule):
 
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
-    splits_input_sign = True
 
     def terms(self, params, x, nonnegative=False):
         return _sign_split_terms(x, nonnegative, (_positive(params), _negative(params)))
@@ -214,8 +207,6 @@ class AlphaBeta(LinearRule):
     def __post_init__(self):
         if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
             raise ValueError(f"AlphaBeta needs alpha, beta >= 0 and alpha - beta = 1, got {self.alpha}, {self.beta}")
-
-    splits_input_sign = True
 
     def terms(self, params, x, nonnegative=False):
         positive, negative = _positive(params), _negative(params)
@@ -277,10 +268,6 @@ class Gamma(LinearRule):
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
     sign_aware: bool = True
-
-    @property
-    def splits_input_sign(self) -> bool:
-        return self.sign_aware
 
     def terms(self, params, x, nonnegative=False):
         up = _gamma_params(params, self.gamma, _positive)
