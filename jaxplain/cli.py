@@ -214,7 +214,7 @@ def _benchmark_dir(arguments: argparse.Namespace) -> Path:
     raise UsageError(
         f"no benchmarks in {' or '.join(map(str, candidates))}: jaxplain bench runs the side-by-side benchmarks "
         "of a source checkout (run it there or pass --dir CHECKOUT/benchmarks; the peers come with "
-        "pip install '.[test,bench]')"
+        "pip install '.[test]' and pip install --no-deps torchcam==0.4.0)"
     )
 
 
