@@ -79,8 +79,11 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
     )
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a state dict safely: ``.safetensors``, or ``torch.load(weights_only=True)``."""
+def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
+    """The mapping saved at ``path``, read safely: ``.safetensors``, or ``torch.load(weights_only=True)``.
+
+    Entries come back as saved: tensors, and plain data a module keeps as extra state.
+    """
     path = os.fspath(path)
     try:
         if path.endswith(".safetensors"):
@@ -98,7 +101,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from error
     if not isinstance(loaded, Mapping):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not a state dict")
-    return _numpy_state_dict(loaded)
+    return loaded
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a state dict of tensors safely (:func:`read_state_dict`) as numpy arrays."""
+    return _numpy_state_dict(read_state_dict(path))
 
 
 def load(
@@ -124,4 +132,4 @@ def load(
     )
 
 
-__all__ = ["from_torch", "load", "load_cabrnet", "load_state_dict", "variables_from_state_dict"]
+__all__ = ["from_torch", "load", "load_cabrnet", "load_state_dict", "read_state_dict", "variables_from_state_dict"]

@@ -7,9 +7,11 @@ the instance is read by its attributes (``extractor.arch_name``, ``extractor.sou
 ``extractor.add_on``, ``classifier.prototypes``, ...), the configuration as CaBRNet's
 ``CaBRNet.build_from_config`` reads it (``cabrnet/archs/generic/model.py``).
 
-Supported: ProtoPNet (``ProtoPNetClassifier``) over a ResNet/ResNeXt/Wide-ResNet or VGG backbone
-cut at one layer, with add-on layers of the types in ``prototype.ADD_ON_LAYERS`` and any of
-CaBRNet's L2 similarity layers. Anything else is refused with a ``ValueError`` naming it.
+Supported: ProtoPNet (``ProtoPNetClassifier``) and ProtoTree (``ProtoTreeClassifier``, its tree
+read from the model or from the state dict's ``_extra_state``, so pruned trees convert too) over
+a ResNet/ResNeXt/Wide-ResNet or VGG backbone cut at one layer, with add-on layers of the types in
+``prototype.ADD_ON_LAYERS`` and any of CaBRNet's L2 similarity layers. Anything else is refused
+with a ``ValueError`` naming it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from converters.torchvision import structure_mismatches, trace_zoo_module, unsup
 from jaxplain.nets import prototype
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
-CLASSIFIERS = ("ProtoPNetClassifier",)
+CLASSIFIERS = ("ProtoPNetClassifier", "ProtoTreeClassifier")
+TREE_STATE = "_extra_state"
+"""Where CaBRNet's ``ProtoTree.get_extra_state`` keeps the tree (``TreeNode.export_arch``)."""
+TREE_CONSTANTS = ("_eye", "classifier._root_prob", "classifier._root_greedy_path")
+"""ProtoTree buffers that hold constants, not weights."""
 _ADD_ON_TORCH = {
     torch.nn.Conv2d: "Conv2d",
     torch.nn.ReLU: "ReLU",
@@ -82,12 +88,57 @@ def _similarity(layer: torch.nn.Module) -> dict[str, Any]:
             "log_probabilities": bool(getattr(layer, "log_probabilities", False))}
 
 
-def module_from_cabrnet(model: torch.nn.Module) -> prototype.ProtoPNet:
-    """The Flax :class:`~jaxplain.nets.prototype.ProtoPNet` matching a CaBRNet model instance."""
+def tree_leaves(arch: Mapping[str, Any]) -> tuple[tuple[prototype.TreeLeaf, ...], tuple[str, ...]]:
+    """The leaves of a CaBRNet tree (``TreeNode.export_arch()``) and the state-dict key of each leaf's logits.
+
+    A binary node's children are its dissimilar (``{node_id}_child_nsim``) and similar
+    (``{node_id}_child_sim``) branches, in that order; the keys follow the module paths.
+    """
+    leaves: list[prototype.TreeLeaf] = []
+    keys: list[str] = []
+
+    def walk(node: Mapping[str, Any], path: prototype.TreeLeaf, prefix: str) -> None:
+        kind = node.get("module")
+        if kind == "LeafNode":
+            leaves.append(path)
+            keys.append(f"{prefix}._relative_distribution")
+            return
+        if kind != "BinaryNode" or len(node.get("children", ())) != 2 or len(node.get("proto_idxs") or ()) != 1:
+            raise ValueError(f"classifier.tree node {node.get('node_id')!r}: unsupported {kind} "
+                             "(supported: BinaryNode with two children and one prototype, LeafNode)")
+        index = int(node["proto_idxs"][0])
+        for child, similar in zip(node["children"], (False, True)):
+            slot = f"{node['node_id']}_child_{'sim' if similar else 'nsim'}"
+            walk(child, path + ((index, similar),), f"{prefix}.{slot}")
+
+    walk(arch, (), "classifier.tree")
+    return tuple(leaves), tuple(keys)
+
+
+def binary_tree_arch(depth: int) -> dict[str, Any]:
+    """The ``export_arch()`` of CaBRNet's full tree of ``depth`` (``BinaryNode.create_binary_tree``):
+    nodes numbered in pre-order, the dissimilar subtree first."""
+    counters = {"node": 0, "prototype": 0}
+
+    def grow(level: int) -> dict[str, Any]:
+        node = counters["node"]
+        counters["node"] += 1
+        if level == depth:
+            return {"module": "LeafNode", "node_id": f"leaf_{node}"}
+        index = counters["prototype"]
+        counters["prototype"] += 1
+        return {"module": "BinaryNode", "node_id": f"branch_{node}", "proto_idxs": [index],
+                "children": [grow(level + 1), grow(level + 1)]}
+
+    return grow(0)
+
+
+def module_from_cabrnet(model: torch.nn.Module) -> prototype.ProtoPNet | prototype.ProtoTree:
+    """The Flax :class:`~jaxplain.nets.prototype.ProtoPNet` or ``ProtoTree`` matching a CaBRNet model instance."""
     extractor, classifier = model.extractor, model.classifier
-    if type(classifier).__name__ not in CLASSIFIERS:
-        raise ValueError(
-            f"classifier: unsupported decision {type(classifier).__name__}; supported: {', '.join(CLASSIFIERS)}")
+    kind = type(classifier).__name__
+    if kind not in CLASSIFIERS:
+        raise ValueError(f"classifier: unsupported decision {kind}; supported: {', '.join(CLASSIFIERS)}")
     sources = dict(getattr(extractor, "source_layers", {}))
     if len(sources) != 1:
         raise ValueError(f"extractor: exactly one feature pipeline is supported, got {sorted(sources) or 'none'}")
@@ -95,10 +146,14 @@ def module_from_cabrnet(model: torch.nn.Module) -> prototype.ProtoPNet:
     prototype.source_layers(arch)
     add_on = () if extractor.add_on is None else tuple(_layer_spec(n, c) for n, c in extractor.add_on.named_children())
     num_prototypes, num_features = classifier.prototypes.shape[:2]
-    return prototype.ProtoPNet(arch, next(iter(sources.values())), classifier.num_classes, num_prototypes,
-                               num_features, add_on,
-                               compatibility_mode=bool(getattr(classifier, "_compatibility_mode", False)),
-                               **_similarity(classifier.similarity_layer))
+    common = dict(arch=arch, source_layer=next(iter(sources.values())), num_classes=classifier.num_classes,
+                  num_prototypes=num_prototypes, num_features=num_features, add_on=add_on,
+                  **_similarity(classifier.similarity_layer))
+    if kind == "ProtoTreeClassifier":
+        common["log_similarities"] = common.pop("log_probabilities")
+        return prototype.ProtoTree(leaves=tree_leaves(classifier.tree.export_arch())[0],
+                                   log_probabilities=bool(classifier.log_probabilities), **common)
+    return prototype.ProtoPNet(compatibility_mode=bool(getattr(classifier, "_compatibility_mode", False)), **common)
 
 
 def _numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -110,8 +165,10 @@ def _numpy(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _prepared(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """CaBRNet's keys in the zoo's terms: prototypes ``[P, D, 1, 1] -> [P, D]``, constant kernels dropped."""
+def _prepared(state_dict: Mapping[str, np.ndarray], tree: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """CaBRNet's keys in the zoo's terms: prototypes ``[P, D, 1, 1] -> [P, D]``, constant kernels dropped;
+    for a ProtoTree (``tree``: its ``export_arch()``), the constants dropped and the leaves' logits
+    stacked into ``classifier.leaf_logits`` ``[L, K]`` in leaf order."""
     prepared = dict(state_dict)
     prototypes = prepared.get("classifier.prototypes")
     if prototypes is not None and prototypes.ndim == 4 and prototypes.shape[2:] == (1, 1):
@@ -119,14 +176,30 @@ def _prepared(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     kernel = prepared.pop("classifier.similarity_layer._summation_kernel", None)
     if kernel is not None and not np.all(kernel == 1):
         raise ValueError("classifier.similarity_layer._summation_kernel: expected all ones")
+    if tree is None:
+        return prepared
+    for key in TREE_CONSTANTS:
+        prepared.pop(key, None)
+    _, keys = tree_leaves(tree)
+    missing = [key for key in keys if key not in prepared]
+    if missing:
+        raise ValueError("missing keys: " + ", ".join(missing))
+    logits = [prepared.pop(key) for key in keys]
+    misshaped = [f"{key}: got {tuple(value.shape)}, expected (1, K)" for key, value in zip(keys, logits)
+                 if value.ndim != 2 or value.shape[0] != 1 or value.shape != logits[0].shape]
+    if misshaped:
+        raise ValueError("mis-shaped keys: " + ", ".join(misshaped))
+    prepared["classifier.leaf_logits"] = np.concatenate(logits, axis=0)
     return prepared
 
 
-def _model(module: prototype.ProtoPNet, state_dict: Mapping[str, np.ndarray],
-           input_shape: tuple[int, ...] | None, template: Any = None) -> prototype.PrototypeModel:
+def _model(module: prototype.ProtoPNet | prototype.ProtoTree, state_dict: Mapping[str, np.ndarray],
+           input_shape: tuple[int, ...] | None, tree: Mapping[str, Any] | None = None,
+           template: Any = None) -> prototype.PrototypeModel:
     input_shape = input_shape or (1, 224, 224, 3)
-    model = build_model(module, _prepared(state_dict), input_shape=input_shape, template=template,
-                        mean=IMAGENET_MEAN, std=IMAGENET_STD, name=f"protopnet_{module.arch}")
+    name = f"{'prototree' if isinstance(module, prototype.ProtoTree) else 'protopnet'}_{module.arch}"
+    model = build_model(module, _prepared(state_dict, tree), input_shape=input_shape, template=template,
+                        mean=IMAGENET_MEAN, std=IMAGENET_STD, name=name)
     return prototype.PrototypeModel(model.module, model.variables, input_channels=input_shape[-1],
                                     mean=IMAGENET_MEAN, std=IMAGENET_STD, name=model.name)
 
@@ -151,7 +224,9 @@ def from_cabrnet(model: torch.nn.Module, *, input_shape: tuple[int, ...] | None 
         raise ValueError(f"the backbone departs from the zoo's {module.arch}:\n"
                          + "\n".join(f"extractor.convnet.{line}" for line in mismatches))
     _, shapes = trace_zoo_module(module, shape)
-    return _model(module, _numpy(model.state_dict()), shape, flat_template(shapes))
+    state = dict(model.state_dict())
+    tree = state.pop(TREE_STATE, None)
+    return _model(module, _numpy(state), shape, tree, flat_template(shapes))
 
 
 def _read_config(config: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -186,8 +261,13 @@ def _add_on_from_config(entries: Mapping[str, Any]) -> tuple[prototype.LayerSpec
     return tuple(specs)
 
 
-def module_from_config(config: str | os.PathLike | Mapping[str, Any]) -> prototype.ProtoPNet:
-    """The Flax ProtoPNet described by a CaBRNet model configuration (``model_arch.yml``)."""
+def module_from_config(config: str | os.PathLike | Mapping[str, Any],
+                       tree: Mapping[str, Any] | None = None) -> prototype.ProtoPNet | prototype.ProtoTree:
+    """The Flax ProtoPNet or ProtoTree described by a CaBRNet model configuration (``model_arch.yml``).
+
+    A ProtoTree's tree is ``tree`` (``TreeNode.export_arch()``, e.g. a state dict's
+    ``_extra_state``: a pruned tree), else the full tree of the configured ``depth``.
+    """
     config = _read_config(config)
     missing = [field for field in ("extractor", "classifier") if field not in config]
     if missing:
@@ -208,7 +288,8 @@ def module_from_config(config: str | os.PathLike | Mapping[str, Any]) -> prototy
         raise ValueError(
             f"classifier: unsupported decision {classifier.get('name')}; supported: {', '.join(CLASSIFIERS)}")
     params = classifier.get("params", {})
-    similarity = config.get("similarity") or {"name": "LegacyProtoPNetSimilarity"}
+    legacy = "LegacyProtoTreeSimilarity" if classifier.get("name") == "ProtoTreeClassifier" else "LegacyProtoPNetSimilarity"
+    similarity = config.get("similarity") or {"name": legacy}
     if similarity.get("name") not in prototype.SIMILARITIES:
         raise ValueError(
             f"similarity: unsupported {similarity.get('name')}; supported: {', '.join(prototype.SIMILARITIES)}")
@@ -220,6 +301,14 @@ def module_from_config(config: str | os.PathLike | Mapping[str, Any]) -> prototy
         raise ValueError("classifier.params.num_features is required when the add-on has no convolution")
     arch = backbone.get("arch", "").lower()
     prototype.source_layers(arch)
+    if classifier["name"] == "ProtoTreeClassifier":
+        leaves = tree_leaves(tree if tree is not None else binary_tree_arch(int(params["depth"])))[0]
+        count = 1 + max((index for path in leaves for index, _ in path), default=-1)
+        return prototype.ProtoTree(
+            arch, source, params["num_classes"], max(count, 2 ** int(params["depth"]) - 1), num_features, leaves,
+            add_on_specs, similarity["name"], sim_params.get("stability_factor"),
+            bool(params.get("log_probabilities", False)),
+            log_similarities=bool(sim_params.get("log_probabilities", False)))
     return prototype.ProtoPNet(
         arch, source, params["num_classes"], params["num_classes"] * params["num_proto_per_class"], num_features,
         add_on_specs, similarity["name"], sim_params.get("stability_factor"),
@@ -228,13 +317,18 @@ def module_from_config(config: str | os.PathLike | Mapping[str, Any]) -> prototy
 
 def load_cabrnet(path: str | os.PathLike | Mapping[str, Any], config: str | os.PathLike | Mapping[str, Any], *,
                  input_shape: tuple[int, ...] | None = None) -> prototype.PrototypeModel:
-    """A CaBRNet ProtoPNet from its saved state dict (``model_state.pth``, or the dict itself) and configuration.
+    """A CaBRNet ProtoPNet or ProtoTree from its saved state dict (``model_state.pth``, or the dict itself)
+    and configuration; a ProtoTree's (possibly pruned) tree comes from the state dict's ``_extra_state``.
 
     Raises:
         ValueError: for an unsupported configuration, or naming every missing, unexpected or
             mis-shaped key.
     """
-    from converters import load_state_dict
+    from converters import read_state_dict
 
-    state_dict = _numpy(path) if isinstance(path, Mapping) else load_state_dict(path)
-    return _model(module_from_config(config), state_dict, input_shape)
+    state = dict(path if isinstance(path, Mapping) else read_state_dict(path))
+    tree = state.pop(TREE_STATE, None)
+    module = module_from_config(config, tree)
+    if tree is None and isinstance(module, prototype.ProtoTree):
+        tree = binary_tree_arch(int(_read_config(config)["classifier"]["params"]["depth"]))
+    return _model(module, _numpy(state), input_shape, tree)

@@ -173,3 +173,94 @@ def test_errors(model, x):
         proto.prototype_saliency(model, x, 0, polarity="both")
     with pytest.raises(ValueError, match="cannot cut"):
         nets.protopnet("vgg11", "classifier.0", 3, 6, 8, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="128 feature channels, the prototypes have 8"):
+        nets.prototree("vgg11", "features.5", 3, 2, 8, input_shape=SHAPE)
+    with pytest.raises(ValueError, match="depth"):
+        nets.binary_tree(0)
+
+
+# ProtoTree: the soft decision tree against a recursive evaluation written here from the paper
+# (Nauta et al. 2021, eq. 1-2: a node routes to its similar child with probability s, to the
+# other with 1 - s; the output mixes the leaf distributions by the probability of reaching them).
+
+TREE_DEPTH = 3
+
+
+def _recursive_tree(scores: np.ndarray, logits: np.ndarray, depth: int, log: bool) -> np.ndarray:
+    """Node by node, as CaBRNet's ``BinaryNode.forward`` nests it; prototypes and leaves in pre-order."""
+    leaf_counter, proto_counter = iter(range(2**depth)), iter(range(2**depth - 1))
+    exp_logits = np.exp(logits - logits.max(axis=1, keepdims=True))
+    distributions = exp_logits / exp_logits.sum(axis=1, keepdims=True)
+
+    def node(level):
+        if level == depth:
+            leaf = next(leaf_counter)
+            return np.log(distributions[leaf]) if log else distributions[leaf]
+        s = scores[:, next(proto_counter)][:, None]
+        dissimilar, similar = node(level + 1), node(level + 1)
+        if log:
+            other = np.log1p(-np.exp(-(np.abs(s) + 1e-7)))
+            return np.logaddexp(other + dissimilar, s + similar)
+        return (1 - s) * dissimilar + s * similar
+
+    return node(0)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["probabilities", "log_probabilities"])
+def tree_model(request):
+    return nets.prototree("vgg11", "features.5", 3, TREE_DEPTH, 8, add_on=ADD_ON, input_shape=SHAPE,
+                          log_probabilities=request.param, key=jax.random.PRNGKey(11))
+
+
+def test_prototree_equals_the_recursive_tree(tree_model, x):
+    module = tree_model.module
+    assert module.num_prototypes == 7 and len(module.leaves) == 8
+    scores = np.asarray(jnp.max(tree_model.similarities(x), axis=(1, 2)), np.float64)
+    logits = np.asarray(tree_model.variables["params"]["classifier"]["leaf_logits"], np.float64)
+    expected = _recursive_tree(scores, logits, TREE_DEPTH, module.log_probabilities)
+    np.testing.assert_allclose(tree_model(x), expected, rtol=1e-5, atol=1e-6)
+    reach = tree_model.module.apply(tree_model.variables, x, method="leaf_probabilities")
+    total = jax.nn.logsumexp(reach, axis=1) if module.log_probabilities else jnp.sum(reach, axis=1)
+    np.testing.assert_allclose(total, 0.0 if module.log_probabilities else 1.0, atol=1e-5)
+
+
+def test_prototree_strategies(tree_model, x):
+    variables, module = tree_model.variables, tree_model.module
+    scores = np.asarray(jnp.max(tree_model.similarities(x), axis=(1, 2)))
+    logits = np.asarray(variables["params"]["classifier"]["leaf_logits"])
+    reach = np.asarray(module.apply(variables, x, method="leaf_probabilities"))
+    for strategy in ("sample_max", "greedy"):
+        output = module.clone(strategy=strategy).apply(variables, x)
+        for n in range(x.shape[0]):
+            if strategy == "sample_max":
+                leaf = int(reach[n].argmax())
+            else:
+                # Walk down: at node k the similar branch when it is the more probable one.
+                prototype, leaf = 0, 0
+                for level in range(TREE_DEPTH):
+                    s = scores[n, prototype]
+                    similar = s >= (np.log1p(-np.exp(-(abs(s) + 1e-7))) if module.log_probabilities else 1 - s)
+                    subtree = 2 ** (TREE_DEPTH - level) - 1
+                    prototype += 1 + (subtree // 2 if similar else 0)
+                    leaf += 2 ** (TREE_DEPTH - level - 1) if similar else 0
+            log_distribution = logits[leaf] - np.log(np.exp(logits[leaf]).sum())
+            expected = log_distribution if module.log_probabilities else np.exp(log_distribution)
+            np.testing.assert_allclose(output[n], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="strategy"):
+        module.clone(strategy="vote").apply(variables, x)
+
+
+def test_prototree_class_mapping_and_attributions(tree_model, x):
+    logits = np.asarray(tree_model.variables["params"]["classifier"]["leaf_logits"])
+    leaf_classes = logits.argmax(axis=1)
+    mapping = np.asarray(tree_model.prototype_class_mapping)
+    assert mapping.shape == (7, 3)
+    np.testing.assert_array_equal(mapping[0], np.isin(np.arange(3), leaf_classes).astype(np.float32))
+    np.testing.assert_array_equal(mapping[2], np.isin(np.arange(3), leaf_classes[:2]).astype(np.float32))
+    np.testing.assert_array_equal(mapping[4], np.isin(np.arange(3), leaf_classes[4:]).astype(np.float32))
+    for method in (proto.prototype_saliency, proto.prototype_prp):
+        # Log-probability similarities are negative: every location passes only a threshold below 0.
+        together = method(tree_model, x, 6, similarity_threshold=-1e30, postprocess=False)
+        looped = sum(method(tree_model, x, 6, location=(h, w), postprocess=False) for h in range(4) for w in range(4))
+        np.testing.assert_allclose(together, looped, rtol=0, atol=1e-5 * float(jnp.abs(looped).max()))
+        assert float(jnp.abs(together).max()) > 0

@@ -9,10 +9,11 @@ torch state dict (``extractor.convnet.layer2.0.conv1``, ``extractor.add_on.conv1
 ``classifier.prototypes``, ``classifier.last_layer``), so converted weights land by name.
 
 Implemented: ProtoPNet's decision (``cabrnet/archs/protopnet/decision.py``: minimum distance per
-prototype, similarity, a bias-free linear layer; its legacy ``compatibility_mode`` too) with any of
-CaBRNet's L2 similarities (``cabrnet/core/utils/similarities.py``: ``ProtoPNetSimilarity``,
-``LegacyProtoPNetSimilarity``, ``ProtoTreeSimilarity``, ``LegacyProtoTreeSimilarity``). ProtoTree's
-soft decision tree is not implemented.
+prototype, similarity, a bias-free linear layer; its legacy ``compatibility_mode`` too) and
+ProtoTree's soft binary decision tree (``cabrnet/archs/prototree/decision.py``,
+``cabrnet/core/utils/tree.py``, pruned trees included), with any of CaBRNet's L2 similarities
+(``cabrnet/core/utils/similarities.py``: ``ProtoPNetSimilarity``, ``LegacyProtoPNetSimilarity``,
+``ProtoTreeSimilarity``, ``LegacyProtoTreeSimilarity``).
 
 Layout: NHWC throughout; similarity maps are ``[N, h, w, P]``.
 """
@@ -24,6 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxplain.model import Model
@@ -169,6 +171,12 @@ def squared_distances(features: jax.Array, prototypes: jax.Array) -> jax.Array:
     return jnp.sum(features**2, axis=-1, keepdims=True) - 2 * cross + jnp.sum(prototypes**2, axis=-1)
 
 
+def log_similarity(distances: jax.Array, epsilon: float = 1e-4) -> jax.Array:
+    """ProtoPNet's similarity of squared distances: ``log((d + 1) / (d + eps))`` with ``d = relu(distances)``."""
+    distances = jax.nn.relu(distances)
+    return jnp.log((distances + 1) / (distances + epsilon))
+
+
 class L2Similarity(nn.Module):
     """CaBRNet's L2 similarity layers (``cabrnet/core/utils/similarities.py``), by class name.
 
@@ -194,13 +202,15 @@ class L2Similarity(nn.Module):
         if self.kind not in SIMILARITIES:
             raise ValueError(f"unknown similarity {self.kind!r}; supported: {', '.join(SIMILARITIES)}")
         if "ProtoPNet" in self.kind:
-            distances = jax.nn.relu(distances)
-            return jnp.log((distances + 1) / (distances + self.epsilon))
+            return log_similarity(distances, self.epsilon)
         scores = jnp.sqrt(jnp.abs(distances) + self.epsilon)
         return -scores if self.log_probabilities else jnp.exp(-scores)
 
     @nn.compact
     def __call__(self, features: jax.Array, prototypes: jax.Array) -> jax.Array:
+        if features.shape[-1] != prototypes.shape[-1]:
+            raise ValueError(f"the extractor gives {features.shape[-1]} feature channels, the prototypes have "
+                             f"{prototypes.shape[-1]}: set num_features to the extractor's output width")
         return self.distances_to_similarities(squared_distances(features, prototypes))
 
 
@@ -247,30 +257,154 @@ class ProtoPNetClassifier(nn.Module):
         return self.last_layer(scores)
 
 
-class ProtoPNet(nn.Module):
-    """A CaBRNet ProtoPNet: ``extractor`` (cut backbone + add-on), then ``classifier``.
+TreeLeaf = tuple[tuple[int, bool], ...]
+"""A leaf of a soft decision tree, as its path from the root: ``(prototype index, took the similar branch)``."""
+STRATEGIES = ("distributed", "sample_max", "greedy")
 
-    ``model(x)`` gives the logits ``[N, K]``; ``similarities``, ``distances`` and ``features``
-    are further methods (``module.apply(variables, x, method="similarities")``, or
-    :meth:`PrototypeModel.similarities`). ``num_features`` is the extractor's output width.
+
+def binary_tree(depth: int) -> tuple[TreeLeaf, ...]:
+    """The leaves of CaBRNet's full ProtoTree of ``depth`` (``BinaryNode.create_binary_tree``).
+
+    Prototypes are numbered in pre-order with the dissimilar ("nsim") subtree first, and the
+    leaves come in the same order: ``2**depth - 1`` prototypes, ``2**depth`` leaves.
+    """
+    if depth < 1:
+        raise ValueError(f"tree depth must be at least 1, got {depth}")
+    leaves: list[TreeLeaf] = []
+
+    def grow(level: int, prototype: int, path: TreeLeaf) -> int:
+        if level == depth:
+            leaves.append(path)
+            return prototype
+        after_dissimilar = grow(level + 1, prototype + 1, path + ((prototype, False),))
+        return grow(level + 1, after_dissimilar, path + ((prototype, True),))
+
+    grow(0, 0, ())
+    return tuple(leaves)
+
+
+def log1mexp(x: jax.Array) -> jax.Array:
+    """``log(1 - exp(-x))`` for ``x > 0``, accurately on both sides of ``log 2`` (Maechler 2012, as CaBRNet)."""
+    return jnp.where(x < jnp.log(2.0), jnp.log(-jnp.expm1(-x)), jnp.log1p(-jnp.exp(-x)))
+
+
+class ProtoTreeClassifier(nn.Module):
+    """ProtoTree's decision (``cabrnet/archs/prototree/decision.py``): a soft binary tree over prototypes.
+
+    Each inner node holds one prototype; its similarity ``s`` (the maximum of the prototype's
+    similarity map) is the probability of the similar branch and ``1 - s`` of the other one
+    (with ``log_probabilities``, ``s`` is a log-probability and the other branch is
+    ``log1mexp(|s| + 1e-7)``). A leaf's probability is the product along its path; each leaf
+    holds a class distribution ``softmax(leaf_logits[l])``. ``strategy``: ``"distributed"``
+    (CaBRNet's default: the probability-weighted sum of the leaf distributions, or its
+    log-sum-exp), ``"sample_max"`` (the most probable leaf's distribution) or ``"greedy"`` (the
+    leaf reached by taking the more probable branch at every node; CaBRNet 1.2's ``GREEDY``
+    reads the leaf probabilities instead of its greedy path and so returns ``sample_max``'s
+    answer). ``leaves`` gives the tree (pruned trees too), ``num_prototypes`` the rows of
+    ``prototypes`` (a pruned tree leaves some unused). ``log_similarities`` (default: as
+    ``log_probabilities``) is whether the similarity layer returns log-probabilities: CaBRNet 1.2
+    hands the classifier's ``log_probabilities`` to the tree but not to the similarity layer, so
+    its log-probability trees read probabilities as log-probabilities, and converted ones keep
+    ``log_similarities=False`` to match.
     """
 
-    arch: str
-    source_layer: str
     num_classes: int
     num_prototypes: int
     num_features: int
-    add_on: tuple[LayerSpec, ...] = ()
-    similarity: str = "ProtoPNetSimilarity"
+    leaves: tuple[TreeLeaf, ...]
+    similarity: str = "ProtoTreeSimilarity"
     stability_factor: float | None = None
     log_probabilities: bool = False
-    compatibility_mode: bool = False
+    strategy: str = "distributed"
+    log_similarities: bool | None = None
+
+    def setup(self):
+        self.prototypes = self.param("prototypes", nn.initializers.uniform(1.0),
+                                     (self.num_prototypes, self.num_features))
+        self.leaf_logits = self.param("leaf_logits", nn.initializers.normal(1.0), (len(self.leaves), self.num_classes))
+        log_similarities = self.log_probabilities if self.log_similarities is None else self.log_similarities
+        self.similarity_layer = L2Similarity(self.similarity, self.stability_factor, log_similarities)
+
+    def similarities(self, features: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` similarity maps."""
+        return self.similarity_layer(features, self.prototypes)
+
+    def distances(self, features: jax.Array) -> jax.Array:
+        """``[N, h, w, P]`` squared L2 distances."""
+        return squared_distances(features, self.prototypes)
+
+    @nn.nowrap
+    def _paths(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per leaf and depth: the prototype index, whether the similar branch was taken, whether the step exists."""
+        if not self.leaves:
+            raise ValueError("a decision tree needs at least one leaf")
+        depth = max(len(path) for path in self.leaves)
+        index = np.zeros((len(self.leaves), depth), np.int32)
+        similar = np.zeros((len(self.leaves), depth), bool)
+        valid = np.zeros((len(self.leaves), depth), bool)
+        for leaf, path in enumerate(self.leaves):
+            for step, (prototype, took_similar) in enumerate(path):
+                if not 0 <= prototype < self.num_prototypes:
+                    raise ValueError(f"tree leaf {leaf}: prototype {prototype} outside 0..{self.num_prototypes - 1}")
+                index[leaf, step], similar[leaf, step], valid[leaf, step] = prototype, took_similar, True
+        return index, similar, valid
+
+    def leaf_probabilities(self, features: jax.Array) -> jax.Array:
+        """``[N, L]`` probability (log-probability with ``log_probabilities``) of reaching each leaf."""
+        taken, _, valid = self._branches(features)
+        if self.log_probabilities:
+            return jnp.sum(jnp.where(valid, taken, 0.0), axis=-1)
+        return jnp.prod(jnp.where(valid, taken, 1.0), axis=-1)
+
+    def _branches(self, features: jax.Array) -> tuple[jax.Array, jax.Array, np.ndarray]:
+        """Along every leaf's path ``[N, L, depth]``: the taken branch's (log-)probability, the other's, validity."""
+        scores = jnp.max(self.similarities(features), axis=(1, 2))
+        index, similar, valid = self._paths()
+        sims = scores[:, index]
+        dissimilar = log1mexp(jnp.abs(sims) + 1e-7) if self.log_probabilities else 1 - sims
+        return jnp.where(similar, sims, dissimilar), jnp.where(similar, dissimilar, sims), valid
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        taken, other, valid = self._branches(features)
+        if self.log_probabilities:
+            reach = jnp.sum(jnp.where(valid, taken, 0.0), axis=-1)
+            distributions = jax.nn.log_softmax(self.leaf_logits, axis=-1)
+        else:
+            reach = jnp.prod(jnp.where(valid, taken, 1.0), axis=-1)
+            distributions = jax.nn.softmax(self.leaf_logits, axis=-1)
+        if self.strategy == "distributed":
+            if self.log_probabilities:
+                return jax.nn.logsumexp(reach[..., None] + distributions, axis=1)
+            return reach @ distributions
+        if self.strategy == "sample_max":
+            leaf = jnp.argmax(reach, axis=1)
+        else:
+            leaf = jnp.argmax(jnp.all(jnp.where(valid, taken >= other, True), axis=-1), axis=1)
+        return distributions[leaf]
+
+    def prototype_class_mapping(self) -> jax.Array:
+        """``[P, K]``: the classes (argmax of each leaf's distribution) of the leaves below each prototype's node."""
+        index, _, valid = self._paths()
+        below = np.zeros((self.num_prototypes, len(self.leaves)), np.float32)
+        for leaf in range(len(self.leaves)):
+            below[index[leaf][valid[leaf]], leaf] = 1.0
+        classes = jax.nn.one_hot(jnp.argmax(self.leaf_logits, axis=-1), self.num_classes)
+        return (below @ classes > 0).astype(jnp.float32)
+
+
+class _PrototypeNetwork(nn.Module):
+    """CaBRNet's generic model: ``extractor`` (cut backbone + add-on), then ``classifier`` (built by ``_classifier``).
+
+    ``model(x)`` gives the classifier's output ``[N, K]``; ``similarities``, ``distances``,
+    ``features`` and ``prototype_class_mapping`` are further methods
+    (``module.apply(variables, x, method="similarities")``, or :class:`PrototypeModel`'s).
+    """
 
     def setup(self):
         self.extractor = ConvExtractor(self.arch, self.source_layer, self.add_on)
-        self.classifier = ProtoPNetClassifier(self.num_classes, self.num_prototypes, self.num_features,
-                                              self.similarity, self.stability_factor, self.log_probabilities,
-                                              self.compatibility_mode)
+        self.classifier = self._classifier()
 
     def features(self, x: jax.Array) -> jax.Array:
         return self.extractor(x)
@@ -287,6 +421,67 @@ class ProtoPNet(nn.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.extractor(x))
+
+
+class ProtoPNet(_PrototypeNetwork):
+    """A CaBRNet ProtoPNet: logits are a linear layer over each prototype's best similarity.
+
+    ``num_features`` is the extractor's output width.
+    """
+
+    arch: str
+    source_layer: str
+    num_classes: int
+    num_prototypes: int
+    num_features: int
+    add_on: tuple[LayerSpec, ...] = ()
+    similarity: str = "ProtoPNetSimilarity"
+    stability_factor: float | None = None
+    log_probabilities: bool = False
+    compatibility_mode: bool = False
+
+    @nn.nowrap
+    def _classifier(self) -> ProtoPNetClassifier:
+        return ProtoPNetClassifier(self.num_classes, self.num_prototypes, self.num_features, self.similarity,
+                                   self.stability_factor, self.log_probabilities, self.compatibility_mode)
+
+    def prototype_class_mapping(self) -> jax.Array:
+        return self.classifier.proto_class_map
+
+
+class ProtoTree(_PrototypeNetwork):
+    """A CaBRNet ProtoTree: the output is :class:`ProtoTreeClassifier`'s class distribution ``[N, K]``.
+
+    Probabilities, or log-probabilities with ``log_probabilities``; ``leaves`` from
+    :func:`binary_tree` or a converted (possibly pruned) tree; ``log_similarities`` as
+    :class:`ProtoTreeClassifier`'s.
+    """
+
+    arch: str
+    source_layer: str
+    num_classes: int
+    num_prototypes: int
+    num_features: int
+    leaves: tuple[TreeLeaf, ...]
+    add_on: tuple[LayerSpec, ...] = ()
+    similarity: str = "ProtoTreeSimilarity"
+    stability_factor: float | None = None
+    log_probabilities: bool = False
+    strategy: str = "distributed"
+    log_similarities: bool | None = None
+
+    @nn.nowrap
+    def _classifier(self) -> ProtoTreeClassifier:
+        return ProtoTreeClassifier(self.num_classes, self.num_prototypes, self.num_features, self.leaves,
+                                   self.similarity, self.stability_factor, self.log_probabilities, self.strategy,
+                                   self.log_similarities)
+
+    def leaf_probabilities(self, x: jax.Array) -> jax.Array:
+        """``[N, L]`` (log-)probability of reaching each leaf."""
+        return self.classifier.leaf_probabilities(self.extractor(x))
+
+    def prototype_class_mapping(self) -> jax.Array:
+        return self.classifier.prototype_class_mapping()
 
 
 @struct.dataclass
@@ -314,8 +509,8 @@ class PrototypeModel(Model):
 
     @property
     def prototype_class_mapping(self) -> jax.Array:
-        """``[P, K]`` binary map of prototypes to classes."""
-        return self.variables["params"]["classifier"]["proto_class_map"]
+        """``[P, K]`` binary map of prototypes to classes (CaBRNet's ``prototype_class_mapping``)."""
+        return self.module.apply(self.variables, method="prototype_class_mapping")
 
 
 def protopnet(arch: str, source_layer: str, num_classes: int, num_prototypes: int, num_features: int, *,
@@ -325,5 +520,20 @@ def protopnet(arch: str, source_layer: str, num_classes: int, num_prototypes: in
     """A randomly initialised :class:`PrototypeModel` of a ProtoPNet (for tests and experiments)."""
     module = ProtoPNet(arch, source_layer, num_classes, num_prototypes, num_features, tuple(add_on), similarity,
                        stability_factor, compatibility_mode=compatibility_mode)
+    return _initialised(module, input_shape, key, "protopnet")
+
+
+def prototree(arch: str, source_layer: str, num_classes: int, depth: int, num_features: int, *,
+              add_on: tuple[LayerSpec, ...] = (), similarity: str = "ProtoTreeSimilarity",
+              stability_factor: float | None = None, log_probabilities: bool = False, strategy: str = "distributed",
+              input_shape: tuple[int, ...] = (1, 224, 224, 3), key: jax.Array | None = None) -> PrototypeModel:
+    """A randomly initialised :class:`PrototypeModel` of a ProtoTree with a full tree of ``depth``."""
+    module = ProtoTree(arch, source_layer, num_classes, 2**depth - 1, num_features, binary_tree(depth),
+                       tuple(add_on), similarity, stability_factor, log_probabilities, strategy)
+    return _initialised(module, input_shape, key, "prototree")
+
+
+def _initialised(module: nn.Module, input_shape: tuple[int, ...], key: jax.Array | None,
+                 name: str) -> PrototypeModel:
     variables = module.init(jax.random.PRNGKey(0) if key is None else key, jnp.zeros(input_shape, jnp.float32))
-    return PrototypeModel(module, variables, input_channels=input_shape[-1], name="protopnet")
+    return PrototypeModel(module, variables, input_channels=input_shape[-1], name=name)

@@ -27,6 +27,7 @@ from typing import Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxplain.nets import prototype
 from jaxplain.rules import lrp
 from jaxplain.typing import Array
 
@@ -43,17 +44,24 @@ class SimilarityRelevance:
     """CaBRNet's similarity rule (``SimilarityLRPWrapper``) for a ``(features, prototypes) -> [N, h, w, P]`` layer.
 
     Conserves relevance up to ``epsilon``: each location's features receive
-    ``sum_p R[p] * S_p / (S_p + epsilon)`` with ``S_p = sum_c g_pc``.
+    ``sum_p R[p] * S_p / (S_p + epsilon)`` with ``S_p = sum_c g_pc``. Like CaBRNet's wrapper, the
+    layer's forward becomes ProtoPNet's similarity ``log((d + 1) / (d + similarity_epsilon))``
+    whatever the model's own similarity (a ProtoTree's ``exp(-sqrt(d))`` included): the
+    relevance starts from that value.
     """
 
     epsilon: float = 1e-12
+    similarity_epsilon: float = 1e-4
 
     def __call__(self, module: nn.Module, call: Callable, features: Array, prototypes: Array) -> Array:
+        def forward(features, prototypes):
+            return prototype.log_similarity(prototype.squared_distances(features, prototypes), self.similarity_epsilon)
+
         def backward(args, output, relevance):
             features, prototypes = args
             return similarity_relevance(features, prototypes, relevance, self.epsilon), jnp.zeros_like(prototypes)
 
-        return lrp.with_backward(call, (features, prototypes), backward)
+        return lrp.with_backward(forward, (features, prototypes), backward)
 
 
 @dataclass(frozen=True)

@@ -214,3 +214,96 @@ def test_post_processed_prp_end_to_end(resnet_pair):
     theirs = gradients.prp(lrp_model, _pil(x), nchw(x), 3, "cpu", location="max", normalize=True)
     mine = jx_prototype.prototype_prp(ours, x, 3, location="max", normalize=True, stacked_sum_quirk=True)
     np.testing.assert_allclose(mine[0], theirs, rtol=0, atol=1e-3)
+
+
+# ProtoTree: CaBRNet's soft decision tree (``cabrnet/archs/prototree``), full and pruned.
+
+TREE_DEPTH = 3
+
+
+def tree_config(log_probabilities: bool = False) -> dict:
+    """A CaBRNet ProtoTree configuration: 3 classes, a depth-3 tree (7 prototypes), the add-on of ``config``."""
+    base = config("resnet18", "layer2", similarity="ProtoTreeSimilarity")
+    base["top_arch"] = {"module": "cabrnet.archs.prototree.model", "name": "ProtoTree"}
+    base["classifier"] = {
+        "module": "cabrnet.archs.prototree.decision", "name": "ProtoTreeClassifier",
+        "params": {"num_classes": 3, "depth": TREE_DEPTH, "num_features": FEATURES, "leaves_init_mode": "NORMAL",
+                   "log_probabilities": log_probabilities},
+    }
+    return base
+
+
+def build_tree(seed: int = 0, log_probabilities: bool = False) -> torch.nn.Module:
+    """A seeded CaBRNet ProtoTree; prototypes drawn near the features so similarities spread over (0, 1)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = CaBRNet.build_from_config(copy.deepcopy(tree_config(log_probabilities))).eval()
+        with torch.no_grad():
+            model.classifier.prototypes.uniform_(0.3, 0.7)
+    return model
+
+
+def _tree_outputs(model: torch.nn.Module, x: np.ndarray, strategy: str) -> np.ndarray:
+    from cabrnet.archs.prototree.decision import SamplingStrategy
+
+    with torch.no_grad():
+        return model(nchw(x), strategy=SamplingStrategy[strategy.upper()])[0].numpy()
+
+
+@pytest.mark.parametrize("log_probabilities", [False, True])
+def test_prototree_similarities_and_outputs(log_probabilities):
+    model = build_tree(log_probabilities=log_probabilities)
+    ours = converters.from_torch(model)
+    assert isinstance(ours.module, converters.cabrnet.prototype.ProtoTree)
+    x = image(batch=3)
+    with torch.no_grad():
+        theirs = nhwc(model.similarities(nchw(x)))
+    np.testing.assert_allclose(ours.similarities(x), theirs, rtol=0, atol=1e-4 * np.abs(theirs).max())
+    for strategy in ("distributed", "sample_max"):
+        expected = _tree_outputs(model, x, strategy)
+        mine = ours.module.clone(strategy=strategy).apply(ours.variables, x)
+        np.testing.assert_allclose(mine, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_array_equal(ours.prototype_class_mapping, model.classifier.prototype_class_mapping)
+    loaded = converters.load_cabrnet(model.state_dict(), tree_config(log_probabilities))
+    np.testing.assert_array_equal(loaded(x), ours(x))
+
+
+def test_pruned_prototree_from_instance_file_and_config(tmp_path):
+    model = build_tree(seed=2)
+    leaves = dict(model.classifier.tree.named_modules())
+    with torch.no_grad():
+        for name, leaf in leaves.items():
+            if name.endswith("child_nsim") and hasattr(leaf, "_relative_distribution"):
+                leaf._relative_distribution.copy_(torch.tensor([[3.0, 0.0, -1.0]]))
+            elif hasattr(leaf, "_relative_distribution"):
+                leaf._relative_distribution.copy_(torch.tensor([[-1.0, 0.0, 3.0]]))
+        # One leaf uniform (max 1/3): pruning at 0.34 removes it and lifts its sibling a level up.
+        leaves["branch_0_child_nsim.branch_1_child_nsim.branch_2_child_nsim"]._relative_distribution.zero_()
+    model.prune(pruning_threshold=0.34)
+    assert model.classifier.tree.num_leaves == 7
+    x = image(seed=3, batch=2)
+    expected = _tree_outputs(model, x, "distributed")
+    path = tmp_path / "model_state.pth"
+    torch.save(model.state_dict(), path)
+    for ours in (converters.from_torch(model), converters.load_cabrnet(path, tree_config())):
+        assert len(ours.module.leaves) == 7 and ours.module.num_prototypes == 7
+        np.testing.assert_allclose(ours(x), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    state = dict(model.state_dict())
+    del state["classifier.tree.branch_0_child_sim.branch_8_child_sim.branch_12_child_sim._relative_distribution"]
+    with pytest.raises(ValueError, match="branch_12_child_sim._relative_distribution"):
+        converters.load_cabrnet(state, tree_config())
+
+
+def test_prototree_saliency_and_prp_raw(raw_cabrnet):
+    from cabrnet.core.visualization.prp_utils import get_cabrnet_lrp_composite_model
+
+    model = build_tree(seed=5)
+    ours = converters.from_torch(model)
+    x = image(seed=7, size=SMALL)
+    theirs = raw_cabrnet.saliency(model, _pil(x), nchw(x), 4, "cpu", location=None)
+    mine = jx_prototype.prototype_saliency(ours, x, 4, location=None, postprocess=False)
+    assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
+    lrp_model = get_cabrnet_lrp_composite_model(model)
+    theirs = raw_cabrnet.prp(lrp_model, _pil(x), nchw(x), 2, "cpu", location=None)
+    mine = jx_prototype.prototype_prp(ours, x, 2, location=None, postprocess=False, stacked_sum_quirk=True)
+    assert_close(mine, nhwc(torch.from_numpy(theirs)[None]))
