@@ -18,12 +18,19 @@ freed earlier and kept by ``malloc`` cannot hide new allocations, ``malloc_trim`
 first and, for that call only, every block from 128 KiB up is a fresh mapping
 (``mallopt(M_MMAP_THRESHOLD)``, restored to glibc's 32 MiB ceiling afterwards). On a GPU: the allocator's peak
 (``torch.cuda.max_memory_allocated``; JAX's ``peak_bytes_in_use``, which cannot be
-reset, so JAX runs first in each worker process).
+reset, so JAX runs first in each worker process; a benchmark that runs several JAX
+contenders in one process reports, for the later ones, the process's peak so far).
+
+Device: the peers' torch models and tensors go to CUDA when torch sees a GPU
+(:func:`on_gpu`, :func:`to_device`, :func:`torch_batch`); JAX computes on its default
+device; :func:`sync` waits for both, and :func:`torch_meter` / :func:`jax_meter` pick
+the matching memory meter.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -135,6 +142,68 @@ class JaxDeviceMemory:
         return max(0, self._device.memory_stats().get("peak_bytes_in_use", 0) - self.base)
 
 
+Meter = HostMemory | TorchCudaMemory | JaxDeviceMemory
+
+
+@functools.cache
+def on_gpu() -> bool:
+    """Whether torch sees a CUDA device (the peers then run there; JAX uses its default device)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def torch_device() -> str:
+    """The torch device the peers run on: ``"cuda"`` when there is one, else ``"cpu"``."""
+    return "cuda" if on_gpu() else "cpu"
+
+
+def to_device(item: Any) -> Any:
+    """A torch module or tensor on :func:`torch_device` (modules are moved in place)."""
+    return item.to(torch_device())
+
+
+def torch_batch(inputs: Any, target: Any) -> tuple[Any, Any]:
+    """NHWC numpy images and their numpy targets as an NCHW torch batch and targets on the device."""
+    import torch
+
+    return to_device(torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()), to_device(torch.from_numpy(target))
+
+
+def sync(output: Any) -> None:
+    """Wait until a contender's result is computed: the JAX arrays in it, and CUDA's queue on a GPU."""
+    import jax
+
+    jax.block_until_ready(jax.tree_util.tree_leaves(output))
+    if on_gpu():
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def torch_meter() -> Callable[[], Meter]:
+    """The memory meter for torch peers: CUDA's allocator on a GPU, else the process's resident set."""
+    return TorchCudaMemory if on_gpu() else HostMemory
+
+
+def jax_meter() -> Callable[[], Meter]:
+    """The memory meter for jaxplain: the JAX device's peak off CPU, else the process's resident set."""
+    import jax
+
+    return HostMemory if jax.default_backend() == "cpu" else JaxDeviceMemory
+
+
+def device_description(cores_of_total: bool = False) -> str:
+    """The GPU's name, or the CPU cores this process may use and torch's thread count."""
+    import torch
+
+    if on_gpu():
+        return torch.cuda.get_device_name(0)
+    cores = len(os.sched_getaffinity(0))
+    counted = f"{cores} of {os.cpu_count()}" if cores_of_total else str(cores)
+    return f"CPU, {counted} cores, torch threads {torch.get_num_threads()}"
+
+
 def _cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as stat:
         values = [int(v) for v in stat.readline().split()[1:]]
@@ -171,7 +240,7 @@ class Contender:
     name: str
     call: Callable[[], Any]
     sync: Callable[[Any], None]
-    meter: Callable[[], HostMemory | TorchCudaMemory | JaxDeviceMemory]
+    meter: Callable[[], Meter]
 
 
 def compare(
@@ -194,7 +263,7 @@ def compare(
     results: dict[str, Measurement] = {}
     first: dict[str, float] = {}
 
-    def guarded(contender: Contender, meter: HostMemory | TorchCudaMemory | JaxDeviceMemory) -> bool:
+    def guarded(contender: Contender, meter: Meter) -> bool:
         try:
             contender.sync(contender.call())
         except Exception as error:

@@ -4,7 +4,8 @@ Same torchvision weights (random, from ``--seed``, eval mode) converted to Flax,
 inputs and targets; each contender warmed up once (compile time = warm-up minus the
 steady median), then timed in interleaved rounds (``_harness.compare``). Peak memory is
 this process's resident peak around each warm-up, so it is indicative only (all
-contenders share the process). torch-cam (``pip install torchcam``) is optional.
+contenders share the process). On a GPU the torch side runs on CUDA and peaks are the
+device allocators' (``_harness``). torch-cam (``pip install torchcam``) is optional.
 
 Captum's DeepLift keeps a module's input and output on the module, so a ReLU called twice
 raises (torchvision's blocks reuse ``self.relu``): the torch side gets one ReLU per call
@@ -63,8 +64,7 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any) ->
 
     import jaxplain as jx
 
-    x = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()
-    t = torch.from_numpy(target)
+    x, t = h.torch_batch(inputs, target)
     xj, tj = jnp.asarray(inputs), jnp.asarray(target)
     if method == "gradcam":
         from captum.attr import LayerGradCam
@@ -96,13 +96,6 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any) ->
     return contenders
 
 
-def sync(output: Any) -> None:
-    import jax
-
-    if hasattr(output, "block_until_ready"):
-        jax.block_until_ready(output)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet18,resnet50")
@@ -122,7 +115,7 @@ def main() -> None:
 
     import converters
 
-    print(f"# bench_cam: CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}; "
+    print(f"# bench_cam: {h.device_description()}; "
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px\n")
     headers = ["model", "batch", "method", "peer", "jaxplain img/s", "peer img/s", "jaxplain / peer", "same, CPU time",
                "compile s", "jaxplain peak", "peer peak"]
@@ -131,12 +124,13 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = one_relu_per_call_site(getattr(torchvision.models, arch)().eval())
         flax_model = converters.from_torch(model)
+        h.to_device(model)
         for method in args.methods.split(","):
             batch = args.scorecam_batch if method == "scorecam" else args.batch
             rng = np.random.default_rng(args.seed)
             inputs = rng.standard_normal((batch, args.size, args.size, 3)).astype(np.float32)
             target = (np.arange(batch) * 37 % 1000).astype(np.int64)
-            contenders = [h.Contender(name, call, sync, h.HostMemory)
+            contenders = [h.Contender(name, call, h.sync, h.jax_meter() if name == "jaxplain" else h.torch_meter())
                           for name, call in calls(method, model, flax_model, inputs, target).items()]
             results = h.compare(contenders, batch, args.reps, args.budget_s, lambda e: False)
             ours = results["jaxplain"]

@@ -113,13 +113,6 @@ def estimate_gb(framework: str, variant: Variant, model: str, batch: int, size: 
     return BASE_GB + images * gb_per_image(framework, model, size)
 
 
-def on_gpu() -> bool:
-    """Whether a CUDA device is there (torch's view; JAX uses its default device)."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def build_inputs(cell: Cell) -> tuple[Any, Any, Any]:
     """The seeded torchvision model (eval) and NHWC inputs / targets as numpy."""
     import numpy as np
@@ -135,13 +128,10 @@ def build_inputs(cell: Cell) -> tuple[Any, Any, Any]:
 
 def captum_call(variant: Variant, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
     """A zero-argument Captum call and its synchronisation."""
-    import torch
     from captum.attr import GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 
-    device = "cuda" if on_gpu() else "cpu"
-    model = model.to(device)
-    x = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous().to(device)
-    t = torch.from_numpy(target).to(device)
+    model = h.to_device(model)
+    x, t = h.torch_batch(inputs, target)
     options = dict(variant.captum_options)
     calls: dict[str, Callable[[], Any]] = {
         "saliency": lambda: Saliency(model).attribute(x, target=t, abs=True),
@@ -153,12 +143,7 @@ def captum_call(variant: Variant, model: Any, inputs: Any, target: Any) -> tuple
         ),
         "gbp": lambda: GuidedBackprop(model).attribute(x, target=t),
     }
-
-    def sync(_: Any) -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    return calls[variant.method], sync
+    return calls[variant.method], h.sync
 
 
 def jax_call(cell: Cell, model: Any, inputs: Any, target: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
@@ -179,22 +164,13 @@ def jax_call(cell: Cell, model: Any, inputs: Any, target: Any) -> tuple[Callable
         "sg50": lambda: jx.smoothgrad(flax_model, x, t, key=key, nt_samples=STEPS, stdevs=1.0, batch_size=chunk),
         "gbp": lambda: jx.guided_backprop(flax_model, x, t),
     }
-    return calls[cell.method], jax.block_until_ready
+    return calls[cell.method], h.sync
 
 
 def is_oom(error: BaseException) -> bool:
     """Whether an exception reports exhausted memory (torch or XLA, host or device)."""
     text = str(error).lower()
     return any(s in text for s in ("out of memory", "can't allocate memory", "resource_exhausted", "failed to allocate"))
-
-
-def meter_for(framework: str) -> Callable[[], h.HostMemory | h.TorchCudaMemory | h.JaxDeviceMemory]:
-    """The memory meter matching where ``framework`` computes."""
-    if framework == "captum":
-        return h.TorchCudaMemory if on_gpu() else h.HostMemory
-    import jax
-
-    return h.HostMemory if jax.default_backend() == "cpu" else h.JaxDeviceMemory
 
 
 def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[str, Any]:
@@ -210,7 +186,7 @@ def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[s
             last[name] = call()
             return last[name]
 
-        return h.Contender(name, remembered, sync, meter_for(framework))
+        return h.Contender(name, remembered, sync, h.torch_meter() if framework == "captum" else h.jax_meter())
 
     # Captum first, its memory-bounded setting before its default, jaxplain last: a
     # contender measured after a larger one could reuse memory that one freed.
@@ -231,7 +207,7 @@ def worker_main(payload: str) -> None:
     fields = json.loads(payload)
     cell = Cell(**{**fields, "captum_variants": tuple(fields["captum_variants"])})
     h.die_with_parent()
-    if not on_gpu():
+    if not h.on_gpu():
         h.limit_host_memory(int(min(cell.max_gb * h.GB + h.HostMemory().base, h.total_host_memory() - 2 * h.GB)))
     h.emit_result(run_cell(cell))
 
@@ -336,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         args.models, args.batches, args.size, args.reps, args.in_process = "resnet18", "2", 64, 1, True
     if args.cpus:
         os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
-    args.gpu = on_gpu()
+    args.gpu = h.on_gpu()
     device_gb = _device_gb() if args.gpu else None
     args.max_gb = args.max_gb or (0.9 * device_gb if device_gb else 16.0)
     jax_gb = args.jax_gb or (0.5 * device_gb if device_gb else min(10.0, 0.4 * h.total_host_memory() / h.GB))
@@ -372,10 +348,8 @@ def _environment(args: argparse.Namespace) -> str:
     import jax
     import torch
 
-    cpus = len(os.sched_getaffinity(0))
-    device = torch.cuda.get_device_name(0) if args.gpu else f"CPU, {cpus} of {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
     return (
-        f"# bench_gradient: {device}; JAX device {jax.devices()[0].device_kind}\n"
+        f"# bench_gradient: {h.device_description(cores_of_total=True)}; JAX device {jax.devices()[0].device_kind}\n"
         f"torch {torch.__version__}, captum {captum.__version__}, jax {jax.__version__}; {args.size} px, seed {args.seed}, "
         f"median of up to {args.reps} interleaved rounds after one warm-up each; "
         f"{'one process' if args.in_process else 'one worker process per configuration'}; "

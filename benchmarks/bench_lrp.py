@@ -5,7 +5,8 @@ inputs and targets. Contenders: jaxplain ``lrp``, Zennit's ``Gradient`` attribut
 ``EpsilonPlusFlat`` and the architecture's canonizer, and jaxplain's plain input
 gradient (``saliency(abs=False)``) as the cost unit. Each is warmed up once (compile
 time = warm-up minus the steady median), then timed in interleaved rounds
-(``_harness.compare``).
+(``_harness.compare``). On a GPU the torch side runs on CUDA and peaks are the device
+allocators' (``_harness``).
 
     python benchmarks/bench_lrp.py
     python benchmarks/bench_lrp.py --models resnet18,vgg16 --batch 8
@@ -16,19 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _harness as h  # noqa: E402
-
-
-def sync(output: Any) -> None:
-    import jax
-
-    if hasattr(output, "block_until_ready"):
-        jax.block_until_ready(output)
 
 
 def main() -> None:
@@ -53,7 +46,7 @@ def main() -> None:
     import converters
     import jaxplain as jx
 
-    print(f"# bench_lrp: CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}; "
+    print(f"# bench_lrp: {h.device_description()}; "
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px, "
           f"batch {args.batch}\n")
     headers = ["model", "jaxplain LRP img/s", "Zennit img/s", "jaxplain / Zennit", "same, CPU time",
@@ -64,9 +57,10 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = getattr(torchvision.models, arch)().eval()
         flax_model = converters.from_torch(model)
+        h.to_device(model)
         inputs = np.random.default_rng(args.seed).standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
         target = (np.arange(args.batch) * 37 % 1000).astype(np.int64)
-        x, t = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(target)
+        x, t = h.torch_batch(inputs, target)
         xj, tj = jnp.asarray(inputs), jnp.asarray(target)
         canonizer = ResNetCanonizer if arch.startswith("resnet") else VGGCanonizer
         last = {}
@@ -83,13 +77,13 @@ def main() -> None:
             return last["jaxplain"]
 
         contenders = [
-            h.Contender("jaxplain", lrp_call, sync, h.HostMemory),
-            h.Contender("Zennit", zennit_call, sync, h.HostMemory),
-            h.Contender("gradient", lambda: jx.saliency(flax_model, xj, tj, abs=False), sync, h.HostMemory),
+            h.Contender("jaxplain", lrp_call, h.sync, h.jax_meter()),
+            h.Contender("Zennit", zennit_call, h.sync, h.torch_meter()),
+            h.Contender("gradient", lambda: jx.saliency(flax_model, xj, tj, abs=False), h.sync, h.jax_meter()),
         ]
         results = h.compare(contenders, args.batch, args.reps, args.budget_s, lambda e: False)
         ours, zennit, gradient = results["jaxplain"], results["Zennit"], results["gradient"]
-        reference = last["zennit"].permute(0, 2, 3, 1).detach().numpy()
+        reference = last["zennit"].permute(0, 2, 3, 1).detach().cpu().numpy()
         difference = np.abs(np.asarray(last["jaxplain"]) - reference).max() / np.abs(reference).max()
         rows.append([arch, h.format_rate(ours.rate), h.format_rate(zennit.rate), f"{ours.rate / zennit.rate:.2f}x",
                      f"{ours.cpu_rate / zennit.cpu_rate:.2f}x", h.format_rate(gradient.rate),

@@ -10,7 +10,9 @@ of ``channel(layer, i, batch=i)``, its fastest form; jaxplain as a vmapped batch
 objectives inside one jit-compiled ``lax.scan``. Each contender is warmed up once
 (compile time = warm-up minus the steady median), then timed in interleaved rounds
 (``_harness.compare``); images per CPU-second count the work whatever share of the
-CPU other jobs take (pin with ``--cpus 0`` for one thread per framework).
+CPU other jobs take (pin with ``--cpus 0`` for one thread per framework). On a GPU the
+torch model goes to CUDA (Lucent puts its images there itself) and peaks are the device
+allocators' (``_harness``).
 
     python benchmarks/bench_optimization.py --cpus 0
     python benchmarks/bench_optimization.py --models vgg11,resnet18 --channels 8,32 --steps 16
@@ -47,6 +49,7 @@ def calls(arch: str, layer: str, channels: int, args: argparse.Namespace) -> dic
     torch.manual_seed(args.seed)
     torch_model = getattr(torchvision.models, arch)().eval()
     model = converters.from_torch(torch_model)
+    h.to_device(torch_model)
     fixed = args.input_size or None
     lucent_layer = layer.replace(".", "_")
     objective = sum(lucent_objectives.channel(lucent_layer, i, batch=i) for i in range(channels))
@@ -74,13 +77,6 @@ def calls(arch: str, layer: str, channels: int, args: argparse.Namespace) -> dic
     return {"jaxplain": jaxplain, "Lucent": lucent}
 
 
-def sync(output: Any) -> None:
-    import jax
-
-    if hasattr(output, "block_until_ready"):
-        jax.block_until_ready(output)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="vgg11")
@@ -104,8 +100,8 @@ def main() -> None:
     import torch
 
     print(
-        f"# bench_optimization: CPU, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores, torch threads "
-        f"{torch.get_num_threads()}; JAX {jax.__version__} on {jax.devices()[0].device_kind}; "
+        f"# bench_optimization: {h.device_description(cores_of_total=True)}; "
+        f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; "
         f"torch {torch.__version__}; "
         f"{args.size} px images, model input {args.input_size or 'Lucent default'}, {args.steps} steps\n"
     )
@@ -126,7 +122,8 @@ def main() -> None:
         layer = args.layer or LAYERS[arch]
         for channels in (int(c) for c in args.channels.split(",")):
             contenders = [
-                h.Contender(name, call, sync, h.HostMemory) for name, call in calls(arch, layer, channels, args).items()
+                h.Contender(name, call, h.sync, h.jax_meter() if name == "jaxplain" else h.torch_meter())
+                for name, call in calls(arch, layer, channels, args).items()
             ]
             results = h.compare(contenders, channels, args.reps, args.budget_s, lambda e: False)
             ours, peer = results["jaxplain"], results["Lucent"]

@@ -14,7 +14,9 @@ inputs and targets, the peers at their default settings unless stated:
   batch 32, both sides.
 
 Each contender is warmed up once (compile time = warm-up minus the steady median) and
-then timed in interleaved rounds (``_harness.compare``).
+then timed in interleaved rounds (``_harness.compare``). On a GPU the torch model, inputs,
+targets and feature masks go to CUDA (LIME's classifier moves each numpy batch there and
+back), and peaks are the device allocators' (``_harness``).
 
     python benchmarks/bench_perturbation.py --models resnet18 --methods occlusion,lime
 """
@@ -52,8 +54,7 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
 
     import jaxplain as jx
 
-    x = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()
-    t = torch.from_numpy(target)
+    x, t = h.torch_batch(inputs, target)
     xj, tj = jnp.asarray(inputs), jnp.asarray(target)
     key = jax.random.PRNGKey(0)
     size = inputs.shape[1]
@@ -64,7 +65,7 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
             "Captum": lambda: ca.Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=8, target=t),
         }
     blocks = block_mask(size, 16)
-    torch_blocks = torch.from_numpy(blocks)[None, None]
+    torch_blocks = h.to_device(torch.from_numpy(blocks)[None, None])
     if method == "ablation":
         return {
             "jaxplain": lambda: jx.feature_ablation(flax_model, xj, tj, feature_mask=blocks, batch_size=chunk),
@@ -72,11 +73,10 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
         }
     if method == "shapley":
         coarse = block_mask(size, size // 4)
+        torch_coarse = h.to_device(torch.from_numpy(coarse)[None, None])
         return {
             "jaxplain": lambda: jx.shapley_value_sampling(flax_model, xj, tj, key=key, feature_mask=coarse, batch_size=chunk),
-            "Captum": lambda: ca.ShapleyValueSampling(model).attribute(
-                x, feature_mask=torch.from_numpy(coarse)[None, None], target=t
-            ),
+            "Captum": lambda: ca.ShapleyValueSampling(model).attribute(x, feature_mask=torch_coarse, target=t),
         }
     if method == "kernel_shap":
         return {
@@ -95,9 +95,11 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
 
         segments = segment_images(inputs * 0.2 + 0.5, seed=0)
 
-        def classifier(batch):
+        def classifier(batch: np.ndarray) -> np.ndarray:
+            """LIME's ``classifier_fn``: NHWC numpy images in, class probabilities out, the model on its device."""
+            images = h.to_device(torch.from_numpy(batch.astype(np.float32)).permute(0, 3, 1, 2))
             with torch.no_grad():
-                return torch.softmax(model(torch.from_numpy(batch.astype(np.float32)).permute(0, 3, 1, 2)), 1).numpy()
+                return torch.softmax(model(images), 1).cpu().numpy()
 
         def lime_package():
             return [
@@ -117,12 +119,6 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
         "jaxplain": lambda: jx.rise(flax_model, xj, tj, key=key, num_masks=args.rise_masks, batch_size=32),
         "TorchRay": lambda: rise_class(model, x, target=t, num_masks=args.rise_masks, batch_size=32),
     }
-
-
-def sync(output: Any) -> None:
-    import jax
-
-    jax.block_until_ready(jax.tree_util.tree_leaves(output))
 
 
 def main() -> None:
@@ -145,7 +141,7 @@ def main() -> None:
 
     import converters
 
-    print(f"# bench_perturbation: CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}; "
+    print(f"# bench_perturbation: {h.device_description()}; "
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px, "
           f"batch {args.batch}, jaxplain chunk {args.chunk}\n")
     headers = ["model", "method", "peer", "jaxplain img/s", "peer img/s", "jaxplain / peer", "same, CPU time",
@@ -155,11 +151,12 @@ def main() -> None:
         torch.manual_seed(args.seed)
         model = getattr(torchvision.models, arch)().eval()
         flax_model = converters.from_torch(model)
+        h.to_device(model)
         rng = np.random.default_rng(args.seed)
         inputs = rng.standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
         target = (np.arange(args.batch) * 37 % 1000).astype(np.int64)
         for method in args.methods.split(","):
-            contenders = [h.Contender(name, call, sync, h.HostMemory)
+            contenders = [h.Contender(name, call, h.sync, h.jax_meter() if name == "jaxplain" else h.torch_meter())
                           for name, call in calls(method, model, flax_model, inputs, target, args).items()]
             with torch.no_grad():
                 results = h.compare(contenders, args.batch, args.reps, args.budget_s, lambda e: False)

@@ -10,7 +10,8 @@ one forward pass per noise sample with the backward passes vmapped over prototyp
 locations (PRP: one backward pass per prototype, seeded at every location at once).
 ``similarity_threshold=0`` so every location counts (ProtoPNet similarities are positive).
 Rates are images per second (one image = all its prototypes); ``CPU time`` compares images per
-CPU-second, which a shared machine's other jobs do not skew.
+CPU-second, which a shared machine's other jobs do not skew. On a GPU CaBRNet is given the CUDA
+device (its model and image go there) and peaks are the device allocators' (``_harness``).
 
 CaBRNet's time is linear in the prototypes (one independent call each), so with many prototypes
 ``--peer-protos K`` times it on the first ``K`` and scales its rate by ``K / P``; its map
@@ -28,19 +29,11 @@ import argparse
 import copy
 import os
 import sys
-from typing import Any
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _harness as h  # noqa: E402
-
-
-def sync(output: Any) -> None:
-    import jax
-
-    if hasattr(output, "block_until_ready"):
-        jax.block_until_ready(output)
 
 
 def cabrnet_model(arch: str, layer: str, protos: int, seed: int, classes: int = 3, features: int = 64):
@@ -100,23 +93,26 @@ def main() -> None:
     model = cabrnet_model(args.arch, args.layer, args.protos, args.seed, args.classes, args.features)
     lrp_model = get_cabrnet_lrp_composite_model(model)
     ours = converters.from_torch(model)
+    device = h.torch_device()
+    h.to_device(model)
+    h.to_device(lrp_model)
     count = args.classes * args.protos
     peer_count = min(args.peer_protos or count, count)
     inputs = np.random.default_rng(args.seed).standard_normal((1, args.size, args.size, 3)).astype(np.float32)
-    x, xj = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous(), jnp.asarray(inputs)
+    x, xj = h.to_device(torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()), jnp.asarray(inputs)
     image = Image.new("RGB", (args.size, args.size))
     everything = jnp.arange(count)[None]
     key = jax.random.PRNGKey(args.seed)
     hw = ours.similarities(xj).shape[1:3]
-    print(f"# bench_prototype: CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}; "
+    print(f"# bench_prototype: {h.device_description()}; "
           f"JAX {jax.__version__}; torch {torch.__version__}; {args.arch} cut at {args.layer}, {args.size} px, "
           f"{count} prototypes over {args.features} channels x {hw[0]}x{hw[1]} locations, {args.samples} noise "
           f"samples; CaBRNet timed on {peer_count} prototypes, its rate scaled by {peer_count}/{count}\n")
     options = dict(similarity_threshold=0.0, normalize=True)
     calls = {
-        "prp": (lambda: [gradients.prp(lrp_model, image, x, p, "cpu", **options) for p in range(peer_count)],
+        "prp": (lambda: [gradients.prp(lrp_model, image, x, p, device, **options) for p in range(peer_count)],
                 lambda: proto.prototype_prp(ours, xj, everything, **options)),
-        "smoothgrad": (lambda: [gradients.smoothgrad(model, image, x, p, "cpu", num_samples=args.samples, **options)
+        "smoothgrad": (lambda: [gradients.smoothgrad(model, image, x, p, device, num_samples=args.samples, **options)
                                 for p in range(peer_count)],
                        lambda: proto.prototype_smoothgrad(ours, xj, everything, key=key, num_samples=args.samples,
                                                           batch_size=args.batch_size, **options)),
@@ -136,8 +132,8 @@ def main() -> None:
             last["jaxplain"] = call()
             return last["jaxplain"]
 
-        results = h.compare([h.Contender("jaxplain", run_ours, sync, h.HostMemory),
-                             h.Contender("CaBRNet", run_theirs, sync, h.HostMemory)], 1, args.reps, args.budget_s,
+        results = h.compare([h.Contender("jaxplain", run_ours, h.sync, h.jax_meter()),
+                             h.Contender("CaBRNet", run_theirs, h.sync, h.torch_meter())], 1, args.reps, args.budget_s,
                             lambda e: False)
         mine, theirs = results["jaxplain"], results["CaBRNet"]
         theirs.rate, theirs.cpu_rate = theirs.rate * peer_count / count, theirs.cpu_rate * peer_count / count
