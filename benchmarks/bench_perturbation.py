@@ -4,7 +4,9 @@ Same torchvision weights (random, from ``--seed``, eval mode) converted to Flax,
 inputs and targets, the peers at their default settings unless stated:
 
 - ``occlusion``: Captum ``Occlusion``, 3x16x16 windows (all channels), stride 8, baseline 0,
-  ``perturbations_per_eval=1`` (Captum's default); jaxplain with ``batch_size=--chunk``.
+  ``perturbations_per_eval=1`` (Captum's default); jaxplain with ``batch_size=--chunk``, its
+  default incremental passes (ResNets, VGGs), and the same with ``incremental=False`` as a
+  second row ("jaxplain, full passes": the ratio is the incremental passes' gain).
 - ``ablation``: Captum ``FeatureAblation`` over 16x16 pixel blocks (196 groups at 224 px).
 - ``shapley``: Captum ``ShapleyValueSampling``, ``n_samples=25`` over 8x8 blocks of 32 px (16 groups at 224 px).
 - ``kernel_shap`` / ``lime_captum``: Captum ``KernelShap`` / ``Lime`` (25 samples) over the 16x16 blocks.
@@ -63,6 +65,8 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
         return {
             "jaxplain": lambda: jx.occlusion(flax_model, xj, tj, sliding_window_shapes=(16, 16), strides=8, batch_size=chunk),
             "Captum": lambda: ca.Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=8, target=t),
+            "jaxplain, full passes": lambda: jx.occlusion(flax_model, xj, tj, sliding_window_shapes=(16, 16), strides=8,
+                                                          batch_size=chunk, incremental=False),
         }
     blocks = block_mask(size, 16)
     torch_blocks = h.to_device(torch.from_numpy(blocks)[None, None])
@@ -156,7 +160,7 @@ def main() -> None:
         inputs = rng.standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
         target = (np.arange(args.batch) * 37 % 1000).astype(np.int64)
         for method in args.methods.split(","):
-            contenders = [h.Contender(name, call, h.sync, h.jax_meter() if name == "jaxplain" else h.torch_meter())
+            contenders = [h.Contender(name, call, h.sync, h.jax_meter() if name.startswith("jaxplain") else h.torch_meter())
                           for name, call in calls(method, model, flax_model, inputs, target, args).items()]
             with torch.no_grad():
                 results = h.compare(contenders, args.batch, args.reps, args.budget_s, lambda e: False)

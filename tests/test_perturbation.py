@@ -188,3 +188,60 @@ def test_other_segmentations_give_contiguous_ids(algorithm):
 
 def linear_model_images(x):
     return jnp.einsum("nhwc,k->nk", x, jnp.arange(1.0, 4.0))
+
+
+# Incremental occlusion passes (``jaxplain.attribution.incremental``): each window's pass, which
+# recomputes only the boxes the window changes, against the full forward pass of the occluded input.
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "vgg11_bn"])
+def test_incremental_window_pass_equals_the_full_pass(arch, monkeypatch):
+    from jaxplain import nets
+    from jaxplain.attribution import incremental
+    from jaxplain.model import init_model
+
+    model = init_model(nets.build(arch, num_classes=5), (1, 64, 48, 3), jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 48, 3))
+    _, cleans = incremental.record_clean(model, x)
+    # Windows at the edges (the boxes read the layers' padding) and overrunning the end (cropped).
+    rows = incremental.window_spans(np.array([0, 24, 58]), 8, 64)
+    cols = incremental.window_spans(np.array([0, 20, 44]), 6, 48)
+    patched = {"conv": 0, "combine": 0}
+    for name, key in (("_conv", "conv"), ("_combine", "combine")):
+        original = getattr(incremental, name)
+
+        def counted(*args, original=original, key=key):
+            result = original(*args)
+            patched[key] += result is not None
+            return result
+
+        monkeypatch.setattr(incremental, name, counted)
+    window_pass = jax.jit(lambda box, r, c: incremental.patched_forward(
+        model, cleans, incremental.Patch(box, r, c, rows, cols)))
+    full_pass = jax.jit(model.__call__)
+    for r, top in enumerate(rows.starts):
+        for c, left in enumerate(cols.starts):
+            noise = jax.random.normal(jax.random.PRNGKey(10 * r + c), x.shape)
+            window = np.zeros(x.shape[1:3], bool)
+            window[rows.lo[r] : rows.hi[r] + 1, cols.lo[c] : cols.hi[c] + 1] = True
+            occluded = jnp.where(window[None, :, :, None], noise, x)
+            box = occluded[:, top : top + rows.size, left : left + cols.size]
+            got = window_pass(box, r, c)
+            expected = full_pass(occluded)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(jnp.abs(expected).max()))
+    assert patched["conv"] > 0
+    assert patched["combine"] > 0 or arch.startswith("vgg")
+
+
+def test_incremental_occlusion_choice_and_errors():
+    """Architectures outside the zoo's ResNets and VGGs (their blocks may compute outside module calls) run full passes."""
+    from tests.tiny import tiny_inputs, tiny_model
+
+    model, x = tiny_model(), tiny_inputs()
+    with pytest.raises(ValueError, match="incremental=True needs"):
+        jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2, incremental=True)
+    with pytest.raises(ValueError, match="incremental=True needs"):
+        jx.occlusion(linear_model, INPUTS, TARGET, sliding_window_shapes=(2, 2), incremental=True)
+    automatic = jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2)
+    np.testing.assert_array_equal(automatic, jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2,
+                                                          incremental=False))

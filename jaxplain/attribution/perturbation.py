@@ -15,7 +15,9 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from jaxplain.attribution import incremental as incremental_module
 from jaxplain.attribution._common import (
     broadcast_baselines,
     check_batch_size,
@@ -146,19 +148,42 @@ def window_positions(size: int, window: int, stride: int) -> np.ndarray:
     return (positions >= starts) & (positions < starts + window)
 
 
-def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, batch_size):
+def _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides):
+    """``(reference scores, score of window index)``: each window's pass recomputes only what it changes."""
+    output, cleans = incremental_module.record_clean(model, inputs)
+    rows, cols = (incremental_module.window_spans(stride * np.arange(count), window, extent)
+                  for stride, count, window, extent in zip(strides, counts, windows, inputs.shape[1:3]))
+    shape = (inputs.shape[0], rows.size, cols.size, inputs.shape[3])
+
+    def occluded(index):
+        row, col, channel = jnp.unravel_index(index, counts)
+        top, left = jnp.asarray(rows.starts)[row], jnp.asarray(cols.starts)[col]
+        covered = (lax.dynamic_slice(axes[0][row], (top,), (rows.size,))[:, None, None]
+                   & lax.dynamic_slice(axes[1][col], (left,), (cols.size,))[None, :, None] & axes[2][channel])
+        box = lax.dynamic_slice(inputs, (0, top, left, 0), shape)
+        values = jnp.where(covered, lax.dynamic_slice(baselines, (0, top, left, 0), shape), box)
+        patch = incremental_module.Patch(values, row, col, rows, cols)
+        return selected_output(incremental_module.patched_forward(model, cleans, patch), target)
+
+    return selected_output(output, target), occluded
+
+
+def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, batch_size, incremental_passes):
     baselines = arrays["baselines"]
     dims = inputs.shape[1:]
     axes = [jnp.asarray(window_positions(d, w, s)) for d, w, s in zip(dims, windows, strides)]
     counts = tuple(axis.shape[0] for axis in axes)
-    reference = target_scores(model, inputs, target)
+    if incremental_passes:
+        reference, occluded = _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides)
+    else:
+        reference = target_scores(model, inputs, target)
 
-    def occluded(index):
-        position = jnp.unravel_index(index, counts)
-        covered = axes[0][position[0]]
-        for axis, at in zip(axes[1:], position[1:]):
-            covered = covered[..., None] & axis[at]
-        return target_scores(model, jnp.where(covered, baselines, inputs), target)
+        def occluded(index):
+            position = jnp.unravel_index(index, counts)
+            covered = axes[0][position[0]]
+            for axis, at in zip(axes[1:], position[1:]):
+                covered = covered[..., None] & axis[at]
+            return target_scores(model, jnp.where(covered, baselines, inputs), target)
 
     scores = map_over(occluded, jnp.arange(math.prod(counts)), batch_size)
     differences = (reference[None] - scores).reshape(counts + (inputs.shape[0],))
@@ -188,6 +213,7 @@ def occlusion(
     baselines: Any = None,
     batch_size: int | None = None,
     perturbations_per_eval: int | None = None,
+    incremental: bool | None = None,
 ) -> Array:
     """Slide a window of baseline values over the input; average ``F(x) - F(x_occluded)``.
 
@@ -204,12 +230,17 @@ def occlusion(
             where the window does not span the dimension.
         baselines: the values a window writes (0 by default; scalar, per-channel ``[C]`` or input-shaped).
         batch_size: window positions per forward pass (None: all at once); alias ``perturbations_per_eval``.
+        incremental: recompute only the activations each window changes
+            (``jaxplain.attribution.incremental``, Krypton's exact incremental inference): True
+            requires it, False turns it off, None (default) uses it for zoo ResNets and VGGs
+            when a window covers at most half of the image.
 
     Returns:
         The attribution, shaped like ``inputs``.
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="occlusion")
     model, inputs, target = prepare(model, inputs, target, method="occlusion")
+    supported = incremental_module.supports(model) and inputs.ndim == 4
     dims = inputs.shape[1:]
     windows = tuple(sliding_window_shapes)
     if inputs.ndim == 4 and len(windows) == 2:
@@ -224,9 +255,14 @@ def occlusion(
             )
         if stride > window and window < size:
             raise ValueError(f"occlusion: strides {strides} exceed the window {windows}: elements would be skipped")
+    if incremental and not supported:
+        raise ValueError("occlusion: incremental=True needs a zoo ResNet or VGG Model and NHWC inputs")
+    small_windows = windows[0] * windows[1] <= incremental_module.MAX_BOX_SHARE * dims[0] * dims[1]
+    incremental_passes = bool(supported and incremental is not False and (incremental or small_windows))
     arrays = {"baselines": broadcast_baselines(baselines, inputs, method="occlusion")}
     return run(
-        _occlusion_core, model, inputs, target, arrays=arrays, windows=windows, strides=strides, batch_size=batch_size
+        _occlusion_core, model, inputs, target, arrays=arrays, windows=windows, strides=strides, batch_size=batch_size,
+        incremental_passes=incremental_passes,
     )
 
 

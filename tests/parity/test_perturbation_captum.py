@@ -65,8 +65,10 @@ def test_occlusion(resnet, images, window, strides, baseline):
         target=torch.from_numpy(TARGETS),
         perturbations_per_eval=64,
     )
-    ours = jx.occlusion(model, images, TARGETS, sliding_window_shapes=window, strides=strides, baselines=baseline)
-    assert_close(ours, nhwc(theirs), rtol=RTOL)
+    for incremental in (False, True):
+        ours = jx.occlusion(model, images, TARGETS, sliding_window_shapes=window, strides=strides, baselines=baseline,
+                            incremental=incremental)
+        assert_close(ours, nhwc(theirs), rtol=RTOL)
 
 
 def test_occlusion_chunked_equals_unchunked(resnet, images):
