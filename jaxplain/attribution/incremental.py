@@ -11,8 +11,8 @@ the full forward pass up to float rounding.
 How it runs: one clean forward pass records every module call's inputs. Each window's pass
 then carries a :class:`Patch` (the box's values) through the same modules, intercepted with
 ``flax.linen.intercept_methods``: convolutions and max pooling compute their output box from
-the input box merged into the clean input around it (``VALID`` on that slice), element-wise
-layers map the box, sums and concatenations re-box their operands to the union of their boxes.
+the input box merged into the clean input around it (``VALID`` on that slice), batch norms and
+ReLUs map the box, residual sums re-box their operands to the union of their boxes.
 Box sizes are static: every window's changed rows and columns are worked out in numpy from
 the window positions (:class:`Span`), and a window's box start is a table lookup. Where a box
 would cover most of a map, or a layer is not one of the above (pooling to a vector, flatten,
@@ -26,17 +26,18 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
 from jaxplain.model import Model
-from jaxplain.nets import layers, small_conv
+from jaxplain.nets import layers, resnet, small_conv, vgg
 from jaxplain.typing import Array
 
-ELEMENTWISE = (layers.BatchNorm2d, layers.ReLU, layers.ReLU6, layers.LeakyReLU, layers.ELU, layers.Sigmoid,
-               layers.Tanh, layers.Softplus, layers.Identity, layers.Dropout)
+ELEMENTWISE = (layers.BatchNorm2d, layers.ReLU)
+CONTAINERS = (resnet.ResNet, resnet.Stage, resnet.BasicBlock, resnet.Bottleneck, resnet.Downsample, vgg.VGG,
+              vgg.VGGFeatures)
+"""Zoo modules whose ``__call__`` only chains module calls, so patches may flow through them."""
 MAX_BOX_SHARE = 0.5
 """A box covering more than this share of its map is pasted back: recomputing it saves too little."""
 
@@ -157,23 +158,32 @@ def _max_pool(module: layers.MaxPool2d, patch: Patch, clean: Array) -> Patch | N
     return _sliding(patch, clean, window, strides, pads, out_shape, -jnp.inf, pool)
 
 
-def _reboxed(patches: list[Patch], cleans: list[Array]) -> tuple[list[Array], Span, Span]:
-    """Every operand on the union of the operands' boxes."""
+def _add(call: Callable, patches: list[Patch], cleans: list[Array]) -> Patch | None:
+    """A residual sum of patches: every operand re-boxed to the union of their boxes."""
     rows, cols = Span.union([p.rows for p in patches]), Span.union([p.cols for p in patches])
-    top, left = patches[0].box_start(rows, cols)
-    values = [region(p, c, top, left, rows.size, cols.size) for p, c in zip(patches, cleans)]
-    return values, rows, cols
-
-
-def _combine(module: nn.Module, call: Callable, patches: list[Patch], cleans: list[Array]) -> Patch | None:
-    values, rows, cols = _reboxed(patches, cleans)
     if rows.size * cols.size > MAX_BOX_SHARE * rows.extent * cols.extent:
         return None
+    top, left = patches[0].box_start(rows, cols)
+    values = [region(p, c, top, left, rows.size, cols.size) for p, c in zip(patches, cleans)]
     return patches[0].with_box(call(*values), rows, cols)
 
 
+def _on_patches(module: nn.Module, call: Callable, patches: list[Patch], cleans: list[Array]) -> Patch | None:
+    """The layer's output patch, or None where it must run on the pasted full activation."""
+    if isinstance(module, ELEMENTWISE):
+        return patches[0].with_box(call(patches[0].values), patches[0].rows, patches[0].cols)
+    if isinstance(module, layers.Conv2d):
+        return _conv(module, patches[0], cleans[0])
+    if isinstance(module, layers.MaxPool2d):
+        return _max_pool(module, patches[0], cleans[0])
+    if isinstance(module, layers.Add):
+        return _add(call, patches, cleans)
+    return None
+
+
 class _Incremental:
-    """The interceptor of one window's pass: patches through supported layers, pasted back elsewhere."""
+    """The interceptor of one window's pass: patches through the supported layers and the zoo blocks
+    that chain them, pasted into the clean activation everywhere else."""
 
     def __init__(self, cleans: list[tuple[Any, ...]]):
         self.cleans = cleans
@@ -185,36 +195,13 @@ class _Incremental:
         cleans = self.cleans[self.calls]
         self.calls += 1
         patched = [isinstance(a, Patch) for a in args]
-        if not any(patched):
+        if not any(patched) or isinstance(context.module, CONTAINERS):
             return next_fun(*args, **kwargs)
-        module = context.module
-        leaf = isinstance(module, (layers.Conv2d, layers.MaxPool2d, layers.Add, layers.Concat) + ELEMENTWISE)
-        if not leaf and not (isinstance(module, nn.Module) and _is_container(module)):
-            return next_fun(*[paste(a, c) if p else a for a, c, p in zip(args, cleans, patched)], **kwargs)
-        if not leaf:
-            return next_fun(*args, **kwargs)
-        result = None
-        if all(patched):
-            if isinstance(module, ELEMENTWISE):
-                result = args[0].with_box(next_fun(args[0].values, **kwargs), args[0].rows, args[0].cols)
-            elif isinstance(module, layers.Conv2d):
-                result = _conv(module, args[0], cleans[0])
-            elif isinstance(module, layers.MaxPool2d):
-                result = _max_pool(module, args[0], cleans[0])
-            else:
-                result = _combine(module, lambda *v: next_fun(*v, **kwargs), list(args), list(cleans))
+        call = lambda *values: next_fun(*values, **kwargs)
+        result = _on_patches(context.module, call, list(args), list(cleans)) if all(patched) else None
         if result is None:
-            return next_fun(*[paste(a, c) if p else a for a, c, p in zip(args, cleans, patched)], **kwargs)
+            return call(*[paste(a, c) if p else a for a, c, p in zip(args, cleans, patched)])
         return result
-
-
-def _is_container(module: nn.Module) -> bool:
-    """A zoo block whose ``__call__`` only chains module calls (so patches may flow through it)."""
-    from jaxplain.nets import resnet, vgg
-
-    containers = (resnet.ResNet, resnet.Stage, resnet.BasicBlock, resnet.Bottleneck, resnet.Downsample,
-                  vgg.VGG, vgg.VGGFeatures)
-    return isinstance(module, containers)
 
 
 def record_clean(model: Model, inputs: Array) -> tuple[Array, list[tuple[Any, ...]]]:
@@ -247,4 +234,4 @@ def patched_forward(model: Model, cleans: list[tuple[Any, ...]], patch: Patch) -
 
 def supports(model: Any) -> bool:
     """Whether ``model``'s architecture is one whose blocks only chain module calls (ResNet, VGG)."""
-    return isinstance(model, Model) and _is_container(model.module)
+    return isinstance(model, Model) and isinstance(model.module, CONTAINERS)
