@@ -92,5 +92,5 @@ def require_structure(model: Model | FunctionModel, method: str) -> Model:
 def init_model(module: nn.Module, input_shape: tuple[int, ...], key: Array | None = None, **metadata: Any) -> Model:
     """Initialise ``module`` with PyTorch's default initialisers on an NHWC input shape."""
     key = jax.random.PRNGKey(0) if key is None else key
-    variables = module.init(key, jnp.zeros(input_shape, jnp.float32))
+    variables = jax.jit(module.init)(key, jnp.zeros(input_shape, jnp.float32))
     return Model(module, variables, input_channels=input_shape[-1], **metadata)

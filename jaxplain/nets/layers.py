@@ -35,12 +35,30 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return (int(first), int(second))
 
 
+def host_uniform(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype, low: float, high: float) -> jax.Array:
+    """Uniform values in ``[low, high)`` drawn on the host by numpy's Philox generator keyed by ``key``.
+
+    Same key, same values, on every backend. An initialiser built on it compiles to one host
+    call, where ``jax.random.uniform`` compiles one threefry kernel per parameter: XLA CPU
+    spends ~0.1 s on each: initialising DenseNet-121 took 50 s that way, 9.5 s now (most of
+    it compiling Flax's key derivation).
+    """
+    dtype = jnp.dtype(dtype)
+
+    def draw(key_data: np.ndarray) -> np.ndarray:
+        generator = np.random.Generator(np.random.Philox(key=np.asarray(key_data, np.uint64)))
+        return generator.uniform(low, high, shape).astype(dtype)
+
+    return jax.pure_callback(draw, jax.ShapeDtypeStruct(shape, dtype), jax.random.key_data(key),
+                             vmap_method="sequential")
+
+
 def _torch_uniform(fan_in: int):
     """PyTorch's default (kaiming-uniform, a=sqrt(5)) init for weights and biases."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
     def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
+        return host_uniform(key, shape, dtype, -bound, bound)
 
     return init
 

@@ -535,5 +535,5 @@ def prototree(arch: str, source_layer: str, num_classes: int, depth: int, num_fe
 
 def _initialised(module: nn.Module, input_shape: tuple[int, ...], key: jax.Array | None,
                  name: str) -> PrototypeModel:
-    variables = module.init(jax.random.PRNGKey(0) if key is None else key, jnp.zeros(input_shape, jnp.float32))
+    variables = jax.jit(module.init)(jax.random.PRNGKey(0) if key is None else key, jnp.zeros(input_shape, jnp.float32))
     return PrototypeModel(module, variables, input_channels=input_shape[-1], name=name)
