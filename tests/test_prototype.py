@@ -43,7 +43,8 @@ def test_similarity_maps_shape_and_formula(model, x):
     minimum = jnp.min(distances, axis=(1, 2))
     weights = model.variables["params"]["classifier"]["last_layer"]["kernel"]
     expected = jnp.log((minimum + 1) / (minimum + 1e-4)) @ weights
-    np.testing.assert_allclose(logits, expected, rtol=1e-5)
+    # The logits are sums of terms of both signs: near-zero ones carry float32 cancellation, hence the atol.
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5 * float(jnp.abs(expected).max()))
 
 
 def test_similarity_rule_conserves_relevance():
