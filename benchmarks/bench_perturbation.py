@@ -7,7 +7,8 @@ inputs and targets, the peers at their default settings unless stated:
   ``perturbations_per_eval=1`` (Captum's default); jaxplain with ``batch_size=--chunk``, its
   default incremental passes (ResNets, VGGs), and the same with ``incremental=False`` as a
   second row ("jaxplain, full passes": the ratio is the incremental passes' gain).
-- ``ablation``: Captum ``FeatureAblation`` over 16x16 pixel blocks (196 groups at 224 px).
+- ``ablation``: Captum ``FeatureAblation`` over 16x16 pixel blocks (196 groups at 224 px); jaxplain's
+  incremental passes (each block's box) and, as a second row, full passes.
 - ``shapley``: Captum ``ShapleyValueSampling``, ``n_samples=25`` over 8x8 blocks of 32 px (16 groups at 224 px).
 - ``kernel_shap`` / ``lime_captum``: Captum ``KernelShap`` / ``Lime`` (25 samples) over the 16x16 blocks.
 - ``lime``: the ``lime`` package's ``LimeImageExplainer`` (1000 samples, batch 10, top 5 labels)
@@ -74,6 +75,8 @@ def calls(method: str, model: Any, flax_model: Any, inputs: Any, target: Any, ar
         return {
             "jaxplain": lambda: jx.feature_ablation(flax_model, xj, tj, feature_mask=blocks, batch_size=chunk),
             "Captum": lambda: ca.FeatureAblation(model).attribute(x, feature_mask=torch_blocks, target=t),
+            "jaxplain, full passes": lambda: jx.feature_ablation(flax_model, xj, tj, feature_mask=blocks,
+                                                                 batch_size=chunk, incremental=False),
         }
     if method == "shapley":
         coarse = block_mask(size, size // 4)

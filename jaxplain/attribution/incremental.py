@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from jaxplain.model import Model
-from jaxplain.nets import layers, resnet, small_conv, vgg
+from jaxplain.nets import layers, resnet, vgg
 from jaxplain.typing import Array
 
 ELEMENTWISE = (layers.BatchNorm2d, layers.ReLU)
@@ -42,17 +42,25 @@ MAX_BOX_SHARE = 0.5
 """A box covering more than this share of its map is pasted back: recomputing it saves too little."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Span:
     """Along one spatial axis, for every window: the changed indices ``lo..hi`` and a box of static ``size``.
 
     ``extent`` is the axis length; a window whose change vanished (``lo > hi``) keeps a box of clean values.
+    Spans compare and hash by value, so they can be static arguments of a compiled function.
     """
 
     lo: np.ndarray
     hi: np.ndarray
     size: int
     extent: int
+
+    def __hash__(self) -> int:
+        return hash((self.lo.tobytes(), self.hi.tobytes(), self.size, self.extent))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Span) and (self.size, self.extent) == (other.size, other.extent)
+                and np.array_equal(self.lo, other.lo) and np.array_equal(self.hi, other.hi))
 
     @staticmethod
     def of(lo: np.ndarray, hi: np.ndarray, extent: int) -> "Span":
@@ -138,13 +146,8 @@ def _conv(module: layers.Conv2d, patch: Patch, clean: Array) -> Patch | None:
     (ph, pw), (dh, dw) = layers._pair(module.padding), layers._pair(module.dilation)
     kernel = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
     out_shape = ((clean.shape[1] + 2 * ph - kernel[0]) // sh + 1, (clean.shape[2] + 2 * pw - kernel[1]) // sw + 1)
-    params = module.variables["params"]
-
-    def convolve(merged: Array) -> Array:
-        out = small_conv.conv2d(merged, params["kernel"].astype(merged.dtype), (sh, sw), ((0, 0), (0, 0)), (dh, dw),
-                                module.groups)
-        return out + params["bias"].astype(merged.dtype) if "bias" in params else out
-
+    unpadded, params = module.clone(parent=None, padding=0), module.variables["params"]
+    convolve = lambda merged: unpadded.forward(params, merged)
     return _sliding(patch, clean, kernel, (sh, sw), ((ph, ph), (pw, pw)), out_shape, 0.0, convolve)
 
 
@@ -221,6 +224,20 @@ def record_clean(model: Model, inputs: Array) -> tuple[Array, list[tuple[Any, ..
 def window_spans(starts: np.ndarray, window: int, extent: int) -> Span:
     """The input span of windows of ``window`` elements at ``starts`` (cropped at the end, as Captum)."""
     return Span.of(starts, np.minimum(starts + window, extent) - 1, extent)
+
+
+def group_spans(mask: np.ndarray, count: int) -> tuple[Span, Span]:
+    """The rows and columns each of ``count`` groups of an ``[N, H, W, C]`` id mask spans (over examples and channels)."""
+    rows = np.broadcast_to(np.arange(mask.shape[1])[None, :, None, None], mask.shape).ravel()
+    cols = np.broadcast_to(np.arange(mask.shape[2])[None, None, :, None], mask.shape).ravel()
+    ids = mask.ravel()
+    spans = []
+    for positions, extent in ((rows, mask.shape[1]), (cols, mask.shape[2])):
+        lo, hi = np.full(count, extent), np.full(count, -1)
+        np.minimum.at(lo, ids, positions)
+        np.maximum.at(hi, ids, positions)
+        spans.append(Span.of(lo, hi, extent))
+    return spans[0], spans[1]
 
 
 def patched_forward(model: Model, cleans: list[tuple[Any, ...]], patch: Patch) -> Array:

@@ -91,12 +91,24 @@ def target_scores(model, batch: Array, target: Array) -> Array:
     return selected_output(model(batch), target)
 
 
-def _feature_ablation_core(model, inputs, target, key, arrays, *, num_features, batch_size):
+def _feature_ablation_core(model, inputs, target, key, arrays, *, num_features, batch_size, group_spans):
     mask, baselines = arrays["feature_mask"], arrays["baselines"]
-    reference = target_scores(model, inputs, target)
+    if group_spans is None:
+        reference = target_scores(model, inputs, target)
 
-    def ablated(feature):
-        return target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
+        def ablated(feature):
+            return target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
+    else:
+        output, cleans = incremental_module.record_clean(model, inputs)
+        reference, (rows, cols) = selected_output(output, target), group_spans
+        shape = (inputs.shape[0], rows.size, cols.size, inputs.shape[3])
+
+        def ablated(feature):
+            start = (0, jnp.asarray(rows.starts)[feature], jnp.asarray(cols.starts)[feature], 0)
+            box = jnp.where(lax.dynamic_slice(mask, start, shape) == feature, lax.dynamic_slice(baselines, start, shape),
+                            lax.dynamic_slice(inputs, start, shape))
+            patch = incremental_module.Patch(box, feature, feature, rows, cols)
+            return selected_output(incremental_module.patched_forward(model, cleans, patch), target)
 
     scores = map_over(ablated, jnp.arange(num_features), batch_size)
     return spread_over_groups((reference[None] - scores).T, mask)
@@ -111,6 +123,7 @@ def feature_ablation(
     feature_mask: Any = None,
     batch_size: int | None = None,
     perturbations_per_eval: int | None = None,
+    incremental: bool | None = None,
 ) -> Array:
     """Ablate each feature group to its baseline; every element gets ``F(x) - F(x_ablated)``.
 
@@ -126,6 +139,10 @@ def feature_ablation(
         baselines: the values ablated features take.
         feature_mask: integer group ids broadcastable to ``inputs`` (see :func:`feature_groups`).
         batch_size: groups per forward pass (None: all at once); ``perturbations_per_eval`` is its alias.
+        incremental: recompute only the activations inside each group's bounding box
+            (``jaxplain.attribution.incremental``, as :func:`occlusion`): True requires it, False
+            turns it off, None (default) uses it for zoo ResNets and VGGs when every group's
+            box covers at most half of the image.
 
     Returns:
         The attribution, shaped like ``inputs``.
@@ -133,9 +150,18 @@ def feature_ablation(
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="feature_ablation")
     model, inputs, target = prepare(model, inputs, target, method="feature_ablation")
     mask, count = feature_groups(feature_mask, inputs, method="feature_ablation")
+    supported = incremental_module.supports(model) and inputs.ndim == 4
+    if incremental and not supported:
+        raise ValueError("feature_ablation: incremental=True needs a zoo ResNet or VGG Model and NHWC inputs")
+    spans = None
+    if supported and incremental is not False:
+        rows, cols = incremental_module.group_spans(np.asarray(mask), count)
+        if incremental or rows.size * cols.size <= incremental_module.MAX_BOX_SHARE * rows.extent * cols.extent:
+            spans = (rows, cols)
     arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method="feature_ablation")}
     return run(
-        _feature_ablation_core, model, inputs, target, arrays=arrays, num_features=count, batch_size=batch_size
+        _feature_ablation_core, model, inputs, target, arrays=arrays, num_features=count, batch_size=batch_size,
+        group_spans=spans,
     )
 
 

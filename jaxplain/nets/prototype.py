@@ -352,6 +352,11 @@ class ProtoTreeClassifier(nn.Module):
     def leaf_probabilities(self, features: jax.Array) -> jax.Array:
         """``[N, L]`` probability (log-probability with ``log_probabilities``) of reaching each leaf."""
         taken, _, valid = self._branches(features)
+        return self._reach(taken, valid)
+
+    @nn.nowrap
+    def _reach(self, taken: jax.Array, valid: np.ndarray) -> jax.Array:
+        """The product (sum of logs) of the taken branches' probabilities along each leaf's path."""
         if self.log_probabilities:
             return jnp.sum(jnp.where(valid, taken, 0.0), axis=-1)
         return jnp.prod(jnp.where(valid, taken, 1.0), axis=-1)
@@ -368,12 +373,9 @@ class ProtoTreeClassifier(nn.Module):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         taken, other, valid = self._branches(features)
-        if self.log_probabilities:
-            reach = jnp.sum(jnp.where(valid, taken, 0.0), axis=-1)
-            distributions = jax.nn.log_softmax(self.leaf_logits, axis=-1)
-        else:
-            reach = jnp.prod(jnp.where(valid, taken, 1.0), axis=-1)
-            distributions = jax.nn.softmax(self.leaf_logits, axis=-1)
+        reach = self._reach(taken, valid)
+        normalise = jax.nn.log_softmax if self.log_probabilities else jax.nn.softmax
+        distributions = normalise(self.leaf_logits, axis=-1)
         if self.strategy == "distributed":
             if self.log_probabilities:
                 return jax.nn.logsumexp(reach[..., None] + distributions, axis=1)

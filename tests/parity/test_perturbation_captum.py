@@ -80,9 +80,19 @@ def test_occlusion_chunked_equals_unchunked(resnet, images):
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-5)
 
 
-def test_feature_ablation_pixel_groups(resnet, images):
+def scattered_mask(height: int, width: int, block: int) -> np.ndarray:
+    """Blocks, but group 0 also holds block 2 (two apart: its box has a gap) and id 5 is absent."""
+    mask = block_mask(height, width, block)
+    mask[mask == 2] = 0
+    mask[mask == 5] = 6
+    return mask
+
+
+@pytest.mark.parametrize("make_mask", [block_mask, scattered_mask])
+def test_feature_ablation_pixel_groups(resnet, images, make_mask):
+    """Both with incremental passes (each group's bounding box, automatic for small boxes) and without."""
     torch_model, model = resnet
-    mask = block_mask(32, 40, 4)
+    mask = make_mask(32, 40, 4)
     baselines = np.random.default_rng(6).normal(size=(1, 32, 40, 3)).astype(np.float32)
     theirs = ca.FeatureAblation(torch_model).attribute(
         nchw(images),
@@ -91,8 +101,10 @@ def test_feature_ablation_pixel_groups(resnet, images):
         target=torch.from_numpy(TARGETS),
         perturbations_per_eval=32,
     )
-    ours = jx.feature_ablation(model, images, TARGETS, baselines=baselines, feature_mask=mask, batch_size=13)
-    assert_close(ours, nhwc(theirs), rtol=RTOL)
+    for incremental in (False, True):
+        ours = jx.feature_ablation(model, images, TARGETS, baselines=baselines, feature_mask=mask, batch_size=13,
+                                   incremental=incremental)
+        assert_close(ours, nhwc(theirs), rtol=RTOL)
 
 
 def test_feature_ablation_per_example_and_channel_masks(resnet, images):
@@ -102,8 +114,9 @@ def test_feature_ablation_per_example_and_channel_masks(resnet, images):
     theirs = ca.FeatureAblation(torch_model).attribute(
         nchw(images), baselines=0.25, feature_mask=nchw(mask), target=torch.from_numpy(TARGETS), perturbations_per_eval=4
     )
-    ours = jx.feature_ablation(model, images, TARGETS, baselines=0.25, feature_mask=mask)
-    assert_close(ours, nhwc(theirs), rtol=RTOL)
+    for incremental in (False, True):  # True: every group's box is the whole image, pasted at the first layer
+        ours = jx.feature_ablation(model, images, TARGETS, baselines=0.25, feature_mask=mask, incremental=incremental)
+        assert_close(ours, nhwc(theirs), rtol=RTOL)
 
 
 def test_shapley_sampling_with_captums_orderings(resnet, images):
