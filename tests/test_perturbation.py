@@ -245,3 +245,8 @@ def test_incremental_occlusion_choice_and_errors():
     automatic = jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2)
     np.testing.assert_array_equal(automatic, jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2,
                                                           incremental=False))
+    blocks = (np.arange(x.shape[1])[:, None] // 4 * 3 + np.arange(x.shape[2])[None, :] // 4).astype(np.int32)
+    with pytest.raises(ValueError, match="incremental=True needs"):
+        jx.feature_ablation(model, x, 0, feature_mask=blocks, incremental=True)
+    np.testing.assert_array_equal(jx.feature_ablation(model, x, 0, feature_mask=blocks),
+                                  jx.feature_ablation(model, x, 0, feature_mask=blocks, incremental=False))
