@@ -1,0 +1,571 @@
+"""pytorch-grad-cam's CAM family: Grad-CAM++, XGrad-CAM, HiRes-CAM, element-wise Grad-CAM,
+Layer-CAM, Eigen-CAM, Eigen-Grad-CAM, Ablation-CAM and FullGrad, batched.
+
+Every method builds channel maps ``M [N, h, w, K]`` at a layer from its activation ``A`` (and
+the target's gradient ``G`` there), then reduces them to one map ``[N, h, w, 1]``: the sum over
+channels, or with ``eigen_smooth`` the projection on their first principal component. The
+formulas are those of grad-cam 1.5.7 (``pytorch_grad_cam/*.py``).
+
+``postprocess=None`` (default) returns that raw layer-resolution map, resized with
+``upsample="nearest"|"bilinear"`` as :func:`~jaxplain.attribution.cam.layer_gradcam` does, and a
+tuple of maps for a tuple of layers. ``postprocess="pytorch_grad_cam"`` returns the library's
+final map ``[N, H, W, 1]`` (``BaseCAM.compute_cam_per_layer`` and ``aggregate_multi_layers``):
+per layer ``relu``, per-image min-max scaling ``(m - min) / (max - min + 1e-7)`` and OpenCV's
+bilinear ``cv2.resize`` to the input (pixel centres at ``i + 0.5``, edges clamped: the
+convention of ``F.interpolate(align_corners=False)``); then the layers' maps are averaged and
+scaled again. ``aug_smooth`` averages the maps of the six test-time augmentations of
+``BaseCAM`` (horizontal flip x brightness 0.9, 1, 1.1; each map flipped back).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxplain.attribution._common import check_batch_size, check_choice, prepare, run, selected_output
+from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation, tapped_forward
+from jaxplain.attribution.layer import prepare_layer
+from jaxplain.image import interpolate
+from jaxplain.model import require_structure
+from jaxplain.rules.engine import module_calls
+from jaxplain.typing import Array, Target
+
+POSTPROCESS = (None, "pytorch_grad_cam")
+UPSAMPLE_MODES = (None, "nearest", "bilinear")
+AUGMENTATION_FACTORS = (0.9, 1.0, 1.1)
+"""ttach's ``Multiply`` factors in ``BaseCAM``'s default test-time augmentation (with and without a flip)."""
+
+ABLATION_OFFSET = 1e7
+"""Ablation-CAM's ablated value below the minimum when a layer's minimum is not 0 (``AblationLayer``)."""
+
+Layers = str | tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# shared pieces
+
+
+def min_max_scale(maps: Array, axes: tuple[int, ...] = (1, 2)) -> Array:
+    """``(m - min) / (max - min + 1e-7)`` over ``axes`` (pytorch-grad-cam's ``scale_cam_image``)."""
+    shifted = maps - jnp.min(maps, axis=axes, keepdims=True)
+    return shifted / (1e-7 + jnp.max(shifted, axis=axes, keepdims=True))
+
+
+def cv2_resize(maps: Array, size: tuple[int, int]) -> Array:
+    """NHWC ``maps`` resized to ``size = (H, W)`` as ``cv2.resize(..., INTER_LINEAR)`` resizes float maps.
+
+    OpenCV samples ``(i + 0.5) * in / out - 0.5`` and clamps at the edges, the convention of
+    ``F.interpolate(mode="bilinear", align_corners=False)`` (tested against ``cv2.resize``).
+    """
+    return maps if maps.shape[1:3] == tuple(size) else interpolate(maps, size, "bilinear")
+
+
+def first_component(maps: Array) -> Array:
+    """Projection of every pixel's channel vector on the first principal component: ``[N, h, w, K] -> [N, h, w, 1]``.
+
+    pytorch-grad-cam's ``get_2d_projection``: NaN set to 0, channels centred over the pixels,
+    ``centred @ V[0]`` with ``V[0]`` the first right singular vector (its sign is LAPACK's, as
+    NumPy's).
+    """
+    count, height, width, channels = maps.shape
+    flat = maps.reshape(count, height * width, channels)
+    flat = jnp.where(jnp.isnan(flat), 0.0, flat)
+    centred = flat - jnp.mean(flat, axis=1, keepdims=True)
+    _, _, vt = jnp.linalg.svd(centred, full_matrices=False)
+    return jnp.einsum("npk,nk->np", centred, vt[:, 0, :]).reshape(count, height, width, 1)
+
+
+def _reduce(channel_maps: Array, eigen_smooth: bool) -> Array:
+    return first_component(channel_maps) if eigen_smooth else jnp.sum(channel_maps, axis=-1, keepdims=True)
+
+
+def _spatial_sum(maps: Array) -> Array:
+    return jnp.sum(maps, axis=(1, 2), keepdims=True)
+
+
+def _grad_cam_plus_plus_maps(gradient: Array, activation: Array) -> Array:
+    # Chattopadhay et al. 2018, eq. 19 with an exponential score: a = g^2 / (2 g^2 + sum(A) g^3).
+    squared = gradient**2
+    alpha = squared / (2 * squared + _spatial_sum(activation) * squared * gradient + 1e-6)
+    alpha = jnp.where(gradient != 0, alpha, 0.0)
+    return _spatial_sum(jax.nn.relu(gradient) * alpha) * activation
+
+
+def _xgrad_cam_maps(gradient: Array, activation: Array) -> Array:
+    # Fu et al. 2020: w = sum(G * A) / sum(A).
+    return _spatial_sum(gradient * activation / (_spatial_sum(activation) + 1e-7)) * activation
+
+
+CHANNEL_MAPS = {
+    "grad_cam_plus_plus": _grad_cam_plus_plus_maps,
+    "xgrad_cam": _xgrad_cam_maps,
+    "hires_cam": lambda gradient, activation: gradient * activation,
+    "grad_cam_element_wise": lambda gradient, activation: jax.nn.relu(gradient * activation),
+    "layer_cam": lambda gradient, activation: jax.nn.relu(gradient) * activation,
+    "eigen_grad_cam": lambda gradient, activation: gradient * activation,
+}
+ALWAYS_PROJECTED = ("eigen_cam", "eigen_grad_cam")
+
+
+def _postprocessed(cams: tuple[Array, ...], size: tuple[int, int]) -> Array:
+    """``BaseCAM``'s per-layer relu, scale and resize, then the mean over layers, scaled."""
+    per_layer = [cv2_resize(min_max_scale(jax.nn.relu(cam)), size) for cam in cams]
+    return min_max_scale(jnp.mean(jax.nn.relu(jnp.stack(per_layer)), axis=0))
+
+
+def _finish(cams: tuple[Array, ...], layers: Layers, size: tuple[int, int], postprocess, upsample) -> Any:
+    if postprocess == "pytorch_grad_cam":
+        return _postprocessed(cams, size)
+    if upsample is not None:
+        cams = tuple(interpolate(cam, size, upsample) for cam in cams)
+    return cams[0] if isinstance(layers, str) else cams
+
+
+def _augmented(maps_of, inputs: Array, target: Array) -> Any:
+    """``BaseCAM.forward_augmentation_smoothing``: the mean of the maps of six augmented batches,
+    evaluated as one batch of ``6 N`` images, each map flipped back where its input was flipped."""
+    count = inputs.shape[0]
+    batches = [factor * (jnp.flip(inputs, axis=2) if flip else inputs) for flip in (False, True) for factor in AUGMENTATION_FACTORS]
+    maps = maps_of(jnp.concatenate(batches), jnp.tile(target, len(batches)))
+
+    def mean_over_augmentations(leaf):
+        groups = leaf.reshape((len(batches), count) + leaf.shape[1:])
+        half = len(AUGMENTATION_FACTORS)
+        return jnp.mean(jnp.concatenate([groups[:half], jnp.flip(groups[half:], axis=3)]), axis=0)
+
+    return jax.tree_util.tree_map(mean_over_augmentations, maps)
+
+
+def _check_options(method: str, postprocess, upsample, batch_size=None) -> None:
+    check_choice("postprocess", postprocess, POSTPROCESS, method=method)
+    check_choice("upsample", upsample, UPSAMPLE_MODES, method=method)
+    check_batch_size(batch_size, method=method)
+    if postprocess is not None and upsample is not None:
+        raise ValueError(f"{method}: upsample applies to the raw map; postprocess={postprocess!r} already resizes to the input")
+
+
+def _as_tuple(layers: Layers) -> tuple[str, ...]:
+    return (layers,) if isinstance(layers, str) else layers
+
+
+# --------------------------------------------------------------------------------------------
+# gradient- and activation-weighted CAMs
+
+
+def _cam_core(model, inputs, target, key, arrays, *, method, layer, eigen_smooth, postprocess, upsample, aug_smooth):
+    layers = _as_tuple(layer)
+
+    def maps_of(images, targets):
+        if method == "eigen_cam":
+            activations = layer_activation_of(model, layers, images)
+            cams = tuple(first_component(a) for a in activations)
+        else:
+            gradients, activations = layer_gradient_and_activation(model, layers, images, targets)
+            smooth = eigen_smooth or method in ALWAYS_PROJECTED
+            cams = tuple(_reduce(CHANNEL_MAPS[method](g, a), smooth) for g, a in zip(gradients, activations))
+        return _finish(cams, layer, inputs.shape[1:3], postprocess, upsample)
+
+    return _augmented(maps_of, inputs, target) if aug_smooth else maps_of(inputs, target)
+
+
+def _cam(method, model, inputs, target, layer, *, postprocess, upsample, aug_smooth, eigen_smooth=False):
+    _check_options(method, postprocess, upsample)
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method=method)
+    return run(
+        _cam_core,
+        model,
+        inputs,
+        target,
+        method=method,
+        layer=layer,
+        eigen_smooth=bool(eigen_smooth),
+        postprocess=postprocess,
+        upsample=upsample,
+        aug_smooth=bool(aug_smooth),
+    )
+
+
+_COMMON_ARGS = """
+    Args:
+        model: a ``jx.Model`` (the layer is named by its path).
+        inputs: ``[N, H, W, C]`` float32, normalised.
+        target: an int, an int array ``[N]`` (one class per image, as a list of
+            ``ClassifierOutputTarget``), or ``None`` for the predicted classes.
+        layer: a path such as ``"layer4"``, or a tuple of paths (pytorch-grad-cam's
+            ``target_layers``).
+        postprocess: ``None`` for the raw map, ``"pytorch_grad_cam"`` for the library's final map.
+        upsample: ``None``, ``"nearest"`` or ``"bilinear"``: resize the raw map to the input.
+        aug_smooth: average over BaseCAM's six test-time augmentations."""
+
+_RETURNS = """
+    Returns:
+        The raw map ``[N, h, w, 1]`` (``[N, H, W, 1]`` with ``upsample``; a tuple for a tuple of
+        layers), or with ``postprocess="pytorch_grad_cam"`` the final map ``[N, H, W, 1]`` in [0, 1].
+"""
+
+
+def grad_cam_plus_plus(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """Grad-CAM++ (Chattopadhay et al. 2018), as pytorch-grad-cam's ``GradCAMPlusPlus``.
+
+    ``a = G^2 / (2 G^2 + sum_hw(A) G^3 + 1e-6)`` (0 where ``G = 0``),
+    ``w_k = sum_hw relu(G) a``, map ``sum_k w_k A_k`` (grad_cam_plusplus.py).
+    {args}
+        eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.grad_cam_plus_plus(model, x, target, layer="layer4", postprocess="pytorch_grad_cam")
+    """
+    return _cam("grad_cam_plus_plus", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def xgrad_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """XGrad-CAM (Fu et al. 2020), as pytorch-grad-cam's ``XGradCAM``.
+
+    ``w_k = sum_hw(G_k A_k) / (sum_hw(A_k) + 1e-7)``, map ``sum_k w_k A_k`` (xgrad_cam.py).
+    {args}
+        eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.xgrad_cam(model, x, target, layer="layer4")
+    """
+    return _cam("xgrad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def hires_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """HiResCAM (Draelos and Carin 2020), as pytorch-grad-cam's ``HiResCAM``: map ``sum_k G_k A_k``.
+    {args}
+        eigen_smooth: project ``G_k A_k`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.hires_cam(model, x, target, layer="layer4")
+    """
+    return _cam("hires_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def grad_cam_element_wise(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """Element-wise Grad-CAM, as pytorch-grad-cam's ``GradCAMElementWise``: map ``sum_k relu(G_k A_k)``.
+    {args}
+        eigen_smooth: project ``relu(G_k A_k)`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.grad_cam_element_wise(model, x, target, layer="layer4")
+    """
+    return _cam("grad_cam_element_wise", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def layer_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """Layer-CAM (Jiang et al. 2021), as pytorch-grad-cam's ``LayerCAM``: map ``sum_k relu(G_k) A_k``.
+    {args}
+        eigen_smooth: project ``relu(G_k) A_k`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.layer_cam(model, x, target, layer=("layer3", "layer4"), postprocess="pytorch_grad_cam")
+    """
+    return _cam("layer_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+
+
+def eigen_cam(
+    model: Any,
+    inputs: Array,
+    target: Target = None,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+) -> Any:
+    """Eigen-CAM (Muhammad and Yeasin 2020), as pytorch-grad-cam's ``EigenCAM``.
+
+    The activation's projection on its first principal component (eigen_cam.py); no gradient,
+    so ``target`` is not used (pass ``None``).
+    {args}
+    {returns}
+    Example:
+        >>> cam = jx.eigen_cam(model, x, None, layer="layer4")
+    """
+    return _cam("eigen_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth)
+
+
+def eigen_grad_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+) -> Any:
+    """Eigen-Grad-CAM, as pytorch-grad-cam's ``EigenGradCAM``: ``G A`` projected on its first principal component.
+    {args}
+    {returns}
+    Example:
+        >>> cam = jx.eigen_grad_cam(model, x, target, layer="layer4")
+    """
+    return _cam("eigen_grad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
+                aug_smooth=aug_smooth)
+
+
+for _function in (grad_cam_plus_plus, xgrad_cam, hires_cam, grad_cam_element_wise, layer_cam, eigen_cam, eigen_grad_cam):
+    _function.__doc__ = _function.__doc__.format(args=_COMMON_ARGS, returns=_RETURNS)
+
+
+# --------------------------------------------------------------------------------------------
+# Ablation-CAM
+
+
+def _ablation_weights(model, layer: str, inputs: Array, target: Array, activation: Array, batch_size) -> Array:
+    """``w_k = (y - y_k) / y``: the target score's relative drop when channel ``k`` is ablated, ``[N, K]``.
+
+    Channel ``k`` is set to 0 (or to the image's minimum minus 1e7 when that minimum is not 0) by
+    adding ``value - A_k`` at the layer. The channels go through in chunks of ``batch_size``
+    (``lax.map``), each chunk one vmapped pass of ``N * batch_size`` ablated images; the layers
+    before the tapped one do not depend on the ablation and are computed once per chunk.
+    """
+    forward = tapped_forward(model, layer)
+    original = selected_output(forward(inputs, 0.0)[0], target)
+    channels = activation.shape[-1]
+    low = jnp.min(activation, axis=(1, 2, 3), keepdims=True)
+    value = jnp.where(low == 0, 0.0, low - ABLATION_OFFSET)
+    chunk = channels if batch_size is None else min(batch_size, channels)
+    chunks = -(-channels // chunk)
+
+    def ablated_score(channel):
+        delta = jnp.where(jnp.arange(channels) == channel, value - activation, 0.0)
+        return selected_output(forward(inputs, delta)[0], target)
+
+    indices = jnp.arange(chunks * chunk).reshape(chunks, chunk)
+    scores = jax.lax.map(jax.vmap(ablated_score), indices).reshape(chunks * chunk, -1)[:channels]
+    return (original[:, None] - scores.T) / original[:, None]
+
+
+def _ablation_cam_core(model, inputs, target, key, arrays, *, layer, eigen_smooth, postprocess, upsample, aug_smooth, batch_size):
+    layers = _as_tuple(layer)
+
+    def maps_of(images, targets):
+        activations = layer_activation_of(model, layers, images)
+        cams = tuple(
+            _reduce(_ablation_weights(model, name, images, targets, a, batch_size)[:, None, None, :] * a, eigen_smooth)
+            for name, a in zip(layers, activations)
+        )
+        return _finish(cams, layer, inputs.shape[1:3], postprocess, upsample)
+
+    return _augmented(maps_of, inputs, target) if aug_smooth else maps_of(inputs, target)
+
+
+def ablation_cam(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layer: Layers,
+    batch_size: int | None = 32,
+    postprocess: str | None = None,
+    upsample: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Any:
+    """Ablation-CAM (Desai and Ramaswamy 2020), as pytorch-grad-cam's ``AblationCAM``.
+
+    ``w_k = (y_t - y_t^(k)) / y_t`` with ``y_t^(k)`` the target logit when channel ``k`` of the
+    layer is ablated (set to 0; to the image's minimum minus 1e7 when the layer's minimum on the
+    image is not 0), map ``sum_k w_k A_k`` (ablation_cam.py, ablation_layer.py; every channel is
+    ablated, ``ratio_channels_to_ablate=1``). pytorch-grad-cam loops over images and over
+    chunks of channels; here every chunk is one vmapped pass over all images.
+    Where the minimum is not 0, pytorch-grad-cam reads the minimum after writing the previous
+    channel of the chunk, so its k-th ablated channel in a chunk gets ``min - k * 1e7``; here
+    every channel gets ``min - 1e7`` (chunking does not change the result).
+    {args}
+        batch_size: channels per pass (``None``: all at once); memory grows with ``N * batch_size``.
+        eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
+    {returns}
+    Example:
+        >>> cam = jx.ablation_cam(model, x, target, layer="layer4", batch_size=64)
+    """
+    _check_options("ablation_cam", postprocess, upsample, batch_size)
+    model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="ablation_cam")
+    return run(
+        _ablation_cam_core,
+        model,
+        inputs,
+        target,
+        layer=layer,
+        eigen_smooth=bool(eigen_smooth),
+        postprocess=postprocess,
+        upsample=upsample,
+        aug_smooth=bool(aug_smooth),
+        batch_size=batch_size,
+    )
+
+
+ablation_cam.__doc__ = ablation_cam.__doc__.format(args=_COMMON_ARGS, returns=_RETURNS)
+
+
+# --------------------------------------------------------------------------------------------
+# FullGrad
+
+
+def biased_layers(model: Any, inputs: Array) -> tuple[tuple[str, ...], tuple[Array, ...]]:
+    """Every 2-D convolution with a bias and every batch norm, with its effective bias, in call order.
+
+    FullGrad's bias layers (pytorch-grad-cam's ``FullGrad``: ``Conv2d`` with a bias and
+    ``BatchNorm2d``); a batch norm's effective bias is ``beta - mean * gamma / sqrt(var + eps)``.
+    Found from the modules' variables: a convolution has a 4-D ``kernel`` and a ``bias``, a batch
+    norm has ``batch_stats`` ``mean`` and ``var``.
+
+    Returns:
+        ``(paths, biases)``: the dotted paths and the ``[K]`` bias of each.
+    """
+    params, stats = model.variables.get("params", {}), model.variables.get("batch_stats", {})
+    paths, biases = [], []
+    for path, module in module_calls(model, inputs):
+        own_params, own_stats = params, stats
+        for part in path:
+            own_params = own_params.get(part, {}) if hasattr(own_params, "get") else {}
+            own_stats = own_stats.get(part, {}) if hasattr(own_stats, "get") else {}
+        if "mean" in own_stats and "var" in own_stats and "bias" in own_params:
+            factor = own_params["scale"] / jnp.sqrt(own_stats["var"] + module.eps)
+            biases.append(own_params["bias"] - own_stats["mean"] * factor)
+        elif "bias" in own_params and getattr(own_params.get("kernel"), "ndim", 0) == 4:
+            biases.append(own_params["bias"])
+        else:
+            continue
+        paths.append(".".join(path))
+    return tuple(paths), tuple(biases)
+
+
+def _full_grad_components(model, inputs: Array, target: Array) -> Array:
+    """``[N, H, W, C + L]``: the input channels of ``|x dF/dx|`` and, per bias layer, the sum over
+    its channels of ``|b dF/dA|``, each channel min-max scaled, resized with ``cv2_resize``."""
+    paths, biases = biased_layers(model, inputs)
+    if not paths:
+        raise ValueError("full_grad: the model has no convolution with a bias and no batch norm")
+    forward = tapped_forward(model, paths)
+    shapes = jax.eval_shape(lambda x: forward(x, (0.0,) * len(paths))[1], inputs)
+    zeros = tuple(jnp.zeros(s.shape, s.dtype) for s in shapes)
+
+    def score(x, deltas):
+        return jnp.sum(selected_output(forward(x, deltas)[0], target))
+
+    input_gradient, layer_gradients = jax.grad(score, argnums=(0, 1))(inputs, zeros)
+    size = inputs.shape[1:3]
+    parts = [cv2_resize(min_max_scale(jnp.abs(input_gradient * inputs)), size)]
+    for bias, gradient in zip(biases, layer_gradients):
+        # resize is linear: resizing the channel sum equals summing the resized channels.
+        summed = jnp.sum(min_max_scale(jnp.abs(bias * gradient)), axis=-1, keepdims=True)
+        parts.append(cv2_resize(summed, size))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def _full_grad_core(model, inputs, target, key, arrays, *, eigen_smooth, postprocess, aug_smooth):
+    def maps_of(images, targets):
+        components = _full_grad_components(model, images, targets)
+        if eigen_smooth:
+            height, width = images.shape[1:3]
+            small = cv2_resize(min_max_scale(components), (height // 8, width // 8))
+            cam = cv2_resize(min_max_scale(first_component(small)), (height, width))
+        else:
+            cam = jnp.sum(components, axis=-1, keepdims=True)
+        return min_max_scale(cam) if postprocess == "pytorch_grad_cam" else cam
+
+    return _augmented(maps_of, inputs, target) if aug_smooth else maps_of(inputs, target)
+
+
+def full_grad(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    postprocess: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
+) -> Array:
+    """FullGrad (Srinivas and Fleuret 2019), as pytorch-grad-cam's ``FullGrad``.
+
+    The sum of ``scale(|x dF_t/dx|)`` over the input channels and of ``scale(|b_l dF_t/dA_l|)``
+    over the channels of every bias layer ``l`` (2-D convolutions with a bias, batch norms with
+    their effective bias), each channel min-max scaled and resized to the input with OpenCV's
+    bilinear resize (fullgrad_cam.py). There is no target layer: every bias layer is used, and
+    all gradients come from one backward pass.
+
+    Args:
+        model: a ``jx.Model``.
+        inputs: ``[N, H, W, C]`` float32, normalised.
+        target: an int, an int array ``[N]``, or ``None`` for the predicted classes.
+        postprocess: ``None`` for the summed map, ``"pytorch_grad_cam"`` to min-max scale it
+            (the library's final map).
+        aug_smooth: average over BaseCAM's six test-time augmentations.
+        eigen_smooth: pytorch-grad-cam's variant: the scaled components resized to an eighth of
+            the input, projected on their first principal component, scaled and resized back.
+
+    Returns:
+        ``[N, H, W, 1]``.
+
+    Example:
+        >>> cam = jx.full_grad(model, x, target, postprocess="pytorch_grad_cam")
+    """
+    check_choice("postprocess", postprocess, POSTPROCESS, method="full_grad")
+    model, inputs, target = prepare(model, inputs, target, method="full_grad")
+    model = require_structure(model, "full_grad")
+    if eigen_smooth and min(inputs.shape[1:3]) < 8:
+        raise ValueError(f"full_grad: eigen_smooth resizes to an eighth of the input, which needs at least 8x8 pixels")
+    return run(_full_grad_core, model, inputs, target, eigen_smooth=bool(eigen_smooth), postprocess=postprocess,
+               aug_smooth=bool(aug_smooth))
