@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from jaxplain import nets, weights
 from jaxplain.model import Model
 
 IGNORED_BUFFERS = ("num_batches_tracked",)
@@ -73,43 +74,33 @@ def variables_from_state_dict(
     ``module`` again when the caller already has it.
 
     Raises:
-        ValueError: naming every missing, unexpected and mis-shaped key at once.
+        ValueError: a short summary of the missing, unexpected and mis-shaped keys
+            (:func:`jaxplain.weights.summarise_keys`).
     """
     flat = template_variables(module, input_shape) if template is None else template
     filled: dict[str, dict[str, np.ndarray]] = {collection: {} for collection in flat}
-    unexpected, misshaped = [], []
-    misfits: set[tuple[str, str]] = set()
+    given: dict[str, tuple[int, ...]] = {}
+    fits = True
     for key, value in state_dict.items():
         destination = _destination(key, flat)
         if destination is None:
             if key.rsplit(".", 1)[-1] in IGNORED_BUFFERS and _has_batch_norm(key, flat):
                 continue
-            unexpected.append(key)
+            given[key] = tuple(np.shape(value))
+            fits = False
             continue
+        given[key] = tuple(np.shape(value))
         collection, path, transform = destination
         array = np.asarray(value, dtype=np.float32)
         array = transform(array) if transform else array
-        expected = flat[collection][path].shape
-        if array.shape != expected:
-            misshaped.append(f"{key}: got {tuple(np.shape(value))}, expected {_torch_shape(expected, transform)}")
-            misfits.add((collection, path))
+        if array.shape != flat[collection][path].shape:
+            fits = False
             continue
         filled[collection][path] = array
-    missing = [
-        _torch_key(collection, path)
-        for collection in flat
-        for path in flat[collection]
-        if path not in filled[collection] and (collection, path) not in misfits
-    ]
-    if missing or unexpected or misshaped:
-        lines = []
-        if missing:
-            lines.append("missing keys: " + ", ".join(missing))
-        if unexpected:
-            lines.append("unexpected keys: " + ", ".join(unexpected))
-        if misshaped:
-            lines.append("mis-shaped keys: " + "; ".join(misshaped))
-        raise ValueError(f"state dict does not fit {type(module).__name__}:\n" + "\n".join(lines))
+    expected = weights.expected_keys(flat)
+    if not fits or sum(map(len, filled.values())) != len(expected):
+        what = nets.identify(module) or type(module).__name__
+        raise ValueError(weights.summarise_keys(expected, given, what=what))
     # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
     return {
         collection: traverse_util.unflatten_dict(
@@ -119,32 +110,9 @@ def variables_from_state_dict(
     }
 
 
-_TORCH_LEAVES = {
-    ("params", "kernel"): "weight",
-    ("params", "scale"): "weight",
-    ("batch_stats", "mean"): "running_mean",
-    ("batch_stats", "var"): "running_var",
-}
-
-
-def _torch_key(collection: str, path: str) -> str:
-    """The torch key a Flax variable is filled from (``params/fc/kernel`` -> ``fc.weight``)."""
-    *module_path, leaf = path.split("/")
-    return ".".join([*module_path, _TORCH_LEAVES.get((collection, leaf), leaf)])
-
-
 def _has_batch_norm(key: str, flat: Mapping[str, Mapping[str, Any]]) -> bool:
     prefix = key.rsplit(".", 1)[0].replace(".", "/")
     return f"{prefix}/mean" in flat.get("batch_stats", {})
-
-
-def _torch_shape(flax_shape: tuple[int, ...], transform: Any) -> tuple[int, ...]:
-    if transform is None:
-        return tuple(flax_shape)
-    if len(flax_shape) == 4:
-        kh, kw, cin, cout = flax_shape
-        return (cout, cin, kh, kw)
-    return tuple(reversed(flax_shape))
 
 
 def build_model(

@@ -128,8 +128,9 @@ def test_bad_state_dict_names_every_bad_key(small_torch_model, tmp_path):
     with pytest.raises(ValueError) as raised:
         converters.load(path, LOAD_ARCH, num_classes=NUM_CLASSES)
     message = str(raised.value)
-    assert "missing keys: features.3.squeeze.weight" in message
-    assert "unexpected keys: features.99.weight" in message
+    assert "1 missing, 1 unexpected, 1 mis-shaped" in message
+    assert "missing: features.3.squeeze.weight" in message
+    assert "unexpected: features.99.weight" in message
     assert "classifier.1.weight: got (10, 512, 3, 3), expected (10, 512, 1, 1)" in message
 
 
