@@ -10,6 +10,17 @@ _xla.configure()
 
 from jaxplain import demo, metrics, nets, optimization, parallel, viz  # noqa: E402
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
+from jaxplain.attribution.cam_family import (
+    ablation_cam,
+    eigen_cam,
+    eigen_grad_cam,
+    full_grad,
+    grad_cam_element_wise,
+    grad_cam_plus_plus,
+    hires_cam,
+    layer_cam,
+    xgrad_cam,
+)
 from jaxplain.attribution.deeplift import deeplift, deeplift_shap, layer_deeplift
 from jaxplain.attribution.gradient import deconvolution, gradient_to_saliency, guided_backprop, input_x_gradient, saliency
 from jaxplain.attribution.layer import (
@@ -53,6 +64,7 @@ __all__ = [
     "LimeImageExplanation",
     "Model",
     "PrototypeModel",
+    "ablation_cam",
     "composites",
     "contrastive_excitation_backprop",
     "convergence_delta",
@@ -61,14 +73,20 @@ __all__ = [
     "deeplift",
     "deeplift_shap",
     "demo",
+    "eigen_cam",
+    "eigen_grad_cam",
     "excitation_backprop",
     "explain_dataset",
     "explain_sharded",
     "feature_ablation",
+    "full_grad",
+    "grad_cam_element_wise",
+    "grad_cam_plus_plus",
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
     "guided_gradcam",
+    "hires_cam",
     "image_and_mask",
     "init_model",
     "input_x_gradient",
@@ -77,6 +95,7 @@ __all__ = [
     "kernel_shap",
     "layer_activation",
     "layer_activation_guided_backprop",
+    "layer_cam",
     "layer_conductance",
     "layer_deeplift",
     "layer_gradcam",
@@ -109,4 +128,5 @@ __all__ = [
     "torchray_gradient",
     "torchray_guided_backprop",
     "viz",
+    "xgrad_cam",
 ]

@@ -36,6 +36,7 @@ from jaxplain.attribution._common import (
 from jaxplain.attribution._prototype_post import gaussian_matrix
 from jaxplain.attribution.path import convergence_delta
 from jaxplain.model import Model, as_model
+from jaxplain.road import noisy_linear_imputation, road  # noqa: F401  (ROAD lives in its own file)
 from jaxplain.typing import Array, Target
 
 SCORES = ("softmax", "logits")
