@@ -16,7 +16,7 @@ from converters import demo
 from converters.cabrnet import from_cabrnet, is_cabrnet, load_cabrnet
 from converters.core import build_model, flat_template, variables_from_state_dict
 from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
-from jaxplain import nets
+from jaxplain import nets, weights
 from jaxplain.model import Model
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -114,6 +114,8 @@ def load(
 ) -> Model:
     """Build zoo architecture ``arch`` with the weights saved at ``path``.
 
+    ``jaxplain.weights.load`` reads ``.safetensors`` files the same way without torch.
+
     Args:
         path: a ``.pth``/``.pt`` state dict (loaded with ``weights_only=True``) or a
             ``.safetensors`` file.
@@ -121,15 +123,7 @@ def load(
         input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
         **arch_kwargs: constructor arguments, e.g. ``num_classes=10``.
     """
-    flax_module = nets.build(arch, **arch_kwargs)
-    return build_model(
-        flax_module,
-        load_state_dict(path),
-        input_shape=input_shape or (1, 224, 224, 3),
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        name=arch,
-    )
+    return weights.from_state_dict(load_state_dict(path), arch, input_shape=input_shape, **arch_kwargs)
 
 
 __all__ = ["from_torch", "load", "load_cabrnet", "load_state_dict", "read_state_dict", "variables_from_state_dict"]

@@ -65,13 +65,17 @@ def _load_model(arguments: argparse.Namespace):
         raise UsageError("--arch and --weights go together (neither: the shipped demo model)")
     if not Path(arguments.weights).is_file():
         raise UsageError(f"--weights: no such file: {arguments.weights}")
+    if arguments.weights.endswith(".safetensors"):
+        from jaxplain.weights import load
+    else:
+        try:
+            from converters import load
+        except ImportError as error:
+            raise UsageError(f'--weights {arguments.weights}: a .pth file needs torch (pip install ".[converters]"; '
+                             f".safetensors files need no torch): {error}") from error
     try:
-        import converters
-    except ImportError as error:
-        raise UsageError(f"--weights needs torch (pip install 'jaxplain[converters]'): {error}") from error
-    try:
-        model = converters.load(arguments.weights, arguments.arch, num_classes=arguments.num_classes,
-                                input_shape=(1, arguments.size, arguments.size, 3))
+        model = load(arguments.weights, arguments.arch, num_classes=arguments.num_classes,
+                     input_shape=(1, arguments.size, arguments.size, 3))
     except (ValueError, OSError) as error:
         raise UsageError(f"--weights {arguments.weights} as --arch {arguments.arch}: {error}") from error
     return model, (arguments.size, arguments.size)
@@ -256,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
                          help="images, or folders searched recursively (none: the demo model's sample images)")
     explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the demo model")
-    explain.add_argument("--weights", help="a .safetensors or .pth state dict of --arch (needs jaxplain[converters])")
+    explain.add_argument("--weights", help='a .safetensors or .pth state dict of --arch (.pth needs torch: pip install ".[converters]")')
     explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")
     explain.add_argument("--size", type=int, default=224, help="input size for --arch (the demo model's is fixed)")
     explain.add_argument("--method", nargs="+", default=list(recipes.DEFAULT_METHODS), metavar="M",

@@ -1,19 +1,34 @@
-"""State-dict keys: short summaries of a mismatch and a guess at the architecture keys belong to.
+"""State dicts onto zoo modules, torch-free; short summaries of a mismatch.
 
-Torch-free: keys arrive as ``{name: shape}`` mappings, whatever read them. The zoo's
-key sets (:func:`zoo_keys`) are torchvision's names with torch's shapes, traced once
-per architecture (abstractly, nothing computed) when a summary first needs them.
+The zoo names its Flax modules after torchvision's module paths, so a torch key
+``layer1.0.conv1.weight`` lands on ``params/layer1/0/conv1/kernel`` with a layout
+change (OIHW -> HWIO for convolutions, (out, in) -> (in, out) for dense layers) and
+batch-norm buffers land in ``batch_stats``. State dicts arrive as
+``{key: numpy array}``; :func:`load` reads a ``.safetensors`` file of a zoo
+architecture without torch (``converters.load`` also reads ``.pth`` files, with torch).
+
+When keys do not fit, :func:`summarise_keys` says so in a few lines: counts, a few
+names of each kind, and the zoo architecture the keys look like (the zoo's key sets,
+:func:`zoo_keys`, are torchvision's names with torch's shapes, traced abstractly once
+per architecture when a summary first needs them).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
+
+from jaxplain import nets
+from jaxplain.model import Model
+from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
 EXAMPLES = 5
 """How many names of each kind a summary shows."""
@@ -68,16 +83,11 @@ def _torch_order(key: str) -> tuple:
 
 @functools.lru_cache(maxsize=None)
 def _zoo_keys(arch: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
-    from jaxplain import nets
-
     module = nets.build(arch)
-    for size in (64, 224):
-        try:
-            shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3), jnp.float32))
-            break
-        except ValueError:
-            continue
-    template = {collection: traverse_util.flatten_dict(tree, sep="/") for collection, tree in shapes.items()}
+    try:
+        template = template_variables(module, (1, 64, 64, 3))
+    except ValueError:
+        template = template_variables(module, (1, 224, 224, 3))
     return tuple(expected_keys(template).items())
 
 
@@ -126,8 +136,6 @@ def guess_architecture(given: Mapping[str, tuple[int, ...]]) -> tuple[str, int, 
     >>> guess_architecture(zoo_keys("demo"))[0]
     'demo'
     """
-    from jaxplain import nets
-
     given = {key: shape for key, shape in given.items() if not key.endswith(".num_batches_tracked")}
     patterns = {_pattern(key) for key in given}
     families: dict[type, list[str]] = {}
@@ -221,4 +229,199 @@ def summarise_keys(
     return "\n".join(lines)
 
 
-__all__ = ["EXAMPLES", "expected_keys", "guess_architecture", "summarise_keys", "torch_key", "torch_shape", "zoo_keys"]
+IGNORED_BUFFERS = ("num_batches_tracked",)
+
+
+def template_variables(module: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Shapes of ``module``'s variables, without computing anything."""
+    return flat_template(jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros(input_shape, jnp.float32)))
+
+
+def flat_template(variables: Mapping[str, Any]) -> dict:
+    """``{collection: {"layer1/0/conv1/kernel": leaf}}`` from (abstract) variables."""
+    return {collection: traverse_util.flatten_dict(tree, sep="/") for collection, tree in variables.items()}
+
+
+def _destination(key: str, flat: Mapping[str, Mapping[str, Any]]) -> tuple[str, str, Any] | None:
+    """Where a torch key goes: ``(collection, flax path, transform)``, or None if nowhere."""
+    *module_path, leaf = key.split(".")
+    prefix = "/".join(module_path)
+    params = flat.get("params", {})
+    stats = flat.get("batch_stats", {})
+    if leaf == "weight":
+        if f"{prefix}/kernel" in params:
+            return "params", f"{prefix}/kernel", _kernel_layout
+        if f"{prefix}/scale" in params:
+            return "params", f"{prefix}/scale", None
+    if leaf == "running_mean" and f"{prefix}/mean" in stats:
+        return "batch_stats", f"{prefix}/mean", None
+    if leaf == "running_var" and f"{prefix}/var" in stats:
+        return "batch_stats", f"{prefix}/var", None
+    if f"{prefix}/{leaf}" in params:
+        return "params", f"{prefix}/{leaf}", None
+    return None
+
+
+def _kernel_layout(array: np.ndarray) -> np.ndarray:
+    if array.ndim == 4:
+        return np.transpose(array, (2, 3, 1, 0))
+    if array.ndim == 2:
+        return np.transpose(array)
+    return array
+
+
+def variables_from_state_dict(
+    state_dict: Mapping[str, np.ndarray],
+    module: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    template: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict:
+    """Variables for ``module`` from a torch state dict given as numpy arrays.
+
+    ``template`` (:func:`flat_template` of the variable shapes) saves tracing
+    ``module`` again when the caller already has it.
+
+    Raises:
+        ValueError: a short summary of the missing, unexpected and mis-shaped keys
+            (:func:`summarise_keys`).
+    """
+    flat = template_variables(module, input_shape) if template is None else template
+    filled: dict[str, dict[str, np.ndarray]] = {collection: {} for collection in flat}
+    given: dict[str, tuple[int, ...]] = {}
+    fits = True
+    for key, value in state_dict.items():
+        destination = _destination(key, flat)
+        if destination is None:
+            if key.rsplit(".", 1)[-1] in IGNORED_BUFFERS and _has_batch_norm(key, flat):
+                continue
+            given[key] = tuple(np.shape(value))
+            fits = False
+            continue
+        given[key] = tuple(np.shape(value))
+        collection, path, transform = destination
+        array = np.asarray(value, dtype=np.float32)
+        array = transform(array) if transform else array
+        if array.shape != flat[collection][path].shape:
+            fits = False
+            continue
+        filled[collection][path] = array
+    expected = expected_keys(flat)
+    if not fits or sum(map(len, filled.values())) != len(expected):
+        what = nets.identify(module) or type(module).__name__
+        raise ValueError(summarise_keys(expected, given, what=what))
+    # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
+    return {
+        collection: traverse_util.unflatten_dict(
+            {path: jax.device_put(array, may_alias=False) for path, array in arrays.items()}, sep="/"
+        )
+        for collection, arrays in filled.items()
+    }
+
+
+def _has_batch_norm(key: str, flat: Mapping[str, Mapping[str, Any]]) -> bool:
+    prefix = key.rsplit(".", 1)[0].replace(".", "/")
+    return f"{prefix}/mean" in flat.get("batch_stats", {})
+
+
+def build_model(
+    module: nn.Module,
+    state_dict: Mapping[str, np.ndarray],
+    *,
+    input_shape: tuple[int, ...] = (1, 224, 224, 3),
+    template: Mapping[str, Mapping[str, Any]] | None = None,
+    **metadata: Any,
+) -> Model:
+    """A ``Model`` of ``module`` carrying the weights of ``state_dict`` (``template`` as above)."""
+    variables = variables_from_state_dict(state_dict, module, input_shape, template=template)
+    return Model(module, variables, input_channels=input_shape[-1], **metadata)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a ``.safetensors`` file, without torch.
+
+    Raises:
+        ValueError: naming the file when it is not a readable safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(os.fspath(path))
+    except (SafetensorError, TypeError, ValueError) as error:
+        raise ValueError(f"{os.fspath(path)} is not a readable safetensors file ({error})") from error
+
+
+def from_state_dict(
+    state_dict: Mapping[str, np.ndarray], arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any
+) -> Model:
+    """Zoo architecture ``arch`` with the weights of a torchvision-named state dict (numpy arrays).
+
+    Args:
+        state_dict: ``{torch key: array}`` in torch's layout.
+        arch: a zoo name such as ``"resnet18"`` (``jaxplain.nets.ARCHITECTURES``).
+        input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
+        **arch_kwargs: constructor arguments, e.g. ``num_classes=10``.
+
+    Returns:
+        The ``Model``, ``name=arch``, with ImageNet's ``mean`` and ``std``.
+
+    Raises:
+        ValueError: for an unknown ``arch``, or :func:`summarise_keys`'s summary when
+            the keys do not fit.
+    """
+    return build_model(
+        nets.build(arch, **arch_kwargs),
+        state_dict,
+        input_shape=input_shape or (1, 224, 224, 3),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        name=arch,
+    )
+
+
+def load(
+    path: str | os.PathLike, arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any
+) -> Model:
+    """Zoo architecture ``arch`` with the weights of a ``.safetensors`` state dict, without torch.
+
+    The file holds torchvision's keys in torch's layout, as
+    ``safetensors.torch.save_file(model.state_dict(), path)`` writes them.
+    ``converters.load`` (which needs torch) reads ``.pth`` files as well.
+
+    Args:
+        path: a ``.safetensors`` file.
+        arch: a zoo name such as ``"resnet18"`` (``jaxplain.nets.ARCHITECTURES``).
+        input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
+        **arch_kwargs: constructor arguments, e.g. ``num_classes=10``.
+
+    Returns:
+        The ``Model`` (as :func:`from_state_dict`).
+
+    Raises:
+        ValueError: for another kind of file, an unreadable one, or keys that do not fit.
+    """
+    if not os.fspath(path).endswith(".safetensors"):
+        raise ValueError(
+            f"{os.fspath(path)}: only .safetensors files load without torch; for .pth files "
+            'pip install ".[converters]" and use converters.load'
+        )
+    return from_state_dict(read_safetensors(path), arch, input_shape=input_shape, **arch_kwargs)
+
+
+__all__ = [
+    "EXAMPLES",
+    "build_model",
+    "expected_keys",
+    "flat_template",
+    "from_state_dict",
+    "guess_architecture",
+    "load",
+    "read_safetensors",
+    "summarise_keys",
+    "template_variables",
+    "torch_key",
+    "torch_shape",
+    "variables_from_state_dict",
+    "zoo_keys",
+]

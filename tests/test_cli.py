@@ -106,16 +106,16 @@ def test_missing_input_is_named(tmp_path, capsys):
 
 
 def test_explain_a_converted_torchvision_model(tmp_path):
-    """``--arch``/``--weights``: a torchvision state dict in safetensors, through ``converters``."""
+    """``--arch``/``--weights``: a torchvision state dict saved by ``torch.save``, through ``converters``
+    (``.safetensors`` files need no torch: ``tests/test_weights.py``)."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
-    from safetensors.torch import save_file
 
     torch.manual_seed(0)
     network = torchvision.models.resnet18(weights=None, num_classes=3).eval()
-    save_file(network.state_dict(), tmp_path / "resnet.safetensors")
+    torch.save(network.state_dict(), tmp_path / "resnet.pth")
     status = main(["explain", str(demo.sample_images()[0]), "--arch", "resnet18", "--weights",
-                   str(tmp_path / "resnet.safetensors"), "--num-classes", "3", "--size", "32", "--target", "2",
+                   str(tmp_path / "resnet.pth"), "--num-classes", "3", "--size", "32", "--target", "2",
                    "--method", "gradcam", "--out", str(tmp_path / "out")])
     assert status == 0
     assert np.load(tmp_path / "out" / f"{demo.sample_images()[0].stem}.gradcam.npy").shape == (32, 32, 1)
