@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxplain.typing import Array, Forward
+from jaxplain.forms import ProgramModel, from_equinox, from_function, from_nnx, is_equinox, is_nnx
+from jaxplain.typing import Array
 
 
 @struct.dataclass
@@ -35,9 +36,41 @@ class Model:
     mean: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     std: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     name: str | None = struct.field(pytree_node=False, default=None)
+    call_kwargs: tuple[tuple[str, Any], ...] = struct.field(pytree_node=False, default=())
 
     def __call__(self, inputs: Array) -> Array:
-        return self.module.apply(self.variables, inputs)
+        return self.module.apply(self.variables, inputs, **dict(self.call_kwargs))
+
+    @staticmethod
+    def from_function(function: Callable[[Any, Array], Array], params: Any, *, channel_axis: int = -1,
+                      name: str | None = None) -> ProgramModel:
+        """A plain batched ``function(params, x)`` with its parameters as traced arguments.
+
+        Every method accepts the result; layers are named by the parameter paths their operations
+        read (``"block.conv2"`` for ``params["block"]["conv2"]["kernel"]``) or by ``jax.named_scope``.
+
+        Args:
+            function: the forward pass on a batch; keep it one object (a module-level function) so
+                repeated calls hit the compilation cache.
+            params: its parameter pytree; a new pytree of the same structure gives new answers
+                without recompiling.
+            channel_axis: the channel axis of image inputs (``-1`` NHWC, ``1`` NCHW).
+            name: a label for messages.
+
+        Returns:
+            A :class:`jaxplain.forms.ProgramModel`.
+
+        Example:
+            >>> import jax.numpy as jnp, jaxplain as jx
+            >>> model = jx.Model.from_function(lambda p, x: x @ p["w"], {"w": jnp.eye(3)})
+            >>> jx.saliency(model, jnp.ones((2, 3)), target=0).shape
+            (2, 3)
+        """
+        return from_function(function, params, channel_axis=channel_axis, name=name)
+
+    def with_call(self, **call_kwargs: Any) -> "Model":
+        """The same model called with ``call_kwargs`` (``train=False``) on every forward pass."""
+        return self.replace(call_kwargs=tuple(sorted({**dict(self.call_kwargs), **call_kwargs}.items())))
 
     def replace_variables(self, variables: Any) -> "Model":
         """The same model with other variables (randomised weights, canonised parameters)."""
@@ -65,26 +98,68 @@ class FunctionModel:
         return self.function(inputs)
 
 
-def as_model(model: Model | nn.Module | Forward) -> Model | FunctionModel:
-    """Normalise a ``Model``, a bound Flax module or a plain callable."""
-    if isinstance(model, (Model, FunctionModel)):
+def as_model(model: Any, **call_kwargs: Any) -> Model | ProgramModel | FunctionModel:
+    """Any model form as the object every method takes.
+
+    Args:
+        model: a ``jx.Model``, a bound Flax linen module, a Flax NNX module, an Equinox module
+            (called per example, as Equinox models are: jaxplain vmaps it), a
+            ``jx.Model.from_function`` model, or a bare callable (gradient and perturbation
+            methods only).
+        **call_kwargs: keywords passed on every forward call (``train=False``,
+            ``deterministic=True``), given once here.
+
+    Returns:
+        The normalised model; its weights are traced arguments of every method.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> jx.as_model(jx.demo.load_model()).name
+        'demo'
+    """
+    if isinstance(model, Model):
+        return model.with_call(**call_kwargs) if call_kwargs else model
+    if isinstance(model, (ProgramModel, FunctionModel)):
+        if call_kwargs:
+            raise TypeError("call keywords apply to Flax, NNX and Equinox modules; bake them into your function")
         return model
     if isinstance(model, nn.Module):
         if model.scope is None:
             raise TypeError("an unbound Flax module has no weights: pass jx.Model(module, variables) or module.bind(variables)")
         module, variables = model.unbind()
-        return Model(module, variables)
+        return Model(module, variables, call_kwargs=tuple(sorted(call_kwargs.items())))
+    if is_nnx(model):
+        return from_nnx(model, **call_kwargs)
+    if is_equinox(model):
+        return from_equinox(model, **call_kwargs)
     if callable(model):
+        if call_kwargs:
+            raise TypeError("call keywords apply to Flax, NNX and Equinox modules; bake them into your function")
         return FunctionModel(model)
-    raise TypeError(f"model must be a jaxplain.Model, a bound Flax module or a callable, got {type(model).__name__}")
+    raise TypeError(f"model must be a jaxplain.Model, a Flax, NNX or Equinox module or a callable, "
+                    f"got {type(model).__name__}")
 
 
-def require_structure(model: Model | FunctionModel, method: str) -> Model:
+def require_structure(model: Model | ProgramModel | FunctionModel, method: str) -> Model | ProgramModel:
     """Raise a clear ``TypeError`` when a structure-dependent method gets a bare callable."""
+    if isinstance(model, FunctionModel):
+        raise TypeError(
+            f"{method} reads the model's layers, so it needs the weights as arguments: pass "
+            "jx.Model.from_function(fn, params) for a function fn(params, x), a jx.Model, an NNX or an Equinox module"
+        )
+    return model
+
+
+def require_linen(model: Model | ProgramModel | FunctionModel, method: str) -> Model:
+    """Raise a clear ``TypeError`` unless ``model`` is a Flax linen ``jx.Model``.
+
+    For the methods still applied through linen's interception engine (LRP, excitation
+    backprop, CaBRNet PRP), whose rules act on linen module calls.
+    """
     if not isinstance(model, Model):
         raise TypeError(
-            f"{method} modifies the backward pass of individual layers, so it needs a jaxplain.Model "
-            "(a Flax module with its variables, e.g. from converters.from_torch), not a bare function"
+            f"{method} applies its rules to Flax linen module calls and runs on jx.Model (linen) models only for now; "
+            f"got a {type(model).__name__}. Gradient, path, DeepLift, guided, CAM and layer methods take every form"
         )
     return model
 

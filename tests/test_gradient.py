@@ -169,11 +169,30 @@ def test_smoothgrad_noise_conventions(model, inputs):
     )
 
 
-def test_guided_backprop_and_deconvolution_modify_only_relus():
+def test_guided_backprop_and_deconvolution_refuse_a_model_without_relus():
     linear = jx.init_model(_Dense(), (1, 1, 1, 4))
     x = jnp.ones((2, 1, 1, 4))
-    np.testing.assert_allclose(jx.guided_backprop(linear, x, 1), jx.saliency(linear, x, 1, abs=False))
-    np.testing.assert_allclose(jx.deconvolution(linear, x, 1), jx.saliency(linear, x, 1, abs=False))
+    for method in (jx.guided_backprop, jx.deconvolution):
+        with pytest.raises(ValueError, match="act on ReLUs.*has none"):
+            method(linear, x, 1)
+
+
+def _tanh_relu(params, x):
+    return jax.nn.relu(jnp.tanh(x) @ params["w1"]) @ params["w2"]
+
+
+def test_guided_backprop_and_deconvolution_modify_only_relus():
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(3), 3)
+    params = {"w1": jax.random.normal(key1, (5, 7)), "w2": jax.random.normal(key2, (7, 3))}
+    x = jax.random.normal(key3, (4, 5))
+    model = jx.Model.from_function(_tanh_relu, params)
+    g = params["w2"][:, 1]
+    z = jnp.tanh(x) @ params["w1"]
+    tanh_slope = 1 - jnp.tanh(x) ** 2
+    guided = (jnp.where(z > 0, jnp.maximum(g, 0), 0.0) @ params["w1"].T) * tanh_slope
+    deconv = (jnp.broadcast_to(jnp.maximum(g, 0), z.shape) @ params["w1"].T) * tanh_slope
+    np.testing.assert_allclose(jx.guided_backprop(model, x, 1), guided, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jx.deconvolution(model, x, 1), deconv, rtol=1e-5, atol=1e-6)
 
 
 def test_guided_backprop_zeroes_negative_gradients(model, inputs):
@@ -218,7 +237,7 @@ class _Dense(nn.Module):
         (lambda m, x: jx.smoothgrad(m, x, 1, key=KEY, stdevs=0.1, noise_ratio=0.1), ValueError, "only one"),
         (lambda m, x: jx.noise_tunnel(jx.saliency)(m, x, 1, key=KEY, n_steps=3), TypeError, "n_steps"),
         (lambda m, x: jx.noise_tunnel(jx.saliency)(m, x, 1, key=KEY, nt_type="mean"), ValueError, "nt_type"),
-        (lambda m, x: jx.guided_backprop(lambda v: m(v), x, 1), TypeError, "jaxplain.Model"),
+        (lambda m, x: jx.guided_backprop(lambda v: m(v), x, 1), TypeError, "Model.from_function"),
         (lambda m, x: jx.gradient_shap(m, x, 1, key=KEY, baselines=x[0]), ValueError, "distribution"),
     ],
 )

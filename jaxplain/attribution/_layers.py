@@ -1,31 +1,32 @@
 """Access to one layer: its activation, and gradients with respect to it.
 
-A *tap* is a rule placed on the module at a path. It records the module's output
-(or its inputs, with ``attribute_to_layer_input``) and adds a zero perturbation
-``delta`` to it; the gradient of the target with respect to ``delta`` is the gradient
-with respect to the activation. Any other rule map (guided backprop, DeepLift) stays
-active around the tap, including on the tapped module itself.
+A *tap* records a layer's output (or its inputs, with ``attribute_to_layer_input``) and
+adds a perturbation ``delta`` to it; the gradient of the target with respect to a zero
+``delta`` is the gradient with respect to the activation. Layers are regions of the
+model's traced program (:mod:`jaxplain.program`), named by their dotted paths in every
+model form. Rules over program units (guided backprop, DeepLift) stay active around the
+tap. Module rules of the linen interception engine (LRP, excitation backprop) still run
+through :mod:`jaxplain.rules.engine` on ``jx.Model`` s.
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxplain.attribution._common import traced_once
+from jaxplain import program
 from jaxplain.model import Model
-from jaxplain.rules.engine import RuleMap, forward_with_rules, module_calls
+from jaxplain.program.interpret import UnitRuleMap, region
+from jaxplain.rules.engine import forward_with_rules
 from jaxplain.typing import Array
+
+Layers = str | tuple[str, ...]
 
 
 def _no_rules(module, path):
     return None
-
-
-Layers = str | tuple[str, ...]
 
 
 def layer_tuple(layer: Layers) -> tuple[str, ...]:
@@ -33,33 +34,45 @@ def layer_tuple(layer: Layers) -> tuple[str, ...]:
     return (layer,) if isinstance(layer, str) else tuple(layer)
 
 
-def check_layer(model: Model, inputs: Array, layer: Layers, *, method: str) -> None:
+def check_layer(model: Any, inputs: Array, layer: Layers, *, method: str) -> None:
     """Raise a ``ValueError`` naming the closest valid paths when a layer is unknown or reused."""
     if not isinstance(layer, (str, tuple, list)) or not layer or not all(isinstance(n, str) for n in layer_tuple(layer)):
         raise TypeError(f"{method}: layer must be a dotted path such as 'layer4' (or a tuple of them), got {layer!r}")
-    names = traced_once(
-        "layer_names", model, inputs, lambda: [".".join(path) for path, _ in module_calls(model, inputs) if path]
-    )
+    graph = program.graph_of(program.structured(model, method), inputs)
     for name in layer_tuple(layer):
-        count = names.count(name)
-        if count == 0:
-            close = difflib.get_close_matches(name, names, n=8, cutoff=0.5)
-            near = [n for n in names if n.startswith(name.rsplit(".", 1)[0] + ".")][:8] if "." in name else []
-            suggestions = list(dict.fromkeys(close + near)) or names[:12]
-            raise ValueError(f"{method}: unknown layer {name!r}; valid paths near it: {', '.join(suggestions)}")
-        if count > 1:
-            raise ValueError(f"{method}: layer {name!r} is called {count} times in one forward pass; pick one call site")
+        region(graph, name, method=method)
+
+
+def _module_rules(rules: Any) -> bool:
+    return rules is not None and rules is not _no_rules and not isinstance(rules, UnitRuleMap)
 
 
 def tapped_forward(
-    model: Model, layer: Layers, *, attribute_to_layer_input: bool = False, rules: RuleMap = _no_rules
+    model: Any, layer: Layers, *, attribute_to_layer_input: bool = False, rules: Any = None
 ) -> Callable[[Array, Any], tuple[Array, Any]]:
     """``f(inputs, delta) -> (outputs, activation)`` with ``delta`` added at ``layer``.
 
     ``activation`` is the layer's output (or the tuple of its inputs, or the single
-    input when there is one) before ``delta`` is added; ``delta`` has its structure.
-    With a tuple of layers, ``activation`` and ``delta`` are tuples in that order.
+    input when there is one) before ``delta`` is added; ``delta`` has its structure or
+    is a scalar. With a tuple of layers, ``activation`` and ``delta`` are tuples in that
+    order. ``rules`` is a unit rule map (:class:`~jaxplain.program.interpret.UnitRuleMap`),
+    or a module rule map of :mod:`jaxplain.rules.engine` for a ``jx.Model``.
     """
+    names = layer_tuple(layer)
+    if _module_rules(rules):
+        return _intercepted(model, layer, attribute_to_layer_input, rules)
+    tapped = program.tapped(model, names, to_input=attribute_to_layer_input,
+                            rules=rules if rules is not None else program.no_rules)
+
+    def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
+        outputs, activations = tapped(inputs, (delta,) if isinstance(layer, str) else tuple(delta))
+        return outputs, activations[0] if isinstance(layer, str) else tuple(activations)
+
+    return forward
+
+
+def _intercepted(model: Model, layer: Layers, attribute_to_layer_input: bool, rules: Any):
+    """The tap through linen's interception engine, for module rules (LRP, excitation backprop)."""
     names = layer_tuple(layer)
 
     def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
@@ -97,26 +110,26 @@ def _shift(activation: Any, delta: Any) -> Any:
     return jax.tree_util.tree_map(jnp.add, activation, delta)
 
 
-def activation_shape(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def activation_shape(model: Any, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     """Shapes (``jax.ShapeDtypeStruct``) of the activation at ``layer``."""
     forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
     zero = 0.0 if isinstance(layer, str) else (0.0,) * len(layer)
     return jax.eval_shape(lambda x: forward(x, zero)[1], inputs)
 
 
-def zeros_like_activation(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def zeros_like_activation(model: Any, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     shapes = activation_shape(model, layer, inputs, attribute_to_layer_input)
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
 def layer_gradient_and_activation(
-    model: Model,
+    model: Any,
     layer: Layers,
     inputs: Array,
     target: Array,
     *,
     attribute_to_layer_input: bool = False,
-    rules: RuleMap = _no_rules,
+    rules: Any = None,
 ) -> tuple[Any, Any]:
     """``(dF_t/dA, A)`` at ``layer`` for every row."""
     forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input, rules=rules)
@@ -129,7 +142,7 @@ def layer_gradient_and_activation(
     return jax.grad(selected, has_aux=True)(delta)
 
 
-def layer_activation_of(model: Model, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
+def layer_activation_of(model: Any, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:
     """The activation at ``layer`` (no gradient)."""
     forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input)
     return forward(inputs, zeros_like_activation(model, layer, inputs, attribute_to_layer_input))[1]

@@ -11,7 +11,7 @@ from jaxplain.attribution._common import check_batch_size, check_choice, run, ta
 from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation
 from jaxplain.attribution.layer import prepare_layer
 from jaxplain.image import interpolate
-from jaxplain.rules.engine import forward_with_rules
+from jaxplain import program
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
 
@@ -79,7 +79,7 @@ def layer_gradcam(
 def _guided_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, mode):
     gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
     cam = interpolate(_gradcam(gradient, activation, relu=True, sum_channels=True), inputs.shape[1:3], mode)
-    guided = target_gradient(forward_with_rules(model, GUIDED_BACKPROP), inputs, target)
+    guided = target_gradient(program.forward(model, GUIDED_BACKPROP), inputs, target)
     return guided * cam
 
 

@@ -23,9 +23,10 @@ from jaxplain.attribution._common import (
     sum_over,
 )
 from jaxplain.attribution._layers import check_layer, layer_gradient_and_activation
-from jaxplain.model import require_structure
+from jaxplain import program
+from jaxplain.program.graph import Unit
+from jaxplain.program.interpret import UnitRuleMap
 from jaxplain.rules.deeplift import FLAVOURS, deeplift_rules
-from jaxplain.rules.engine import RuleMap, forward_with_rules
 from jaxplain.typing import Array, Target
 
 
@@ -43,7 +44,7 @@ def _per_example_sum(tree: Any) -> Array:
 def _deeplift_pair(model, inputs, baselines, target, eps: float, flavour: str, multiply_by_inputs: bool):
     """``(attributions, F_t(x) - F_t(x'))`` for one baseline per example."""
     targets = jnp.concatenate([target, target])
-    forward = forward_with_rules(model, deeplift_rules(eps, flavour))
+    forward = program.forward(model, deeplift_rules(eps, flavour))
 
     def objective(x):
         outputs = forward(jnp.concatenate([x, baselines]))
@@ -80,7 +81,8 @@ def deeplift(
     attributions sum to ``F_t(x) - F_t(x')`` on any network without softmax.
 
     Args:
-        model: a ``jx.Model`` (the rules act on its activation and pooling modules).
+        model: any structured model form (``jx.Model``, NNX, Equinox, ``jx.Model.from_function``);
+            the rules act on the non-linearities and max pools of its traced program.
         baselines: None (zeros), a scalar, per-channel ``[C]``, ``[1, ...]`` or ``[N, ...]``.
         eps: below this ``|x - x'|`` a layer keeps its ordinary derivative (Captum's 1e-10).
         multiply_by_inputs: return ``(x - x') * m`` (Captum's default) rather than ``m``.
@@ -93,11 +95,14 @@ def deeplift(
             batch (see ``jaxplain.rules.deeplift.CaptumRules``).
 
     Raises:
-        TypeError: for a bare function, which has no layers to modify.
+        TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
+        ValueError: when the program has no non-linearity the rules cover (the answer would be
+            input x gradient).
     """
     check_choice("flavour", flavour, FLAVOURS, method="deeplift")
     model, inputs, target = prepare(model, inputs, target, method="deeplift")
-    require_structure(model, "deeplift")
+    model = program.structured(model, "deeplift")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift")
     baselines = broadcast_baselines(baselines, inputs, method="deeplift")
     return run(
         _deeplift_core,
@@ -167,7 +172,8 @@ def deeplift_shap(
     check_choice("flavour", flavour, FLAVOURS, method="deeplift_shap")
     check_batch_size(batch_size, method="deeplift_shap")
     model, inputs, target = prepare(model, inputs, target, method="deeplift_shap")
-    require_structure(model, "deeplift_shap")
+    model = program.structured(model, "deeplift_shap")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift_shap")
     if not hasattr(baselines, "shape"):
         raise ValueError("deeplift_shap: baselines must be an array [B, H, W, C] with B > 1")
     baselines = jnp.asarray(baselines, inputs.dtype)
@@ -190,18 +196,21 @@ def deeplift_shap(
     )
 
 
-def _skipping(layer: str, rules: RuleMap) -> RuleMap:
-    """``rules`` except on the module at ``layer``, which keeps its ordinary gradient.
+class _Skipping(UnitRuleMap):
+    """``rules`` except on the units of ``layer``, which keep their ordinary gradient.
 
     Captum takes the gradient at a clone of the layer's input, made after its hooks
     (captum/_utils/gradient.py, ``_forward_layer_distributed_eval``), so the layer's
     own rule never reaches it.
     """
 
-    def rule_map(module, path):
-        return None if ".".join(path) == layer else rules(module, path)
+    def __init__(self, layer: str, rules: UnitRuleMap):
+        self.layer, self.rules = layer, rules
 
-    return rule_map
+    def __call__(self, unit: Unit) -> Any:
+        if unit.name == self.layer or unit.name.startswith(self.layer + "."):
+            return None
+        return self.rules(unit)
 
 
 def _layer_deeplift_core(
@@ -211,7 +220,7 @@ def _layer_deeplift_core(
     targets = jnp.concatenate([target, target])
     rules = deeplift_rules(eps, flavour)
     if flavour == "captum" and attribute_to_layer_input:
-        rules = _skipping(layer, rules)
+        rules = _Skipping(layer, rules)
     gradients, activations = layer_gradient_and_activation(
         model, layer, stacked, targets, attribute_to_layer_input=attribute_to_layer_input, rules=rules
     )
@@ -265,7 +274,8 @@ def layer_deeplift(
     """
     check_choice("flavour", flavour, FLAVOURS, method="layer_deeplift")
     model, inputs, target = prepare(model, inputs, target, method="layer_deeplift")
-    require_structure(model, "layer_deeplift")
+    model = program.structured(model, "layer_deeplift")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="layer_deeplift")
     check_layer(model, inputs, layer, method="layer_deeplift")
     baselines = broadcast_baselines(baselines, inputs, method="layer_deeplift")
     return run(

@@ -7,8 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxplain.attribution._common import check_choice, prepare, run, target_gradient
-from jaxplain.model import require_structure
-from jaxplain.rules.engine import forward_with_rules
+from jaxplain import program
 from jaxplain.rules.guided import DECONVOLUTION, GUIDED_BACKPROP, GUIDED_BACKPROP_TORCHRAY
 from jaxplain.typing import Array, Target
 
@@ -58,7 +57,7 @@ _GUIDED_FLAVOURS = {"captum": GUIDED_BACKPROP, "torchray": GUIDED_BACKPROP_TORCH
 
 
 def _modified_gradient_core(model, inputs, target, key, arrays, *, rules, to_saliency: bool):
-    gradient = target_gradient(forward_with_rules(model, rules), inputs, target)
+    gradient = target_gradient(program.forward(model, rules), inputs, target)
     return gradient_to_saliency(gradient) if to_saliency else gradient
 
 
@@ -67,17 +66,20 @@ def guided_backprop(
 ) -> Array:
     """Guided backpropagation (Springenberg et al. 2015).
 
-    Every ``ReLU`` module passes back ``relu(g) * [x > 0]``; other layers keep their
-    gradient. Captum's ``GuidedBackprop`` by default (signed, per channel); TorchRay's
-    flavour also lets ``x == 0`` pass, and ``gradient_to_saliency=True`` returns its
-    ``max_c |g|`` map. ReLU6 (MobileNetV2) is left alone, as Captum hooks ``nn.ReLU`` only.
+    Every ReLU of the model's program (``jax.nn.relu``, ``nn.relu``, ``max(x, 0)``, a
+    ReLU module) passes back ``relu(g) * [x > 0]``; everything else keeps its gradient.
+    Captum's ``GuidedBackprop`` by default (signed, per channel); TorchRay's flavour also
+    lets ``x == 0`` pass, and ``gradient_to_saliency=True`` returns its ``max_c |g|`` map.
+    ReLU6 (MobileNetV2) is left alone, as Captum hooks ``nn.ReLU`` only.
 
     Raises:
-        TypeError: for a bare function, which has no ReLU modules to modify.
+        TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
+        ValueError: when the model's program has no ReLU (the answer would be the gradient).
     """
     check_choice("flavour", flavour, tuple(_GUIDED_FLAVOURS), method="guided_backprop")
     model, inputs, target = prepare(model, inputs, target, method="guided_backprop")
-    require_structure(model, "guided_backprop")
+    model = program.structured(model, "guided_backprop")
+    program.require_units(model, inputs, _GUIDED_FLAVOURS[flavour], method="guided_backprop")
     return run(
         _modified_gradient_core,
         model,
@@ -93,9 +95,14 @@ def deconvolution(model: Any, inputs: Array, target: Target, *, gradient_to_sali
 
     Captum's ``Deconvolution`` (signed, per channel); ``gradient_to_saliency=True`` gives
     TorchRay's ``max_c |g|`` map.
+
+    Raises:
+        TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
+        ValueError: when the model's program has no ReLU (the answer would be the gradient).
     """
     model, inputs, target = prepare(model, inputs, target, method="deconvolution")
-    require_structure(model, "deconvolution")
+    model = program.structured(model, "deconvolution")
+    program.require_units(model, inputs, DECONVOLUTION, method="deconvolution")
     return run(
         _modified_gradient_core, model, inputs, target, rules=DECONVOLUTION, to_saliency=gradient_to_saliency
     )

@@ -27,15 +27,13 @@ from jaxplain.attribution._common import (
 )
 from jaxplain.attribution._layers import (
     Layers,
-    _no_rules,
     check_layer,
     layer_activation_of,
     layer_gradient_and_activation,
     tapped_forward,
 )
 from jaxplain.attribution.path import PATH_METHODS, gradient_shap_draw, path_points
-from jaxplain.model import require_structure
-from jaxplain.rules.engine import RuleMap
+from jaxplain.model import Model, require_structure
 from jaxplain.rules.fast_conv import conv_rules
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
@@ -43,10 +41,11 @@ from jaxplain.typing import Array, Target
 tree_map = jax.tree_util.tree_map
 
 
-def _loop_rules(batch_size: int | None, count: int) -> RuleMap:
-    """:mod:`~jaxplain.rules.fast_conv`'s rule when ``count`` points are chunked into a loop (same values, fast
-    backward convolutions on XLA CPU; see ``loop_forward``), else no rule."""
-    return conv_rules if batch_size is not None and batch_size < count else _no_rules
+def _loop_rules(model: Any, batch_size: int | None, count: int) -> Any:
+    """:mod:`~jaxplain.rules.fast_conv`'s rule when ``count`` points of a ``jx.Model`` are chunked into a loop (same
+    values, fast backward convolutions on XLA CPU; see ``loop_forward``), else no rule."""
+    chunked = batch_size is not None and batch_size < count
+    return conv_rules if chunked and isinstance(model, Model) else None
 
 
 def prepare_layer(model: Any, inputs: Array, target: Target, layer: Layers, *, method: str, several: bool = True):
@@ -103,7 +102,7 @@ def _path(inputs, baselines, alpha):
 def _internal_influence_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, steps = path_points(method, n_steps)
-    rules = _loop_rules(batch_size, n_steps)
+    rules = _loop_rules(model, batch_size, n_steps)
 
     def step(alpha, size):
         gradient, _ = layer_gradient_and_activation(
@@ -157,7 +156,7 @@ def internal_influence(
 def _layer_conductance_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, _ = path_points(method, n_steps + 1)
-    rules = _loop_rules(batch_size, n_steps + 1)
+    rules = _loop_rules(model, batch_size, n_steps + 1)
 
     def point(alpha):
         return layer_gradient_and_activation(
@@ -207,7 +206,7 @@ def layer_conductance(
 
 def _layer_gradient_shap_core(model, inputs, target, key, arrays, *, layer, to_input, n_samples, stdevs, batch_size, multiply):
     baselines = arrays["baselines"]
-    rules = _loop_rules(batch_size, n_samples)
+    rules = _loop_rules(model, batch_size, n_samples)
 
     def sample(sample_key):
         noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)

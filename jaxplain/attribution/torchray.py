@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain import program
 from jaxplain.attribution._common import check_choice, prepare, run
 from jaxplain.attribution._layers import check_layer, tapped_forward, zeros_like_activation
 from jaxplain.image import interpolate
-from jaxplain.model import Model, require_structure
+from jaxplain.model import Model, require_linen, require_structure
 from jaxplain.rules import excitation, lrp
 from jaxplain.rules.composites import LINEAR, SUM
 from jaxplain.rules.engine import ByPath, FirstMatch, RuleMap, forward_with_rules, module_calls
@@ -35,6 +36,10 @@ Resize = bool | tuple[int, int]
 
 def _no_rules(module, path):
     return None
+
+
+def _unit_rules(rules: Any) -> bool:
+    return rules is None or isinstance(rules, program.UnitRuleMap)
 
 
 def _without_sum_rule(rules: RuleMap) -> RuleMap:
@@ -69,7 +74,8 @@ def _probe_gradient(model: Model, inputs: Array, target: Array, layer: str | Non
                     seed_rules: RuleMap | None = None) -> tuple[Array, Array]:
     """``(pseudo-gradient, activation)`` at ``layer`` (the input when None) for a one-hot seed at the target."""
     if layer is None:
-        forward = forward_with_rules(model, rules)
+        forward = program.forward(model, rules or program.no_rules) if _unit_rules(rules) else \
+            forward_with_rules(model, rules)
         outputs, pullback = jax.vjp(forward, inputs)
         seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
         return pullback(seed)[0], inputs
@@ -103,19 +109,22 @@ def _check_options(resize: Any, resize_mode: str, smooth: float, method: str) ->
     raise ValueError(f"{method}: resize must be True, False or a (width, height) pair, got {resize!r}")
 
 
-def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | None, ...], method: str):
+def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | None, ...], method: str,
+              linen: bool = False):
     model, inputs, target = prepare(model, inputs, target, method=method)
-    model = require_structure(model, method)
+    model = require_linen(model, method) if linen else require_structure(model, method)
     for layer in layers:
         if layer is not None:
             check_layer(model, inputs, layer, method=method)
     return model, inputs, target
 
 
-def _saliency(method: str, rules: RuleMap, reduction: str, model: Any, inputs: Array, target: Target,
+def _saliency(method: str, rules: Any, reduction: str, model: Any, inputs: Array, target: Target,
               saliency_layer: str | None, resize: Any, resize_mode: str, smooth: float) -> Array:
     resize = _check_options(resize, resize_mode, smooth, method)
-    model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method)
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method, linen=not _unit_rules(rules))
+    if rules is not None and _unit_rules(rules):
+        program.require_units(model, inputs, rules, method=method)
     return run(_saliency_core, model, inputs, target, rules=rules, layer=saliency_layer, reduction=reduction,
                resize=resize, resize_mode=resize_mode, smooth=float(smooth))
 
@@ -123,7 +132,7 @@ def _saliency(method: str, rules: RuleMap, reduction: str, model: Any, inputs: A
 def torchray_gradient(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
                       resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
     """TorchRay's ``gradient``: ``max_c |dF_t/dA|`` at ``saliency_layer`` (Simonyan et al. 2014)."""
-    return _saliency("torchray_gradient", _no_rules, "max_abs", model, inputs, target, saliency_layer, resize,
+    return _saliency("torchray_gradient", None, "max_abs", model, inputs, target, saliency_layer, resize,
                      resize_mode, smooth)
 
 
@@ -144,7 +153,7 @@ def torchray_guided_backprop(model: Any, inputs: Array, target: Target, *, salie
 def linear_approx(model: Any, inputs: Array, target: Target, *, saliency_layer: str, resize: Resize = False,
                   resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
     """TorchRay's ``linear_approx``: ``sum_c A * dF_t/dA`` at ``saliency_layer`` (torchray/attribution/linear_approx.py)."""
-    return _saliency("linear_approx", _no_rules, "linear_approx", model, inputs, target, saliency_layer, resize,
+    return _saliency("linear_approx", None, "linear_approx", model, inputs, target, saliency_layer, resize,
                      resize_mode, smooth)
 
 
@@ -211,7 +220,8 @@ def contrastive_excitation_backprop(model: Any, inputs: Array, target: Target, *
     """
     method = "contrastive_excitation_backprop"
     resize = _check_options(resize, resize_mode, 0.0, method)
-    model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method)
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method,
+                                      linen=True)
     if classifier_layer is None:
         linear = [".".join(path) for path, module in module_calls(model, inputs) if path and isinstance(module, LINEAR)]
         classifier_layer = linear[-1]

@@ -20,24 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxplain.nets.layers import (
-    ELU,
-    LeakyReLU,
-    MaxPool2d,
-    ReLU,
-    ReLU6,
-    Sigmoid,
-    Softmax,
-    Softplus,
-    Tanh,
-    _window_shapes,
-)
-from jaxplain.rules.engine import ByType, FirstMatch, Rule, RuleMap
+from jaxplain.program.graph import Unit
+from jaxplain.program.interpret import Rule, UnitRuleMap, UnitRules
 from jaxplain.typing import Array
 
 FLAVOURS = ("rescale", "captum")
@@ -89,13 +77,13 @@ def _rescaled(eps: float, x: Array, y: Array, pullback: Callable, cotangent: Arr
 
 
 class _MultiplierRule:
-    """A rule whose layer runs as usual and passes back ``self.backward(module, x)``'s cotangent."""
+    """A rule whose unit runs as usual and passes back ``self.backward(unit, x)``'s cotangent."""
 
-    def backward(self, module: nn.Module, x: Array) -> Backward:
+    def backward(self, unit: Unit, x: Array) -> Backward:
         raise NotImplementedError
 
-    def __call__(self, module: nn.Module, call: Callable[[Array], Array], x: Array) -> Array:
-        return _with_backward(call, x, self.backward(module, x))
+    def __call__(self, unit: Unit, call: Callable[[Array], Array], x: Array) -> Array:
+        return _with_backward(call, x, self.backward(unit, x))
 
 
 @dataclass(frozen=True)
@@ -104,7 +92,7 @@ class Rescale(_MultiplierRule):
 
     eps: float = 1e-10
 
-    def backward(self, module: nn.Module, x: Array) -> Backward:
+    def backward(self, unit: Unit, x: Array) -> Backward:
         return lambda *residuals: _rescaled(self.eps, *residuals)
 
 
@@ -121,12 +109,12 @@ class SoftmaxRescale(_MultiplierRule):
     eps: float = 1e-10
     whole_tensor: bool = False
 
-    def backward(self, module: nn.Module, x: Array) -> Backward:
+    def backward(self, unit: Unit, x: Array) -> Backward:
         def backward(*residuals):
             multiplier = _rescaled(self.eps, *residuals)
             if self.whole_tensor:
                 return multiplier - jnp.mean(multiplier)
-            return multiplier - jnp.mean(multiplier, axis=module.axis, keepdims=True)
+            return multiplier - jnp.mean(multiplier, axis=unit.attributes["axes"], keepdims=True)
 
         return backward
 
@@ -177,9 +165,8 @@ class MaxPoolRescale(_MultiplierRule):
     eps: float = 1e-10
     captum: bool = False
 
-    def backward(self, module: nn.Module, x: Array) -> Backward:
-        stride = module.kernel_size if module.stride is None else module.stride
-        window, strides, pads = _window_shapes(x, module.kernel_size, stride, module.padding, module.ceil_mode)
+    def backward(self, unit: Unit, x: Array) -> Backward:
+        window, strides, pads = _nhwc_window(unit, needed=self.captum)
 
         def backward(x, y, pullback, cotangent):
             (y_in, y_ref), (g_in, g_ref) = _halves(y), _halves(cotangent)
@@ -200,10 +187,26 @@ class MaxPoolRescale(_MultiplierRule):
         return backward
 
 
-_ELEMENTWISE = (ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus)
+def _nhwc_window(unit: Unit, *, needed: bool) -> tuple[Any, Any, Any]:
+    """A max pool's ``(window, strides, pads)`` over the spatial axes of an NHWC map."""
+    window, strides, padding = unit.attributes["window"], unit.attributes["strides"], unit.attributes["padding"]
+    if len(window) == 4 and window[0] == window[-1] == 1 and strides[0] == strides[-1] == 1:
+        return window[1:3], strides[1:3], padding[1:3]
+    if needed:
+        raise ValueError(f"deeplift(flavour='captum'): the max pool {unit.describe()} does not pool the spatial axes "
+                         f"of an NHWC map (window {window}); Captum's unpooling is defined for those only")
+    return window, strides, padding
 
 
-class CaptumRules:
+CAPTUM_ELEMENTWISE = ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
+"""The unit kinds Captum's DeepLift hooks (``nn.ReLU``, ``nn.LeakyReLU``, ``nn.ELU``, ``nn.Sigmoid``, ``nn.Tanh``,
+``nn.Softplus``); every other element-wise function keeps its gradient there."""
+ELEMENTWISE = CAPTUM_ELEMENTWISE + ("relu6", "gelu", "silu", "selu", "mish", "hard_tanh", "hard_sigmoid",
+                                    "hard_silu", "log_sigmoid", "elementwise")
+"""Every element-wise function of one activation: the rescale rule applies to each."""
+
+
+class CaptumRules(UnitRuleMap):
     """Captum's DeepLift hooks, departures included; one instance per forward pass.
 
     Besides the softmax and max-pool departures (:class:`SoftmaxRescale`,
@@ -225,22 +228,24 @@ class CaptumRules:
         self.eps = eps
         self._outputs: list[Any] = []
 
-    def _rule_for(self, module: nn.Module) -> _MultiplierRule | None:
-        if isinstance(module, _ELEMENTWISE):
+    covers = "the non-linearities Captum hooks (ReLU, LeakyReLU, ELU, sigmoid, tanh, softplus, softmax, max pool)"
+
+    def _rule_for(self, unit: Unit) -> _MultiplierRule | None:
+        if unit.kind in CAPTUM_ELEMENTWISE:
             return Rescale(self.eps)
-        if isinstance(module, Softmax):
+        if unit.kind == "softmax":
             return SoftmaxRescale(self.eps, whole_tensor=True)
-        if isinstance(module, MaxPool2d):
+        if unit.kind == "max_pool":
             return MaxPoolRescale(self.eps, captum=True)
         return None
 
-    def __call__(self, module: nn.Module, path: tuple[str, ...]) -> Rule | None:
-        rule = self._rule_for(module)
+    def __call__(self, unit: Unit) -> Rule | None:
+        rule = self._rule_for(unit)
         if rule is None:
             return None
 
-        def hooked(module, call, x):
-            backward = rule.backward(module, x)
+        def hooked(unit, call, x):
+            backward = rule.backward(unit, x)
             if any(x is output for output in self._outputs):
                 backward = _ordinary_unless_equal(self.eps, backward)
             out = _with_backward(call, x, backward)
@@ -260,26 +265,20 @@ def _ordinary_unless_equal(eps: float, backward: Backward) -> Backward:
     return replaced
 
 
-def deeplift_rules(eps: float = 1e-10, flavour: str = "rescale") -> RuleMap:
-    """DeepLift's rule map: rescale on nonlinearities, Captum's softmax and max-pool rules.
+def deeplift_rules(eps: float = 1e-10, flavour: str = "rescale") -> Any:
+    """DeepLift's rule map over the units of the model's program.
 
-    ``flavour="rescale"`` (default): ReLU, ReLU6, LeakyReLU, ELU, Sigmoid, Tanh and
-    Softplus use the rescale rule, softmax subtracts the mean over its axis per
-    example, max pooling adds the shares of overlapping windows; every layer uses
-    its own rule. The attributions then sum to ``F_t(x) - F_t(x')``
-    (summation-to-delta) on any network without softmax. ``flavour="captum"``
-    returns a fresh :class:`CaptumRules`, which reproduces Captum's numbers; build
-    one per forward pass.
+    ``flavour="rescale"`` (default): every element-wise function of one activation
+    (ReLU, ReLU6, LeakyReLU, ELU, sigmoid, tanh, softplus, GELU, SiLU, and any other
+    fused element-wise chain) uses the rescale rule, softmax subtracts the mean over its
+    axis per example, max pooling adds the shares of overlapping windows; every unit uses
+    its own rule. The attributions then sum to ``F_t(x) - F_t(x')`` (summation-to-delta)
+    on any network without softmax or products of activations. ``flavour="captum"``
+    returns a fresh :class:`CaptumRules`, which reproduces Captum's numbers; build one
+    per forward pass.
     """
     if flavour == "captum":
         return CaptumRules(eps)
-    return FirstMatch(
-        (
-            ByType(_ELEMENTWISE + (ReLU6,), Rescale(eps)),
-            ByType((Softmax,), SoftmaxRescale(eps)),
-            ByType((MaxPool2d,), MaxPoolRescale(eps)),
-        )
-    )
-
-
-DEEPLIFT = deeplift_rules()
+    rescale = Rescale(eps)
+    return UnitRules({**{kind: rescale for kind in ELEMENTWISE}, "softmax": SoftmaxRescale(eps),
+                      "max_pool": MaxPoolRescale(eps)}, "non-linearities (activations, softmax, max pooling)")

@@ -1,6 +1,9 @@
 """Modified ReLU backward passes: guided backpropagation and deconvolution.
 
-Sources: Springenberg et al. 2015 (guided backprop), Zeiler & Fergus 2014
+The rules act on the ReLUs of the model's traced program (``jax.nn.relu``, ``nn.relu``,
+``max(x, 0)``, a zoo ``ReLU`` module: every spelling is one ``"relu"`` unit of
+:mod:`jaxplain.program.graph`); other non-linearities keep their gradient, as Captum
+hooks ``nn.ReLU`` only. Sources: Springenberg et al. 2015 (guided backprop), Zeiler & Fergus 2014
 (deconvnet); semantics of Captum's ``GuidedBackprop`` / ``Deconvolution``
 (captum/attr/_core/guided_backprop_deconvnet.py) and TorchRay's
 (torchray/attribution/guided_backprop.py, deconvnet.py).
@@ -11,8 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxplain.nets.layers import ReLU
-from jaxplain.rules.engine import ByType
+from jaxplain.program.interpret import UnitRules
 
 
 @jax.custom_vjp
@@ -42,13 +44,13 @@ def deconv_relu(x: jax.Array) -> jax.Array:
 deconv_relu.defvjp(lambda x: (jax.nn.relu(x), None), lambda _, g: (jax.nn.relu(g),))
 
 
-def _replace_with(function):
-    def rule(module, call, x):
+def _relu_rule(function):
+    def rule(unit, call, x):
         return function(x)
 
     return rule
 
 
-GUIDED_BACKPROP = ByType((ReLU,), _replace_with(guided_relu))
-GUIDED_BACKPROP_TORCHRAY = ByType((ReLU,), _replace_with(guided_relu_torchray))
-DECONVOLUTION = ByType((ReLU,), _replace_with(deconv_relu))
+GUIDED_BACKPROP = UnitRules({"relu": _relu_rule(guided_relu)}, "ReLUs")
+GUIDED_BACKPROP_TORCHRAY = UnitRules({"relu": _relu_rule(guided_relu_torchray)}, "ReLUs")
+DECONVOLUTION = UnitRules({"relu": _relu_rule(deconv_relu)}, "ReLUs")
