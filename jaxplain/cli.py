@@ -35,8 +35,9 @@ class UsageError(Exception):
 class Progress:
     """A one-line progress bar on ``stream`` (redrawn in place on a terminal, else one line per step)."""
 
-    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
-        self.total, self.label, self.stream, self.done = total, label, stream, 0
+    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.stream = sys.stderr if stream is None else stream
         self.start = time.perf_counter()
 
     def advance(self, count: int, note: str = "") -> None:
@@ -109,11 +110,9 @@ def _run(recipe, model, inputs: np.ndarray, target: np.ndarray, key, layer: str)
 def _explain(arguments: argparse.Namespace) -> int:
     import jax
 
-    from jaxplain import files, recipes, viz
+    from jaxplain import files, recipes
 
-    unknown = [m for m in arguments.method if m not in recipes.RECIPES]
-    if unknown:
-        raise UsageError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}")
+    methods = _methods_of(arguments, recipes.DEFAULT_METHODS)
     if arguments.batch_size < 1:
         raise UsageError(f"--batch-size must be positive, got {arguments.batch_size}")
     if not arguments.inputs:
@@ -139,17 +138,18 @@ def _explain(arguments: argparse.Namespace) -> int:
         return out / f"{stem}.{method}.png", out / f"{stem}.{method}.npy"
 
     pending = [(file, stem) for file, stem in images
-               if any(not p.exists() for m in arguments.method for p in outputs(stem, m))]
+               if any(not p.exists() for m in methods for p in outputs(stem, m))]
     skipped = len(images) - len(pending)
     failed: list[str] = []
     written = 0
     key = jax.random.PRNGKey(arguments.seed)
     progress = Progress(len(pending), "explain")
     for index, batch in enumerate(files.batches(pending, arguments.batch_size)):
-        readable, pixels = [], []
+        readable, pixels, originals = [], [], []
         for file, stem in batch:
             try:
-                pixels.append(files.read_image(file, size))
+                originals.append(files.decode_image(file))
+                pixels.append(files.resize_image(originals[-1], size))
                 readable.append(stem)
             except files.UnreadableImage as error:
                 failed.append(str(error))
@@ -159,7 +159,7 @@ def _explain(arguments: argparse.Namespace) -> int:
             inputs = _pad(_normalise(model, raw), arguments.batch_size)
             predicted = np.asarray(jax.numpy.argmax(model(inputs), axis=-1))
             target = predicted if arguments.target == "pred" else np.full(len(inputs), arguments.target)
-            for method in arguments.method:
+            for method in methods:
                 todo = [i for i, stem in enumerate(readable) if any(not p.exists() for p in outputs(stem, method))]
                 if not todo:
                     continue
@@ -174,11 +174,33 @@ def _explain(arguments: argparse.Namespace) -> int:
                     if not npy.exists():
                         files.write_npy(npy, maps[i].astype(np.float32))
                     if not png.exists():
-                        files.write_png(png, viz.to_pil(viz.overlay(raw[i], maps[i], sign=recipe.sign)))
+                        files.write_png(png, _picture(originals[i] if arguments.overlay_size == "image" else raw[i],
+                                                      maps[i], recipe.sign, arguments.colorbar))
                     written += 1
         progress.advance(len(batch), batch[-1][1])
     print(f"jaxplain: {written} explanations written to {out}, {skipped} images already done, {len(failed)} unreadable")
     return 1 if failed else 0
+
+
+def _methods_of(arguments: argparse.Namespace, default: Sequence[str]) -> list[str]:
+    """The recipes ``--method`` names (every flag's names, aliases resolved), else ``default``."""
+    from jaxplain import recipes
+
+    try:
+        return recipes.resolve(arguments.method or default)
+    except ValueError as error:
+        raise UsageError(f"--method: {error}") from error
+
+
+def _picture(image: np.ndarray, attribution: np.ndarray, sign: str, colorbar: bool):
+    """The overlay PNG: ``attribution`` resized to ``image`` and blended over it, with a colour bar if asked."""
+    from jaxplain import viz
+
+    resized = viz.resize_attribution(attribution, image.shape[:2])
+    picture = viz.overlay(image, resized, sign=sign)
+    if colorbar:
+        picture = viz.with_colorbar(picture, viz.value_range(resized, sign), sign=sign)
+    return viz.to_pil(picture)
 
 
 def _methods(_: argparse.Namespace) -> int:
@@ -190,20 +212,20 @@ def _methods(_: argparse.Namespace) -> int:
     print("\njaxplain explain --method takes:")
     width = max(len(name) for name in recipes.RECIPES)
     for name, recipe in recipes.RECIPES.items():
-        print(f"{name:<{width}}  {recipe.settings}")
+        also = f" (also --method {', '.join(recipe.aliases)})" if recipe.aliases else ""
+        print(f"{name:<{width}}  {recipe.settings}{also}")
     return 0
 
 
 def _evaluate(arguments: argparse.Namespace) -> int:
     from jaxplain import evaluation, recipes
 
-    unknown = [m for m in arguments.method if m not in recipes.RECIPES]
-    if unknown:
-        raise UsageError(f"--method: unknown {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}")
+    methods = _methods_of(arguments, recipes.EVALUATED_METHODS)
     if arguments.images < 1:
         raise UsageError(f"--images must be positive, got {arguments.images}")
-    rows = evaluation.evaluate(arguments.method, num_images=arguments.images, seed=arguments.seed,
-                               sanity=not arguments.no_sanity)
+    progress = Progress(len(methods) * arguments.images, "evaluate")
+    rows = evaluation.evaluate(methods, num_images=arguments.images, seed=arguments.seed,
+                               sanity=not arguments.no_sanity, progress=progress.advance)
     print(evaluation.format_table(rows))
     return 0
 
@@ -263,20 +285,28 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--weights", help='a .safetensors or .pth state dict of --arch (.pth needs torch: pip install ".[converters]")')
     explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")
     explain.add_argument("--size", type=int, default=224, help="input size for --arch (the demo model's is fixed)")
-    explain.add_argument("--method", nargs="+", default=list(recipes.DEFAULT_METHODS), metavar="M",
-                         help=f"one or more of {', '.join(recipes.RECIPES)} (default: %(default)s)")
+    explain.add_argument("--method", nargs="+", action="extend", metavar="M",
+                         help=f"one or more of {', '.join(recipes.RECIPES)}, or the public functions' names "
+                              f"{', '.join(recipes.ALIASES)}; repeat the flag to add more "
+                              f"(default: {' '.join(recipes.DEFAULT_METHODS)})")
     explain.add_argument("--target", type=_target, default="pred",
                          help="class index, or 'pred' for each image's predicted class")
     explain.add_argument("--layer", help="layer of the CAM methods (default: the last spatial layer)")
     explain.add_argument("--out", default="explanations", help="output folder (default: %(default)s)")
     explain.add_argument("--batch-size", type=int, default=8, help="images per compiled call")
     explain.add_argument("--seed", type=int, default=0, help="PRNG seed of the stochastic methods")
+    explain.add_argument("--overlay-size", choices=("image", "model"), default="image",
+                         help="draw the overlay PNGs at each image's own size (the map resized to it, default) "
+                              "or at the model's input size, as the .npy maps are")
+    explain.add_argument("--colorbar", action="store_true",
+                         help="add a colour bar to the overlays, labelled with the attribution values at its ends")
     explain.set_defaults(run=_explain)
 
     commands.add_parser("methods", help="list every method and the peer it reproduces").set_defaults(run=_methods)
 
     evaluate = commands.add_parser("evaluate", help="score methods against the demo set's ground-truth masks")
-    evaluate.add_argument("--method", nargs="+", default=list(recipes.EVALUATED_METHODS), metavar="M")
+    evaluate.add_argument("--method", nargs="+", action="extend", metavar="M",
+                          help=f"as explain's (default: {' '.join(recipes.EVALUATED_METHODS)})")
     evaluate.add_argument("--images", type=int, default=32, help="demo images to score on")
     evaluate.add_argument("--seed", type=int, default=1, help="seed of the generated demo set")
     evaluate.add_argument("--no-sanity", action="store_true", help="skip the weight-randomisation sanity column")

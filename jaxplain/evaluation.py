@@ -21,7 +21,7 @@ averaged over the images:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import numpy as np
@@ -43,19 +43,35 @@ def _recipe_method(name: str, layer: str, key: Array):
     return method
 
 
-def _in_batches(method, model: Model, inputs: np.ndarray, target: np.ndarray, batch_size: int) -> np.ndarray:
-    return np.concatenate([
-        np.asarray(method(model, inputs[start:start + batch_size], target[start:start + batch_size]))
-        for start in range(0, len(inputs), batch_size)
-    ])
+Progress = Callable[[int, str], None]
+"""``progress(images done since the last call, note)``, as ``jaxplain.cli.Progress.advance`` takes it."""
+
+
+def _quiet(count: int, note: str) -> None:
+    """The default progress report: none."""
+
+
+def _in_batches(method, model: Model, inputs: np.ndarray, target: np.ndarray, batch_size: int,
+                progress: Progress, name: str) -> np.ndarray:
+    maps = []
+    for start in range(0, len(inputs), batch_size):
+        maps.append(np.asarray(method(model, inputs[start:start + batch_size], target[start:start + batch_size])))
+        done = min(start + batch_size, len(inputs))
+        progress(done - start, f"{name}: explained {done}/{len(inputs)}")
+    return np.concatenate(maps)
 
 
 def score_method(name: str, model: Model, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, *,
-                 key: Array, sanity: bool = True, batch_size: int = 16) -> dict[str, float | None]:
-    """The metrics of ``COLUMNS`` for recipe ``name`` on normalised ``images`` explained for ``labels``."""
+                 key: Array, sanity: bool = True, batch_size: int = 16,
+                 progress: Progress = _quiet) -> dict[str, float | None]:
+    """The metrics of ``COLUMNS`` for recipe ``name`` on normalised ``images`` explained for ``labels``.
+
+    ``progress`` is told of every batch explained and of the scoring that follows.
+    """
     layer = recipes.default_layer(model, images[:1])
     method = _recipe_method(name, layer, key)
-    maps = _in_batches(method, model, images, labels, batch_size)
+    maps = _in_batches(method, model, images, labels, batch_size, progress, name)
+    progress(0, f"{name}: deletion and insertion curves")
     tolerance = max(round(15 * images.shape[1] / 224), 1)
     row: dict[str, float | None] = {
         "pointing": float(np.mean(metrics.pointing_game(maps, masks, tolerance=tolerance))),
@@ -70,6 +86,7 @@ def score_method(name: str, model: Model, images: np.ndarray, labels: np.ndarray
         change = np.asarray(metrics.completeness(model, np.zeros_like(maps), images, labels))
         row["completeness"] = float(np.mean(gap) / max(np.mean(change), 1e-12))
     if sanity:
+        progress(0, f"{name}: maps of the randomised model")
         subset = slice(0, min(SANITY_IMAGES, len(images)))
         steps = metrics.randomisation_sanity(method, model, images[subset], labels[subset],
                                              key=jax.random.fold_in(key, 1), order="cascading")
@@ -79,15 +96,20 @@ def score_method(name: str, model: Model, images: np.ndarray, labels: np.ndarray
 
 
 def evaluate(methods: Sequence[str], *, num_images: int = 32, seed: int = 1, sanity: bool = True,
-             key: Array | None = None) -> dict[str, dict[str, float | None]]:
-    """``{method: {column: value}}`` for the shipped demo model on ``num_images`` generated demo images."""
+             key: Array | None = None, progress: Progress = _quiet) -> dict[str, dict[str, float | None]]:
+    """``{method: {column: value}}`` for the shipped demo model on ``num_images`` generated demo images.
+
+    ``progress(count, note)`` is called as each method explains each batch of images
+    (``count`` images more, ``len(methods) * num_images`` in all) and as it scores them.
+    """
     model = demo.load_model()
     size = demo.metadata()["image_size"]
     data = demo.make_dataset(num_images, seed=seed, size=size)
     images = demo.normalise(data.images)
     labels = data.labels.astype(np.int32)
     key = jax.random.PRNGKey(0) if key is None else key
-    return {name: score_method(name, model, images, labels, data.masks, key=key, sanity=sanity) for name in methods}
+    return {name: score_method(name, model, images, labels, data.masks, key=key, sanity=sanity, progress=progress)
+            for name in methods}
 
 
 def format_table(rows: dict[str, dict[str, float | None]]) -> str:

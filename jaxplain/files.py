@@ -51,8 +51,8 @@ class UnreadableImage(ValueError):
     """An input file that is not a decodable image."""
 
 
-def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """``uint8 [H, W, 3]``: the image decoded, converted to RGB and resized (bilinear) to ``size``.
+def decode_image(path: Path) -> np.ndarray:
+    """``uint8 [H, W, 3]``: the image decoded and converted to RGB, at its own size.
 
     Raises:
         UnreadableImage: naming the file and what went wrong.
@@ -63,9 +63,14 @@ def read_image(path: Path, size: tuple[int, int]) -> np.ndarray:
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise UnreadableImage(f"{path}: not a readable image ({error})") from error
-    if rgb.size != (size[1], size[0]):
-        rgb = rgb.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.asarray(rgb, np.uint8)
+
+
+def resize_image(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``uint8 [H, W, 3]`` pixels resized (bilinear) to ``size`` ``(H, W)``; unchanged at that size."""
+    if pixels.shape[:2] == tuple(size):
+        return pixels
+    return np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.Resampling.BILINEAR), np.uint8)
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:

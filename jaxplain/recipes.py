@@ -10,8 +10,9 @@ rerun the same call from Python.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,6 +88,8 @@ class Recipe:
             linear models only), so the completeness gap means something.
         sign: how the map is read: ``"all"`` (signed evidence), ``"positive"``.
         settings: the call it makes, as text.
+        aliases: other names the command line takes for it: the public function it calls,
+            where that is named otherwise (``layer_gradcam`` for ``gradcam``).
     """
 
     name: str
@@ -95,6 +98,7 @@ class Recipe:
     settings: str
     traceable: bool = True
     additive: bool = False
+    aliases: tuple[str, ...] = ()
 
 
 def _saliency(model, inputs, target, key, layer):
@@ -176,7 +180,8 @@ RECIPES: dict[str, Recipe] = {
         Recipe("guided_backprop", _guided_backprop, "all", "guided_backprop"),
         Recipe("deconvolution", _deconvolution, "all", "deconvolution"),
         Recipe("deeplift", _deeplift, "all", "deeplift(baselines=0)", additive=True),
-        Recipe("gradcam", _gradcam, "positive", "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')"),
+        Recipe("gradcam", _gradcam, "positive", "layer_gradcam(layer, relu_attributions=True, upsample='bilinear')",
+               aliases=("layer_gradcam",)),
         Recipe("guided_gradcam", _guided_gradcam, "all", "guided_gradcam(layer)"),
         Recipe("score_cam", _score_cam, "positive", "score_cam(layer)"),
         Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
@@ -184,7 +189,8 @@ RECIPES: dict[str, Recipe] = {
                "excitation_backprop(saliency_layer=layer, resize=True)"),
         Recipe("occlusion", _occlusion, "all", "occlusion(window = size/8, stride = window/2, baseline 0)"),
         Recipe("rise", _rise, "positive", "rise(num_masks=1000, num_cells=7, p=0.5)"),
-        Recipe("lime", _lime, "all", "lime_image(num_samples=500, quickshift), superpixel weights", traceable=False),
+        Recipe("lime", _lime, "all", "lime_image(num_samples=500, quickshift), superpixel weights", traceable=False,
+               aliases=("lime_image",)),
         Recipe("random", _random, "positive", "uniform noise (a chance-level reference, not an explanation)"),
     )
 }
@@ -192,7 +198,33 @@ RECIPES: dict[str, Recipe] = {
 DEFAULT_METHODS = ("integrated_gradients", "gradcam", "lrp")
 EVALUATED_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "guided_backprop",
                      "deeplift", "gradcam", "score_cam", "lrp", "occlusion", "rise", "random")
-LAYER_METHODS = ("gradcam", "guided_gradcam", "score_cam", "excitation_backprop")
+ALIASES: dict[str, str] = {alias: recipe.name for recipe in RECIPES.values() for alias in recipe.aliases}
+"""Other names of recipes (the public function a recipe calls) -> the recipe's name."""
+
+
+def resolve(names: Sequence[str]) -> list[str]:
+    """Recipe names for command-line method names: aliases replaced, repeats dropped, order kept.
+
+    Args:
+        names: names of :data:`RECIPES` or :data:`ALIASES`.
+
+    Returns:
+        The recipe names, each once, in the order first given.
+
+    Raises:
+        ValueError: naming every unknown name, with the known ones (and the closest
+            known name, when one is close).
+
+    >>> resolve(["layer_gradcam", "saliency", "gradcam"])
+    ['gradcam', 'saliency']
+    """
+    known = [*RECIPES, *ALIASES]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        hints = [difflib.get_close_matches(name, known, n=1) for name in unknown]
+        named = ", ".join(f"{name} (did you mean {hint[0]}?)" if hint else name for name, hint in zip(unknown, hints))
+        raise ValueError(f"unknown {named}; known: {', '.join(RECIPES)} (also {', '.join(ALIASES)})")
+    return list(dict.fromkeys(ALIASES.get(name, name) for name in names))
 
 
 def default_layer(model: Model, inputs: Array) -> str:

@@ -346,6 +346,124 @@ def to_pil(array: Any) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def resize_attribution(attribution: Any, size: tuple[int, int]) -> np.ndarray:
+    """An attribution map resampled (bilinear, per channel) to ``size`` ``(H, W)``, as PIL resizes images.
+
+    For drawing a map computed at a model's input size over the photo at its own size.
+
+    Args:
+        attribution: ``[h, w]`` or ``[h, w, C]`` (numpy or jax).
+        size: ``(H, W)`` of the result.
+
+    Returns:
+        float32 ``[H, W]`` or ``[H, W, C]``.
+
+    Raises:
+        ValueError: another shape, a size below 1, or non-finite attributions.
+
+    >>> resize_attribution(np.ones((4, 4, 1)), (6, 8)).shape
+    (6, 8, 1)
+    """
+    values = _finite_float(attribution).astype(np.float32)
+    if values.ndim not in (2, 3):
+        raise ValueError(f"attribution must be [h, w] or [h, w, C], got shape {values.shape}")
+    height, width = (int(n) for n in size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {tuple(size)}")
+    if values.shape[:2] == (height, width):
+        return values
+    channels = values[..., None] if values.ndim == 2 else values
+    resized = np.stack([
+        np.asarray(Image.fromarray(np.ascontiguousarray(channels[..., c]), mode="F").resize(
+            (width, height), Image.Resampling.BILINEAR))
+        for c in range(channels.shape[-1])
+    ], axis=-1)
+    return resized[..., 0] if values.ndim == 2 else resized
+
+
+def value_range(attribution: Any, sign: str = "absolute_value", outlier_perc: float = 2) -> tuple[float, float]:
+    """The channel-summed attribution values drawn at the low and the high end of the colour map.
+
+    :func:`normalize_attribution` divides by a threshold ``t``, so the colour map spans
+    ``(-t, t)`` for ``sign="all"``, ``(0, t)`` for ``positive`` (and ``|a|`` from 0 to
+    ``t`` for ``absolute_value``), ``(0, -t)`` for ``negative``; values beyond saturate.
+
+    Args:
+        attribution: ``[H, W]`` or ``[H, W, C]``.
+        sign: one of :data:`SIGNS`.
+        outlier_perc: as in :func:`normalize_attribution`.
+
+    Returns:
+        ``(low end, high end)`` as floats.
+
+    >>> value_range(np.array([[-2.0, 1.0], [0.5, 0.5]]), sign="all", outlier_perc=0)
+    (-2.0, 2.0)
+    """
+    _check_sign(sign)
+    values = _finite_float(attribution)
+    if values.ndim == 3:
+        values = values.sum(axis=2)
+    selected = {"positive": np.maximum(values, 0), "negative": -np.minimum(values, 0),
+                "absolute_value": np.abs(values), "all": values}[sign]
+    threshold = float(_magnitude_threshold(np.abs(selected), 100.0 - outlier_perc))
+    return {"all": (-threshold, threshold), "negative": (0.0, -threshold)}.get(sign, (0.0, threshold))
+
+
+def with_colorbar(
+    picture: Any,
+    span: tuple[float, float],
+    *,
+    sign: str = "absolute_value",
+    cmap: str | Colormap | None = None,
+    width: int = 8,
+) -> np.ndarray:
+    """``picture`` with a vertical colour bar on its right, labelled with the values at its ends.
+
+    The bar is the sign's colour map as :func:`overlay` draws it (high end at the top);
+    the labels are ``span`` (from :func:`value_range`), written ``%.3g`` in PIL's
+    default font.
+
+    Args:
+        picture: float ``[H, W, 3]`` in [0, 1], such as :func:`overlay` returns.
+        span: ``(low end, high end)`` of the colour map, in attribution units.
+        sign: the sign the picture was drawn with (one of :data:`SIGNS`).
+        cmap: the colour map it was drawn with, if not the sign's default.
+        width: width of the bar in pixels.
+
+    Returns:
+        float32 ``[H, W + bar and labels, 3]`` in [0, 1].
+
+    Raises:
+        ValueError: ``picture`` not ``[H, W, 3]``, ``width < 1``, unknown sign or colour map.
+
+    >>> framed = with_colorbar(np.ones((32, 40, 3)), (0.0, 1.5))
+    >>> framed.shape[0], framed.shape[1] > 40 + 2 + 8
+    (32, True)
+    """
+    _check_sign(sign)
+    pixels = np.asarray(picture, np.float32)
+    if pixels.ndim != 3 or pixels.shape[-1] != 3:
+        raise ValueError(f"picture must be [H, W, 3], got shape {pixels.shape}")
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
+    height = pixels.shape[0]
+    low_end = -1.0 if sign == "all" else 0.0
+    ramp = np.linspace(1.0, low_end, height)[:, None]
+    bar = np.repeat(_colour(ramp, sign, cmap)[..., :3], width, axis=1).astype(np.float32)
+    labels = [f"{span[1]:.3g}", f"{span[0]:.3g}"]
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    text_width = max(box[2] - box[0] for box in boxes) + 4
+    panel = Image.new("RGB", (text_width, height), "white")
+    draw = ImageDraw.Draw(panel)
+    top, bottom = boxes
+    draw.text((2 - top[0], -top[1]), labels[0], fill="black", font=font)
+    draw.text((2 - bottom[0], height - (bottom[3] - bottom[1]) - bottom[1]), labels[1], fill="black", font=font)
+    gap = np.ones((height, 2, 3), np.float32)
+    return np.concatenate([pixels, gap, bar, np.asarray(panel, np.float32) / 255.0], axis=1)
+
+
 def _over_white(tiles: np.ndarray) -> np.ndarray:
     if tiles.shape[-1] == 3:
         return tiles

@@ -157,8 +157,55 @@ def test_evaluate_attributions_beat_random_maps_on_the_demo_set():
 
 def test_evaluate_sanity_column_falls_when_the_model_is_randomised(capsys):
     assert main(["evaluate", "--method", "saliency", "--images", "8"]) == 0
-    row = capsys.readouterr().out.splitlines()[1].split()
+    captured = capsys.readouterr()
+    row = captured.out.splitlines()[1].split()
     assert row[0] == "saliency" and abs(float(row[-1])) < 0.9
+    progress = captured.err.splitlines()  # per method and batch of images, as explain reports
+    assert any("8/8" in line and "saliency: explained 8/8" in line for line in progress), captured.err
+    assert any("saliency: maps of the randomised model" in line for line in progress)
+
+
+def test_method_flags_accumulate_and_take_the_api_names():
+    from jaxplain.cli import build_parser
+
+    parsed = build_parser().parse_args(["explain", "--method", "saliency", "--method", "lrp", "layer_gradcam"])
+    assert parsed.method == ["saliency", "lrp", "layer_gradcam"]
+    assert recipes.resolve(parsed.method) == ["saliency", "lrp", "gradcam"]
+    assert recipes.resolve(["lime_image", "lime"]) == ["lime"]
+    with pytest.raises(ValueError, match=r"salency \(did you mean saliency\?\)"):
+        recipes.resolve(["salency"])
+
+
+@pytest.fixture(scope="module")
+def odd_sized_image(tmp_path_factory) -> Path:
+    """A shipped sample enlarged to 100 x 80 (the model reads 64 x 64)."""
+    path = tmp_path_factory.mktemp("odd") / "wide.png"
+    Image.open(demo.sample_images()[1]).convert("RGB").resize((100, 80), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def test_overlays_are_drawn_at_each_images_own_size_with_an_optional_colour_bar(odd_sized_image, tmp_path):
+    import matplotlib
+
+    out = tmp_path / "out"
+    arguments = ["explain", str(odd_sized_image), "--out", str(out), "--batch-size", "1"]
+    assert main([*arguments, "--method", "layer_gradcam", "--method", "saliency"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "wide.gradcam.npy", "wide.gradcam.png", "wide.saliency.npy", "wide.saliency.png"]
+    assert np.load(out / "wide.saliency.npy").shape == (64, 64, 3)
+    with Image.open(out / "wide.saliency.png") as picture:
+        assert picture.size == (100, 80)
+    assert main([*arguments, "--method", "saliency", "--overlay-size", "model", "--out", str(tmp_path / "model")]) == 0
+    with Image.open(tmp_path / "model" / "wide.saliency.png") as picture:
+        assert picture.size == (64, 64)
+    assert main([*arguments, "--method", "saliency", "--colorbar", "--out", str(tmp_path / "bar")]) == 0
+    with Image.open(tmp_path / "bar" / "wide.saliency.png") as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    assert pixels.shape[0] == 80 and pixels.shape[1] > 100 + 10
+    greens = matplotlib.colormaps["Greens"]  # saliency is drawn with sign "positive": Greens, 0 at the bottom
+    np.testing.assert_allclose(pixels[0, 103] / 255, greens(1.0)[:3], atol=1 / 255)
+    np.testing.assert_allclose(pixels[-1, 103] / 255, greens(0.0)[:3], atol=1 / 255)
+    assert pixels[:, 112:].min() < 100  # the value labels, in black
 
 
 def test_explain_splits_batches_over_several_devices(first_run, image_folder, tmp_path):
