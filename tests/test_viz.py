@@ -232,3 +232,38 @@ def test_grid_titles_widen_columns_and_errors():
         viz.grid(IMAGE, {})
     with pytest.raises(ValueError, match="does not match"):
         viz.grid(IMAGE, {"m": ATTRIBUTION[:-1]})
+
+
+def test_resize_attribution_upsamples_as_torch_bilinear():
+    torch = pytest.importorskip("torch")
+    small = RNG.normal(size=(7, 5, 2)).astype(np.float32)
+    ours = viz.resize_attribution(small, (20, 13))
+    theirs = torch.nn.functional.interpolate(torch.from_numpy(small.transpose(2, 0, 1))[None], size=(20, 13),
+                                             mode="bilinear", align_corners=False)[0].numpy().transpose(1, 2, 0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert viz.resize_attribution(small[..., 0], (20, 13)).shape == (20, 13)
+    with pytest.raises(ValueError, match="size must be positive"):
+        viz.resize_attribution(small, (0, 4))
+
+
+@pytest.mark.parametrize("sign", viz.SIGNS)
+def test_value_range_is_captums_normalising_threshold(sign):
+    from captum.attr._utils.visualization import _cumulative_sum_threshold
+
+    summed = ATTRIBUTION.sum(axis=2)
+    selected = {"positive": np.maximum(summed, 0), "negative": -np.minimum(summed, 0),
+                "absolute_value": np.abs(summed), "all": summed}[sign]
+    threshold = _cumulative_sum_threshold(np.abs(selected), 98)
+    expected = {"all": (-threshold, threshold), "negative": (0, -threshold)}.get(sign, (0, threshold))
+    np.testing.assert_allclose(viz.value_range(ATTRIBUTION, sign), expected, rtol=1e-12)
+
+
+def test_colour_bar_shows_the_colour_map_from_high_to_low():
+    picture = viz.overlay(IMAGE, ATTRIBUTION, sign="all")
+    framed = viz.with_colorbar(picture, (-1.0, 1.0), sign="all", width=4)
+    np.testing.assert_array_equal(framed[:, :W], picture)
+    bar = framed[:, W + 2:W + 6]
+    np.testing.assert_allclose(bar[0, 0], matplotlib.colors.to_rgb("green"), atol=1e-6)
+    np.testing.assert_allclose(bar[-1, 0], matplotlib.colors.to_rgb("red"), atol=1e-6)
+    with pytest.raises(ValueError, match=r"picture must be \[H, W, 3\]"):
+        viz.with_colorbar(picture[..., :1], (0.0, 1.0))
