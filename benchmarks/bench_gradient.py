@@ -34,9 +34,9 @@ MODELS = ("resnet18", "resnet50")
 METHODS = ("saliency", "ig50", "sg50", "gbp")
 STEPS = 50
 # Memory of one input gradient at 224 px, per image, with headroom: torch from
-# PERFORMANCE.md (Captum IG-50 default on ResNet-18, 400 images, 9.5 GB; ResNet-50
-# SmoothGrad, 80 images, 8.1 GB), XLA from its memory_analysis (18 and 58 MB at batch
-# 8); used to skip what would not fit and to choose jaxplain's batch_size.
+# RESULTS.md's gradient table (Captum IG-50 default peaks: ResNet-18 batch 8, i.e. 400
+# images, 8.3 GB; ResNet-50 batch 1, 50 images, 4.0 GB), XLA from its memory_analysis
+# (18 and 58 MB at batch 8); used to skip what would not fit and to choose jaxplain's batch_size.
 GB_PER_IMAGE = {"captum": {"resnet18": 0.025, "resnet50": 0.1}, "jaxplain": {"resnet18": 0.02, "resnet50": 0.06}}
 # Rough CPU gradient evaluations per second, used to skip hopelessly long calls.
 CPU_GRADS_PER_S = {"resnet18": 25.0, "resnet50": 10.0}

@@ -222,7 +222,8 @@ def max_pool(inputs: jax.Array, window: tuple[int, int], strides: tuple[int, int
 
     The backward pass places the cotangent with one strided comparison and one
     interior-padded placement per window offset instead of XLA's select-and-scatter,
-    which is several times slower on CPU (see PERFORMANCE.md).
+    with which ResNet-18's input gradient ran 16% slower on CPU
+    (``benchmarks/XLA_CPU_NOTES.md``, section 3).
     """
     return lax.reduce_window(
         inputs,
