@@ -15,6 +15,7 @@ import torch
 from converters import demo
 from converters.cabrnet import from_cabrnet, is_cabrnet, load_cabrnet
 from converters.core import build_model, flat_template, variables_from_state_dict
+from converters.export import export_model
 from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
 from jaxplain import nets, weights
 from jaxplain.model import Model
@@ -34,40 +35,36 @@ def _numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None = None) -> Model:
-    """Convert a torchvision, CaBRNet or demo (:class:`converters.demo.DemoNetTorch`) model, with its
-    weights, into a ``jaxplain.Model``.
+    """Convert a torch classifier, with its weights, into a ``jaxplain.Model`` (NHWC inputs).
 
-    A CaBRNet model becomes a :class:`jaxplain.nets.prototype.PrototypeModel` (see
-    :mod:`converters.cabrnet`).
+    A torchvision model that the hand-written zoo reproduces (ResNet, VGG, AlexNet,
+    SqueezeNet, DenseNet, MobileNetV2 as torchvision builds them) and the demo net
+    (:class:`converters.demo.DemoNetTorch`) become zoo modules; a CaBRNet model becomes a
+    :class:`jaxplain.nets.prototype.PrototypeModel` (see :mod:`converters.cabrnet`). Any
+    other model (other torchvision families, timm, edited zoo models, a user's own
+    ``nn.Module``) goes through ``torch.export``
+    (:func:`converters.export.export_model`); :func:`zoo_mismatch` says why the zoo did
+    not take it.
 
     The model's ``name`` is the torchvision constructor it matches (``"vgg11_bn"``,
-    ``"densenet121"``), or its lowercase class name for a custom configuration.
+    ``"densenet121"``), or its lowercase class name otherwise.
 
     Args:
-        module: a torchvision classification model (eval mode is assumed).
-        input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
+        module: a torch classification model (a model in train mode is exported in eval mode).
+        input_shape: NHWC input shape (default 1x224x224x3); the batch size stays free.
 
     Raises:
-        ValueError: naming every unsupported module, every module whose type or
-            hyper-parameters the zoo does not reproduce, or every missing, unexpected
-            or mis-shaped state-dict key.
+        ValueError: an input shape the model rejects, a forward pass ``torch.export``
+            cannot capture, an op with no JAX implementation (named with its module path),
+            or (zoo) a missing, unexpected or mis-shaped state-dict key.
     """
     if is_cabrnet(module):
         return from_cabrnet(module, input_shape=input_shape)
     kind = type(module).__name__
-    if kind not in _RECOGNISERS:
-        raise ValueError(
-            f"unsupported model class {type(module).__module__}.{kind}; supported: {', '.join(_RECOGNISERS)}"
-        )
-    unsupported = unsupported_modules(module)
-    if unsupported:
-        raise ValueError("unsupported modules: " + ", ".join(unsupported))
     input_shape = input_shape or (1, 224, 224, 3)
-    flax_module = _RECOGNISERS[kind](module)
-    zoo_modules, shapes = trace_zoo_module(flax_module, input_shape)
-    mismatches = structure_mismatches(module, zoo_modules)
-    if mismatches:
-        raise ValueError(f"the torch {kind} departs from the zoo's {kind}:\n" + "\n".join(mismatches))
+    refusal, flax_module, shapes = _zoo_fit(module, input_shape)
+    if refusal is not None:
+        return export_model(module, input_shape)
     return build_model(
         flax_module,
         _numpy_state_dict(module.state_dict()),
@@ -77,6 +74,47 @@ def from_torch(module: torch.nn.Module, *, input_shape: tuple[int, ...] | None =
         std=IMAGENET_STD,
         name=nets.identify(flax_module) or kind.lower(),
     )
+
+
+def _zoo_fit(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[str | None, Any, Any]:
+    """``(why the zoo does not reproduce module, or None; the zoo module; its variable shapes)``."""
+    kind = type(module).__name__
+    origin = type(module).__module__
+    if kind not in _RECOGNISERS or not origin.startswith(("torchvision.", "converters.")):
+        return f"unsupported model class {origin}.{kind}; the zoo has: {', '.join(_RECOGNISERS)}", None, None
+    unsupported = unsupported_modules(module)
+    if unsupported:
+        return "unsupported modules: " + ", ".join(unsupported), None, None
+    try:
+        flax_module = _RECOGNISERS[kind](module)
+    except ValueError as error:
+        return str(error), None, None
+    zoo_modules, shapes = trace_zoo_module(flax_module, input_shape)
+    mismatches = structure_mismatches(module, zoo_modules)
+    if mismatches:
+        return f"the torch {kind} departs from the zoo's {kind}:\n" + "\n".join(mismatches), None, None
+    return None, flax_module, shapes
+
+
+def zoo_mismatch(module: torch.nn.Module, input_shape: tuple[int, ...] = (1, 224, 224, 3)) -> str | None:
+    """Why the hand-written zoo does not reproduce ``module`` (None when it does).
+
+    :func:`from_torch` converts such a model through ``torch.export`` instead
+    (:func:`converters.export.export_model`).
+
+    Args:
+        module: a torch model.
+        input_shape: NHWC shape used to trace the zoo module's parameter shapes.
+
+    Returns:
+        the reason (the unknown class, every unsupported module, every departing layer
+        with its hyper-parameters), or None.
+
+    Example:
+        >>> converters.zoo_mismatch(torchvision.models.vit_b_16())  # doctest: +SKIP
+        'unsupported model class torchvision.models.vision_transformer.VisionTransformer; ...'
+    """
+    return _zoo_fit(module, tuple(input_shape))[0]
 
 
 def read_state_dict(path: str | os.PathLike) -> Mapping[str, Any]:
@@ -126,4 +164,13 @@ def load(
     return weights.from_state_dict(load_state_dict(path), arch, input_shape=input_shape, **arch_kwargs)
 
 
-__all__ = ["from_torch", "load", "load_cabrnet", "load_state_dict", "read_state_dict", "variables_from_state_dict"]
+__all__ = [
+    "export_model",
+    "from_torch",
+    "load",
+    "load_cabrnet",
+    "load_state_dict",
+    "read_state_dict",
+    "variables_from_state_dict",
+    "zoo_mismatch",
+]

@@ -137,8 +137,8 @@ def test_bad_state_dict_names_every_bad_key(small_torch_model, tmp_path):
 def test_unsupported_module_is_named(seeded_torchvision_model):
     torch_model = seeded_torchvision_model(LOAD_ARCH, num_classes=NUM_CLASSES)
     torch_model.features[3].expand3x3_activation = torch.nn.GELU()
-    with pytest.raises(ValueError, match=r"features\.3\.expand3x3_activation \(torch\.nn\.modules\.activation\.GELU\)"):
-        converters.from_torch(torch_model)
+    reason = converters.zoo_mismatch(torch_model)
+    assert "features.3.expand3x3_activation (torch.nn.modules.activation.GELU)" in reason
 
 
 def test_departing_structure_is_named(seeded_torchvision_model):
@@ -146,17 +146,20 @@ def test_departing_structure_is_named(seeded_torchvision_model):
     torch_model.features[2] = torch.nn.AvgPool2d(3, 2, ceil_mode=True)
     torch_model.features[5].ceil_mode = False
     torch_model.features[6].expand3x3.padding = (2, 2)
-    with pytest.raises(ValueError) as raised:
-        converters.from_torch(torch_model)
-    message = str(raised.value)
+    message = converters.zoo_mismatch(torch_model)
     assert "features.2: torch has AvgPool2d, the zoo MaxPool2d" in message
     assert "features.5 (MaxPool2d): ceil_mode is False in torch, True in the zoo" in message
     assert "features.6.expand3x3 (Conv2d): padding is (2, 2) in torch, (1, 1) in the zoo" in message
 
 
-def test_unknown_model_class_is_refused():
-    with pytest.raises(ValueError, match="unsupported model class torch.nn.modules.container.Sequential"):
-        converters.from_torch(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)))
+def test_unknown_model_class_goes_through_export():
+    torch_model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+    assert "unsupported model class torch.nn.modules.container.Sequential" in converters.zoo_mismatch(torch_model)
+    model = converters.from_torch(torch_model, input_shape=(1, 8, 8, 3))
+    assert type(model.module).__name__ == "ExportedGraph"
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    expected = torch_model(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).detach().numpy()
+    np.testing.assert_allclose(np.asarray(model(images)), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,265 @@
+"""Any exportable torch classifier -> :class:`jaxplain.nets.exported.ExportedGraph`.
+
+``torch.export.export`` captures the model's forward pass as a graph of ATen ops (with a
+symbolic batch dimension); ``run_decompositions()`` lowers it to core ATen; every op node
+becomes a :class:`~jaxplain.nets.exported.Node` with the innermost torch module path of its
+``nn_module_stack``. Parameters, buffers and lifted constants become numpy arrays under
+their state-dict names.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from torch.export import Dim
+
+from jaxplain.model import Model
+from jaxplain.nets import aten
+from jaxplain.nets.exported import DType, ExportedGraph, Node, Program, Ref, Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_IGNORED_KWARGS = frozenset({"device", "layout", "pin_memory", "memory_format", "non_blocking"})
+_UNCOMPUTED_OUTPUTS = {
+    "aten.max_pool2d_with_indices.default": (1,),
+    "aten.max_pool3d_with_indices.default": (1,),
+    "aten.adaptive_max_pool2d.default": (1,),
+    "aten.adaptive_max_pool1d.default": (1,),
+    "aten._native_batch_norm_legit_no_training.default": (1, 2),
+}
+"""Outputs of multi-output ops that the JAX ops do not compute (pooling indices, saved statistics)."""
+
+
+def _op_name(target: Any) -> str:
+    if isinstance(target, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        return str(target)
+    if getattr(target, "__module__", None) in ("_operator", "operator"):
+        return f"operator.{target.__name__}"
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__name__', repr(target))}"
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path, _ = list(stack.values())[-1]
+    return path
+
+
+def _argument(value: Any, where: str) -> Any:
+    if isinstance(value, torch.fx.Node):
+        return Ref(value.name)
+    if isinstance(value, (list, tuple)):
+        return tuple(_argument(item, where) for item in value)
+    if isinstance(value, torch.dtype):
+        return DType(str(value).removeprefix("torch."))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        raise ValueError(f"{where}: an unresolved symbolic size {value} is an argument")
+    raise ValueError(f"{where}: argument of type {type(value).__name__} ({value!r}) cannot be converted")
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+    return tensor.numpy().copy()
+
+
+def _tensor(name: str, array: np.ndarray) -> Tensor:
+    dtype = "bool" if array.dtype == np.bool_ else str(array.dtype)
+    return Tensor(name, tuple(array.shape), dtype)
+
+
+def _example(module: torch.nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
+    if len(input_shape) < 3:
+        raise ValueError(f"input_shape must be channels-last with a batch axis, such as (1, 224, 224, 3); got {input_shape}")
+    shape = (max(2, input_shape[0]), input_shape[-1], *input_shape[1:-1])
+    parameter = next(module.parameters(), None)
+    dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+
+
+def _capture(module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
+    name = type(module).__name__
+    try:
+        with torch.no_grad():
+            module(example)
+    except Exception as error:
+        raise ValueError(
+            f"{name} rejects inputs of shape {tuple(input_shape)} (NHWC; run as NCHW {tuple(example.shape)}): "
+            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        ) from error
+    try:
+        exported = torch.export.export(module, (example,), dynamic_shapes=({0: Dim.AUTO},), strict=False)
+        return exported.run_decompositions()
+    except Exception as error:
+        message = str(error).strip()
+        raise ValueError(
+            f"torch.export could not capture {name} (data-dependent control flow or an untraceable op; "
+            f"jaxplain converts what torch.export captures). torch.export said: {type(error).__name__}: {message}"
+        ) from error
+
+
+def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[Program, dict[str, dict[str, np.ndarray]]]:
+    """The static op program of ``module`` and its variables, from ``torch.export``.
+
+    Args:
+        module: a torch classifier, in eval mode; NCHW inputs, logits out.
+        input_shape: NHWC shape of the inputs (the batch size is left free).
+
+    Returns:
+        ``(program, variables)`` with ``variables = {"params": ..., "buffers": ..., "constants": ...}``
+        holding numpy arrays under their torch names.
+
+    Raises:
+        ValueError: the model rejects the shape, ``torch.export`` cannot capture it, an op has
+            no JAX implementation (named with its module path), or the graph does not return
+            one tensor.
+    """
+    example = _example(module, input_shape)
+    exported = _capture(module, example, input_shape)
+    graph = exported.graph
+    signature = exported.graph_signature
+    state = exported.state_dict
+    used = {node.name for node in graph.nodes if node.op == "placeholder" and node.users}
+    variables: dict[str, dict[str, np.ndarray]] = {"params": {}, "buffers": {}, "constants": {}}
+    placeholder_names: dict[str, str] = {}
+    user_inputs = []
+    for spec in signature.input_specs:
+        kind = spec.kind.name
+        argument = spec.arg.name
+        if kind == "USER_INPUT":
+            user_inputs.append(argument)
+            continue
+        if argument not in used:
+            continue
+        if kind == "PARAMETER":
+            collection, value = "params", state[spec.target]
+        elif kind == "BUFFER":
+            collection = "buffers"
+            value = state[spec.target] if spec.persistent else exported.constants[spec.target]
+        elif kind == "CONSTANT_TENSOR":
+            collection, value = "constants", exported.constants[spec.target]
+        else:
+            raise ValueError(f"{type(module).__name__}: graph input {argument} of kind {kind} cannot be converted")
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{type(module).__name__}: {spec.target} is a {type(value).__name__}, not a tensor")
+        variables[collection][spec.target] = _numpy(value)
+        placeholder_names[argument] = spec.target
+    if len(user_inputs) != 1:
+        raise ValueError(f"{type(module).__name__}.forward takes {len(user_inputs)} tensor inputs; an image classifier takes one")
+    kinds = [spec.kind.name for spec in signature.output_specs]
+    if kinds != ["USER_OUTPUT"]:
+        raise ValueError(
+            f"{type(module).__name__}.forward returns {kinds.count('USER_OUTPUT')} outputs"
+            f"{' and mutates buffers' if len(kinds) > kinds.count('USER_OUTPUT') else ''}; "
+            "a classifier returns one tensor of logits"
+        )
+
+    def rename(value: Any) -> Any:
+        if isinstance(value, Ref):
+            return Ref(placeholder_names.get(value.name, value.name))
+        if isinstance(value, tuple):
+            return tuple(rename(item) for item in value)
+        return value
+
+    nodes, missing = [], {}
+    ops_of: dict[str, str] = {}
+    output = None
+    for node in graph.nodes:
+        if node.op == "output":
+            (result,) = node.args[0]
+            output = rename(_argument(result, "output"))
+            continue
+        if node.op != "call_function":
+            continue
+        name = _op_name(node.target)
+        path = _module_path(node)
+        where = f"{name} at {path or type(module).__name__}"
+        if name not in aten.OPS:
+            missing.setdefault(name, path or "<root>")
+            continue
+        if node.target is operator.getitem and node.users:
+            source, position = node.args
+            if position in _UNCOMPUTED_OUTPUTS.get(ops_of.get(source.name, ""), ()):
+                raise ValueError(f"{where}: output {position} of {ops_of[source.name]} is used, which is not computed here")
+        kwargs = tuple(
+            sorted((key, rename(_argument(value, where))) for key, value in node.kwargs.items() if key not in _IGNORED_KWARGS)
+        )
+        ops_of[node.name] = name
+        nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path))
+    if missing:
+        listed = "; ".join(f"{op} (in {path})" for op, path in missing.items())
+        raise ValueError(f"{type(module).__name__}: no JAX implementation of {listed}")
+    if not isinstance(output, Ref):
+        raise ValueError(f"{type(module).__name__}.forward does not return a tensor")
+    program = Program(
+        input=user_inputs[0],
+        params=tuple(_tensor(k, v) for k, v in variables["params"].items()),
+        buffers=tuple(_tensor(k, v) for k, v in variables["buffers"].items()),
+        constants=tuple(_tensor(k, v) for k, v in variables["constants"].items()),
+        nodes=tuple(nodes),
+        output=output,
+    )
+    return program, variables
+
+
+def export_model(module: torch.nn.Module, input_shape: tuple[int, ...] = (1, 224, 224, 3), *, name: str | None = None) -> Model:
+    """Convert any classifier that ``torch.export`` captures into a ``jaxplain.Model`` (NHWC inputs).
+
+    A model in train mode is converted in eval mode (with a warning) and left as it was.
+    ``mean``/``std`` are the model's ``pretrained_cfg`` ones (timm) or ImageNet's.
+
+    Args:
+        module: the torch classifier (NCHW inputs, one tensor of logits out).
+        input_shape: NHWC shape of the inputs; the batch size stays free.
+        name: the model's name (default: its lowercase class name).
+
+    Returns:
+        a ``Model`` whose module is an :class:`~jaxplain.nets.exported.ExportedGraph`.
+
+    Example:
+        >>> model = export_model(torchvision.models.vit_b_16(), (1, 224, 224, 3))  # doctest: +SKIP
+
+    Raises:
+        ValueError: as :func:`export_program`.
+    """
+    import jax
+
+    training = module.training
+    if training:
+        warnings.warn(f"{type(module).__name__} is in train mode; it is converted in eval mode", stacklevel=2)
+        module.eval()
+    try:
+        program, arrays = export_program(module, tuple(input_shape))
+    finally:
+        module.train(training)
+    config = getattr(module, "pretrained_cfg", None) or {}
+    mean = tuple(float(v) for v in config.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in config.get("std", IMAGENET_STD))
+    # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
+    variables = {
+        collection: {
+            key: jax.device_put(value.astype(jax.dtypes.canonicalize_dtype(value.dtype))) for key, value in tensors.items()
+        }
+        for collection, tensors in arrays.items()
+        if tensors
+    }
+    return Model(
+        ExportedGraph(program),
+        variables,
+        input_channels=input_shape[-1],
+        mean=mean,
+        std=std,
+        name=name or type(module).__name__.lower(),
+    )
+
+
+__all__ = ["export_model", "export_program"]

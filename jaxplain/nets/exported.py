@@ -1,0 +1,161 @@
+"""A model exported by ``torch.export`` as a static program of ATen ops, run in Flax.
+
+``converters.export`` turns a ``torch.export`` graph into a :class:`Program`: a tuple of
+:class:`Node` s, each an ATen op name (``"aten.convolution.default"``), its arguments
+(references to earlier values as :class:`Ref`, constants as plain Python values) and the
+torch module path it came from (``"features.6"``, ``"encoder.layers.encoder_layer_1.ln_1"``).
+:class:`ExportedGraph` evaluates the program with the ops of :mod:`jaxplain.nets.aten`,
+each inside ``jax.named_scope(path)``, so the traced jaxpr's name stacks carry torch's
+module paths. Parameters, buffers and lifted constants keep torch's state-dict names and
+layouts (OIHW kernels, ``(out, in)`` linear weights): loading a state dict is a copy.
+
+Nothing here imports torch: a converted model runs without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxplain.nets import aten
+from jaxplain.typing import Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Ref:
+    """A reference to the value of an input (:attr:`Program.inputs`) or node, by its name."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DType:
+    """A torch dtype given as an op argument, by name (``"float32"``, ``"int64"``, ``"bool"``)."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    """One op of the program.
+
+    Attributes:
+        name: the value's name (torch's node name, unique in the program).
+        op: the ATen op (``"aten.add.Tensor"``) or Python operator (``"operator.getitem"``).
+        args: positional arguments: :class:`Ref`, :class:`DType`, numbers, strings, None, tuples.
+        kwargs: keyword arguments as sorted ``(name, value)`` pairs.
+        path: the innermost torch module path the op runs in (``""`` for the root module).
+    """
+
+    name: str
+    op: str
+    args: tuple
+    kwargs: tuple
+    path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    """A parameter, buffer or constant tensor of the program: torch name, shape, dtype name."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Program:
+    """A static, hashable op program (equality and hash by content digest).
+
+    Attributes:
+        input: the name of the image input (NCHW inside the program).
+        params: trainable tensors, declared in the ``"params"`` collection under their torch names.
+        buffers: buffers (batch-norm statistics, index tables), in ``"buffers"``.
+        constants: tensors ``torch.export`` lifted out of ``forward``, in ``"constants"``.
+        nodes: the ops in execution order.
+        output: the reference to the logits.
+    """
+
+    input: str
+    params: tuple[Tensor, ...]
+    buffers: tuple[Tensor, ...]
+    constants: tuple[Tensor, ...]
+    nodes: tuple[Node, ...]
+    output: Ref
+    digest: str = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        content = repr((self.input, self.params, self.buffers, self.constants, self.nodes, self.output))
+        object.__setattr__(self, "digest", hashlib.sha256(content.encode()).hexdigest())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Program) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def paths(self) -> tuple[str, ...]:
+        """Every torch module path some op runs in, in order of first use."""
+        return tuple(dict.fromkeys(node.path for node in self.nodes if node.path))
+
+
+_COLLECTIONS = (("params", "params"), ("buffers", "buffers"), ("constants", "constants"))
+
+
+def _resolve(value: Any, env: dict[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return env[value.name]
+    if isinstance(value, DType):
+        return aten.jax_dtype(value.name)
+    if isinstance(value, tuple):
+        return tuple(_resolve(item, env) for item in value)
+    return value
+
+
+class ExportedGraph(nn.Module):
+    """Runs a :class:`Program` on NHWC inputs (moved to channels-first once, at the start).
+
+    Example:
+        >>> model = converters.from_torch(my_torch_classifier, input_shape=(1, 32, 32, 3))  # doctest: +SKIP
+        >>> model.module.program.paths()[:3]  # doctest: +SKIP
+        ('conv_proj', 'encoder', 'encoder.layers.encoder_layer_0.ln_1')
+
+    Attributes:
+        program: the static op program.
+    """
+
+    program: Program
+
+    @nn.compact
+    def __call__(self, inputs: Array) -> Array:
+        program = self.program
+        env: dict[str, Any] = {program.input: jnp.moveaxis(inputs, -1, 1)}
+        for field, collection in _COLLECTIONS:
+            for tensor in getattr(program, field):
+                init = _zeros(tensor)
+                if collection == "params":
+                    env[tensor.name] = self.param(tensor.name, lambda key, init=init: init())
+                else:
+                    env[tensor.name] = self.variable(collection, tensor.name, init).value
+        for node in program.nodes:
+            function = aten.OPS[node.op]
+            args = _resolve(node.args, env)
+            kwargs = {key: _resolve(value, env) for key, value in node.kwargs}
+            if node.path:
+                with jax.named_scope(node.path):
+                    env[node.name] = function(*args, **kwargs)
+            else:
+                env[node.name] = function(*args, **kwargs)
+        return env[program.output.name]
+
+
+def _zeros(tensor: Tensor):
+    return lambda: jnp.zeros(tensor.shape, aten.jax_dtype(tensor.dtype))
+
+
+__all__ = ["DType", "ExportedGraph", "Node", "Program", "Ref", "Tensor"]
