@@ -121,15 +121,16 @@ def _road_core(model, inputs, target, key, arrays, *, percentiles, orders, score
     def select(outputs):
         return selected_output(jax.nn.softmax(outputs, axis=-1) if scores == "softmax" else outputs, target)
 
-    original = select(model(inputs))
-    results = []
-    for index, order in enumerate(orders):
+    # Every (order, percentile) is one element of a vmapped axis: one imputation, one forward pass.
+    keeps = []
+    for order in orders:
         ranked = flat if order == "morf" else 1 - flat
-        keeps = jnp.stack([(ranked < _percentile(ranked, q)[:, None]).reshape(cams.shape) for q in percentiles])
-        imputed = jax.vmap(lambda keep, z: noisy_linear_imputation(inputs, keep, z, tol=tol))(keeps, noise[index])
-        changed = map_over(lambda images: select(model(images)), imputed, batch_size)
-        results.append(jnp.mean(changed - original[None], axis=0))
-    return results[0] if len(results) == 1 else (results[1] - results[0]) / 2
+        keeps += [(ranked < _percentile(ranked, q)[:, None]).reshape(cams.shape) for q in percentiles]
+    noise = noise.reshape((-1,) + inputs.shape)
+    imputed = jax.vmap(lambda keep, z: noisy_linear_imputation(inputs, keep, z, tol=tol))(jnp.stack(keeps), noise)
+    changed = map_over(lambda images: select(model(images)), jnp.concatenate([inputs[None], imputed]), batch_size)
+    means = jnp.mean((changed[1:] - changed[0]).reshape(len(orders), len(percentiles), count), axis=1)
+    return means[0] if len(orders) == 1 else (means[1] - means[0]) / 2
 
 
 def road(
