@@ -37,6 +37,15 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("layer_gradcam", "cam", "Captum LayerGradCam; TorchRay grad_cam"),
     ("guided_gradcam", "cam", "Captum GuidedGradCam"),
     ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam"),
+    ("grad_cam_plus_plus", "cam", "pytorch-grad-cam GradCAMPlusPlus"),
+    ("xgrad_cam", "cam", "pytorch-grad-cam XGradCAM"),
+    ("hires_cam", "cam", "pytorch-grad-cam HiResCAM"),
+    ("grad_cam_element_wise", "cam", "pytorch-grad-cam GradCAMElementWise"),
+    ("layer_cam", "cam", "pytorch-grad-cam LayerCAM"),
+    ("eigen_cam", "cam", "pytorch-grad-cam EigenCAM"),
+    ("eigen_grad_cam", "cam", "pytorch-grad-cam EigenGradCAM"),
+    ("ablation_cam", "cam", "pytorch-grad-cam AblationCAM"),
+    ("full_grad", "cam", "pytorch-grad-cam FullGrad"),
     ("layer_activation", "layer", "Captum LayerActivation"),
     ("layer_gradient_x_activation", "layer", "Captum LayerGradientXActivation"),
     ("internal_influence", "layer", "Captum InternalInfluence"),
@@ -141,6 +150,19 @@ def _score_cam(model, inputs, target, key, layer):
     return jx.score_cam(model, inputs, target, layer=layer)
 
 
+def _pytorch_grad_cam(method: str, **options) -> Runner:
+    """A recipe running a pytorch-grad-cam method at ``layer`` with that library's final map."""
+
+    def run(model, inputs, target, key, layer):
+        return getattr(jx, method)(model, inputs, target, layer=layer, postprocess="pytorch_grad_cam", **options)
+
+    return run
+
+
+def _full_grad(model, inputs, target, key, layer):
+    return jx.full_grad(model, inputs, target, postprocess="pytorch_grad_cam")
+
+
 def _lrp(model, inputs, target, key, layer):
     return jx.lrp(model, inputs, target, composite="epsilon_plus_flat")
 
@@ -184,6 +206,23 @@ RECIPES: dict[str, Recipe] = {
                aliases=("layer_gradcam",)),
         Recipe("guided_gradcam", _guided_gradcam, "all", "guided_gradcam(layer)"),
         Recipe("score_cam", _score_cam, "positive", "score_cam(layer)"),
+        Recipe("grad_cam_plus_plus", _pytorch_grad_cam("grad_cam_plus_plus"), "positive",
+               "grad_cam_plus_plus(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("xgrad_cam", _pytorch_grad_cam("xgrad_cam"), "positive",
+               "xgrad_cam(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("hires_cam", _pytorch_grad_cam("hires_cam"), "positive",
+               "hires_cam(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("grad_cam_element_wise", _pytorch_grad_cam("grad_cam_element_wise"), "positive",
+               "grad_cam_element_wise(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("layer_cam", _pytorch_grad_cam("layer_cam"), "positive",
+               "layer_cam(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("eigen_cam", _pytorch_grad_cam("eigen_cam"), "positive",
+               "eigen_cam(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("eigen_grad_cam", _pytorch_grad_cam("eigen_grad_cam"), "positive",
+               "eigen_grad_cam(layer, postprocess='pytorch_grad_cam')"),
+        Recipe("ablation_cam", _pytorch_grad_cam("ablation_cam", batch_size=32), "positive",
+               "ablation_cam(layer, batch_size=32, postprocess='pytorch_grad_cam')"),
+        Recipe("full_grad", _full_grad, "positive", "full_grad(postprocess='pytorch_grad_cam'), every bias layer"),
         Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
         Recipe("excitation_backprop", _excitation_backprop, "positive",
                "excitation_backprop(saliency_layer=layer, resize=True)"),

@@ -189,7 +189,9 @@ def road(
     if cams.ndim == 4 and cams.shape[-1] == 1:
         cams = cams[..., 0]
     if cams.shape != inputs.shape[:3]:
-        raise ValueError(f"road: cams must be [N, H, W] or [N, H, W, 1] matching the inputs' {list(inputs.shape[:3])}, got {cams.shape}")
+        raise ValueError(
+            f"road: cams must be [N, H, W] or [N, H, W, 1] matching the inputs' {list(inputs.shape[:3])}, got {cams.shape}"
+        )
     percentiles = tuple(float(q) for q in percentiles)
     if not percentiles or not all(0 <= q <= 100 for q in percentiles):
         raise ValueError(f"road: percentiles must be a non-empty sequence of numbers in [0, 100], got {percentiles}")
@@ -198,7 +200,9 @@ def road(
     if noise is not None:
         noise = jnp.asarray(noise, inputs.dtype)
         if noise.shape != shape:
-            raise ValueError(f"road: noise must have shape {shape} (orders, percentiles, N, H, W, C), got {noise.shape}")
+            raise ValueError(
+                f"road: noise must have shape {shape} (orders, percentiles, N, H, W, C), got {noise.shape}"
+            )
     elif noise_std == 0:
         noise = jnp.zeros(shape, inputs.dtype)
     elif key is None:

@@ -127,7 +127,9 @@ def _augmented(maps_of, inputs: Array, target: Array) -> Any:
     """``BaseCAM.forward_augmentation_smoothing``: the mean of the maps of six augmented batches,
     evaluated as one batch of ``6 N`` images, each map flipped back where its input was flipped."""
     count = inputs.shape[0]
-    batches = [factor * (jnp.flip(inputs, axis=2) if flip else inputs) for flip in (False, True) for factor in AUGMENTATION_FACTORS]
+    batches = [
+        factor * (jnp.flip(inputs, axis=2) if flip else inputs) for flip in (False, True) for factor in AUGMENTATION_FACTORS
+    ]
     maps = maps_of(jnp.concatenate(batches), jnp.tile(target, len(batches)))
 
     def mean_over_augmentations(leaf):
@@ -143,7 +145,9 @@ def _check_options(method: str, postprocess, upsample, batch_size=None) -> None:
     check_choice("upsample", upsample, UPSAMPLE_MODES, method=method)
     check_batch_size(batch_size, method=method)
     if postprocess is not None and upsample is not None:
-        raise ValueError(f"{method}: upsample applies to the raw map; postprocess={postprocess!r} already resizes to the input")
+        raise ValueError(
+            f"{method}: upsample applies to the raw map; postprocess={postprocess!r} already resizes to the input"
+        )
 
 
 def _as_tuple(layers: Layers) -> tuple[str, ...]:
@@ -364,7 +368,9 @@ def eigen_grad_cam(
                 aug_smooth=aug_smooth)
 
 
-for _function in (grad_cam_plus_plus, xgrad_cam, hires_cam, grad_cam_element_wise, layer_cam, eigen_cam, eigen_grad_cam):
+for _function in (
+    grad_cam_plus_plus, xgrad_cam, hires_cam, grad_cam_element_wise, layer_cam, eigen_cam, eigen_grad_cam
+):
     _function.__doc__ = _function.__doc__.format(args=_COMMON_ARGS, returns=_RETURNS)
 
 
@@ -397,7 +403,9 @@ def _ablation_weights(model, layer: str, inputs: Array, target: Array, activatio
     return (original[:, None] - scores.T) / original[:, None]
 
 
-def _ablation_cam_core(model, inputs, target, key, arrays, *, layer, eigen_smooth, postprocess, upsample, aug_smooth, batch_size):
+def _ablation_cam_core(
+    model, inputs, target, key, arrays, *, layer, eigen_smooth, postprocess, upsample, aug_smooth, batch_size
+):
     layers = _as_tuple(layer)
 
     def maps_of(images, targets):

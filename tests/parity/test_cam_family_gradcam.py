@@ -93,7 +93,10 @@ def test_raw_maps_resnet18(models, images, method):
     assert_close(np.asarray(getattr(jx, method)(model, images, TARGETS, layer="layer3"))[..., 0], theirs)
 
 
-@pytest.mark.parametrize("arch, method", [("resnet18", "ablation_cam")] + [("vgg11_bn", m) for m in METHODS if m != "ablation_cam"])
+FINAL_CASES = [("resnet18", "ablation_cam")] + [("vgg11_bn", m) for m in METHODS if m != "ablation_cam"]
+
+
+@pytest.mark.parametrize("arch, method", FINAL_CASES)
 def test_final_maps(models, images, arch, method):
     torch_model, model = models[arch]
     theirs, _ = peer_cam(METHODS[method], torch_model, [LAYER[arch]], images)
@@ -127,7 +130,7 @@ def test_raw_maps_of_two_layers_are_a_tuple():
 
 
 def _replay_noise(monkeypatch, draws):
-    """Make the peer's ``NoisyLinearImputer`` add ``draws`` (a list of ``[H, W, C]``, in call order) at its imputed pixels."""
+    """Make the peer's ``NoisyLinearImputer`` add ``draws`` (``[H, W, C]`` each, in call order) where it imputes."""
     call = peer_road.NoisyLinearImputer.__call__
     randn_like = torch.randn_like
 
@@ -163,7 +166,8 @@ def test_noisy_linear_imputation_matches_spsolve(images):
     ours = np.asarray(jx.metrics.noisy_linear_imputation(jnp.asarray(images), jnp.asarray(keep)))
     imputer = peer_road.NoisyLinearImputer(noise=0.0)
     for n in range(len(images)):
-        theirs = imputer(torch.from_numpy(images[n].transpose(2, 0, 1).copy()), torch.from_numpy(keep[n].astype(np.float32)))
+        image, mask = torch.from_numpy(images[n].transpose(2, 0, 1).copy()), torch.from_numpy(keep[n].astype(np.float32))
+        theirs = imputer(image, mask)
         assert_close(ours[n], theirs.numpy().transpose(1, 2, 0))
 
 
