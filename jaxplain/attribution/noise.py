@@ -71,16 +71,30 @@ def noise_tunnel(method: Method) -> Method:
     ``jax.random.split(key, nt_samples)[i]``, split again into (noise, method) keys;
     the noise is ``stdevs * jax.random.normal(noise_key, inputs.shape)``.
 
-    >>> smooth_ig = jx.noise_tunnel(jx.integrated_gradients)  # doctest: +SKIP
-    >>> attr = smooth_ig(model, x, 3, key=key, nt_type="smoothgrad_sq", nt_samples=10, stdevs=0.2)  # doctest: +SKIP
+    Args:
+        method: a jaxplain method ``method(model, inputs, target, **options)``.
 
-    Returned function's options:
-        key: PRNG key (required).
-        nt_type: ``"smoothgrad"`` (default), ``"smoothgrad_sq"`` or ``"vargrad"``.
-        nt_samples: noisy copies per example (default 5, as Captum).
-        stdevs: absolute noise std, a float (default 1.0, as Captum) or one per example ``[N]``.
-        nt_samples_batch_size: copies evaluated at once (None: all in one vmapped pass).
-        **options: passed to ``method``.
+    Returns:
+        ``tunnelled(model, inputs, target, *, key, nt_type="smoothgrad", nt_samples=5,
+        stdevs=1.0, nt_samples_batch_size=None, **options)``, with:
+
+        - key: PRNG key (required).
+        - nt_type: ``"smoothgrad"`` (default), ``"smoothgrad_sq"`` or ``"vargrad"``.
+        - nt_samples: noisy copies per example (default 5, as Captum).
+        - stdevs: absolute noise std, a float (default 1.0, as Captum) or one per example ``[N]``.
+        - nt_samples_batch_size: copies evaluated at once (None: all in one vmapped pass).
+        - options: passed to ``method``.
+
+        It returns what ``method`` returns, averaged as ``nt_type`` says.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> smooth_ig = jx.noise_tunnel(jx.integrated_gradients)
+        >>> smooth_ig(model, x, 0, key=jax.random.PRNGKey(0), nt_type="smoothgrad_sq", nt_samples=2,
+        ...           stdevs=0.2, n_steps=4).shape
+        (2, 16, 16, 3)
     """
     name = getattr(method, "__name__", "method")
     parameters = inspect.signature(method).parameters
@@ -164,10 +178,30 @@ def smoothgrad(
       Those peers average signed gradients: pass ``abs=False`` to match them.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         key: PRNG key (required); the same key gives the same result.
         nt_samples: noisy copies per example.
+        stdevs: absolute noise std (Captum's), a float or one per example ``[N]``.
+        noise_ratio: noise std relative to each input's value range (CaBRNet's, Zennit's).
+        sigma_multiplier: xdeep's parameter (see above).
         abs: average ``|g|`` (Captum and CaBRNet) or signed ``g``.
         batch_size: copies evaluated at once (None: all in one vmapped pass).
+
+    Returns:
+        ``[N, H, W, C]``: the mean (absolute) input gradient of the target output.
+
+    Raises:
+        ValueError: more than one of ``stdevs``, ``noise_ratio``, ``sigma_multiplier``.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> maps = jx.smoothgrad(model, x, 0, key=jax.random.PRNGKey(0), nt_samples=4, noise_ratio=0.15)
+        >>> maps.shape, bool((maps >= 0).all())
+        ((2, 16, 16, 3), True)
     """
     given = [name for name, value in (("stdevs", stdevs), ("noise_ratio", noise_ratio), ("sigma_multiplier", sigma_multiplier)) if value is not None]
     if len(given) > 1:

@@ -106,6 +106,9 @@ def integrated_gradients(
     vmapped pass, or ``batch_size`` points at a time.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         baselines: None (zeros), a scalar, per-channel ``[C]``, ``[1, ...]`` or ``[N, ...]``.
         n_steps: number of quadrature points.
         method: ``"gausslegendre"``, ``"riemann_left|right|middle|trapezoid"``, or
@@ -114,6 +117,21 @@ def integrated_gradients(
         batch_size: quadrature points evaluated at once (None: all).
         multiply_by_inputs: multiply the path integral by ``x - x'`` (Captum's default).
         return_convergence_delta: also return ``sum(attr) - (F_t(x) - F_t(x'))`` per example.
+
+    Returns:
+        ``[N, H, W, C]`` attributions, and with ``return_convergence_delta`` the ``[N]`` gaps.
+
+    Raises:
+        ValueError: unknown ``method``, ``n_steps`` below 1, a bad ``batch_size``,
+            baselines or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> attributions, delta = jx.integrated_gradients(model, x, 0, n_steps=16, return_convergence_delta=True)
+        >>> attributions.shape, delta.shape
+        ((2, 16, 16, 3), (2,))
     """
     check_choice("method", method, PATH_METHODS, method="integrated_gradients")
     check_batch_size(batch_size, method="integrated_gradients")
@@ -145,6 +163,27 @@ def convergence_delta(
     """Completeness gap ``sum(attr_i) - (F_t(x_i) - F_t(x'_i))`` per example.
 
     Captum's ``compute_convergence_delta`` (captum/attr/_utils/attribution.py).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        attributions: ``[N, H, W, C]``, of the inputs' shape.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        baselines: the baselines the attributions were computed from (None: zeros), as in
+            :func:`integrated_gradients`.
+
+    Returns:
+        ``[N]`` gaps (0 for a complete attribution).
+
+    Raises:
+        ValueError: attributions and inputs of different shapes, bad baselines or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.convergence_delta(model, jax.numpy.zeros_like(x), x, 0).shape
+        (2,)
     """
     model, inputs, target = prepare(model, inputs, target, method="convergence_delta")
     attributions = jnp.asarray(attributions)
@@ -196,11 +235,30 @@ def gradient_shap(
     ``jax.random.split(key, n_samples)[i]``, split again into (pick, noise, alpha) keys.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         baselines: a distribution of baselines ``[B, ...]`` (one row per reference input).
         key: PRNG key; the same key gives the same result.
         n_samples: number of draws per example.
         stdevs: std of the Gaussian noise added to the inputs.
         batch_size: draws evaluated at once (None: all).
+        multiply_by_inputs: multiply each sample's gradient by ``x~ - b`` (Captum's default).
+
+    Returns:
+        ``[N, H, W, C]`` attributions.
+
+    Raises:
+        ValueError: baselines not ``[B, ...]`` of the inputs' example shape, no key, a bad
+            ``batch_size`` or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> baselines = jax.numpy.zeros((3, 16, 16, 3))
+        >>> jx.gradient_shap(model, x, 0, baselines=baselines, key=jax.random.PRNGKey(0), n_samples=2).shape
+        (2, 16, 16, 3)
     """
     check_batch_size(batch_size, method="gradient_shap")
     model, inputs, target = prepare(model, inputs, target, method="gradient_shap")

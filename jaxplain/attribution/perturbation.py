@@ -143,9 +143,22 @@ def feature_ablation(
             (``jaxplain.attribution.incremental``, as :func:`occlusion`): True requires it, False
             turns it off, None (default) uses it for zoo ResNets and VGGs when every group's
             box covers at most half of the image.
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
 
     Returns:
         The attribution, shaped like ``inputs``.
+
+    Raises:
+        ValueError: ``incremental=True`` on a model outside the zoo's ResNets and VGGs, bad
+            mask, baselines, batch size or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8  # 4 groups, [H, W]
+        >>> jx.feature_ablation(model, x, 0, feature_mask=quadrants).shape
+        (2, 16, 16, 3)
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="feature_ablation")
     model, inputs, target = prepare(model, inputs, target, method="feature_ablation")
@@ -249,6 +262,9 @@ def occlusion(
     covering it. Every window position is one vmapped perturbation.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         sliding_window_shapes: the window in the inputs' layout without the batch axis:
             ``(h, w, c)`` for NHWC inputs, or ``(h, w)`` for a window over all channels.
             Captum's ``(c, h, w)`` is NCHW: reorder it.
@@ -260,9 +276,21 @@ def occlusion(
             (``jaxplain.attribution.incremental``, Krypton's exact incremental inference): True
             requires it, False turns it off, None (default) uses it for zoo ResNets and VGGs
             when a window covers at most half of the image.
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
 
     Returns:
         The attribution, shaped like ``inputs``.
+
+    Raises:
+        ValueError: a window or stride that does not fit the inputs, ``incremental=True``
+            outside the zoo's ResNets and VGGs, bad baselines, batch size or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.occlusion(model, x, 0, sliding_window_shapes=(8, 8), strides=8).shape
+        (2, 16, 16, 3)
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="occlusion")
     model, inputs, target = prepare(model, inputs, target, method="occlusion")
@@ -341,15 +369,32 @@ def shapley_value_sampling(
     over orderings. Every (ordering, step) pair is one vmapped forward pass.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         key: PRNG key for the orderings (required unless ``permutations`` is given).
         baselines: the absent value of a group (0 by default).
         feature_mask: integer group ids broadcastable to ``inputs`` (every scalar by default).
         n_samples: number of orderings.
         permutations: ``[n_samples, M]`` orderings to use instead of random ones.
         batch_size: forward passes per step (None: all at once); alias ``perturbations_per_eval``.
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
 
     Returns:
         The attribution, shaped like ``inputs``.
+
+    Raises:
+        ValueError: neither ``key`` nor ``permutations``, permutations not ``[n_samples, M]``,
+            bad mask, baselines, batch size or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8  # 4 groups, [H, W]
+        >>> jx.shapley_value_sampling(model, x, 0, key=jax.random.PRNGKey(0), feature_mask=quadrants,
+        ...                           n_samples=3).shape
+        (2, 16, 16, 3)
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="shapley_value_sampling")
     model, inputs, target = prepare(model, inputs, target, method="shapley_value_sampling")
@@ -425,9 +470,35 @@ def shapley_values(
     ``M!`` orderings; the same value is ``sum_S |S|!(M-|S|-1)!/M! [F(S+f) - F(S)]`` over
     the ``2**M`` coalitions, which is what is evaluated here (one vmapped pass).
 
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        baselines: the absent value of a group (0 by default; scalar, per-channel ``[C]`` or
+            input-shaped).
+        feature_mask: integer group ids broadcastable to ``inputs``, at most
+            ``EXACT_SHAPLEY_MAX_FEATURES`` groups.
+        batch_size: coalitions per forward pass (None: all at once).
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
+
+    Returns:
+        The attribution, shaped like ``inputs``: every element carries its group's Shapley
+        value, and the groups' values add up to ``F(x) - F(baselines)`` (efficiency).
+
     Raises:
         ValueError: with more than ``EXACT_SHAPLEY_MAX_FEATURES`` groups (use
-            :func:`shapley_value_sampling`).
+            :func:`shapley_value_sampling`), bad mask, baselines, batch size or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8  # 4 groups, [H, W]
+        >>> values = jx.shapley_values(model, x, 0, feature_mask=quadrants)
+        >>> gap = model(x)[:, 0] - model(jax.numpy.zeros_like(x))[:, 0]
+        >>> per_group = values[:, ::8, ::8, 0].sum(axis=(1, 2))  # one element of each quadrant
+        >>> bool(jax.numpy.allclose(per_group, gap, rtol=1e-4, atol=1e-4))
+        True
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="shapley_values")
     model, inputs, target = prepare(model, inputs, target, method="shapley_values")

@@ -118,14 +118,42 @@ def lime(
     image. Its coefficients are the attribution.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         key: PRNG key for the samples (required unless ``samples`` is given).
+        baselines: the value of a dropped group (0 by default; scalar, per-channel ``[C]``
+            or input-shaped).
         feature_mask: integer group ids broadcastable to ``inputs`` (every scalar by
             default); shifted to start at 0 as Captum does.
+        n_samples: perturbed samples per image.
         interpretable_model: ``"lasso"`` (Captum's default), ``"ridge"`` or
             ``"linear_regression"`` (minimum-norm weighted least squares).
+        alpha: the Lasso's or ridge's regularisation strength (sklearn's).
+        distance_mode: ``"cosine"`` (Captum's default) or ``"euclidean"``.
+        kernel_width: width of the exponential similarity kernel.
         samples: binary ``[n_samples, M]`` or ``[N, n_samples, M]`` to use instead of random ones.
         return_input_shape: spread each group's coefficient over its elements (else ``[N, M]``).
         batch_size: samples per forward pass (None: all at once); alias ``perturbations_per_eval``.
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
+
+    Returns:
+        The coefficients spread over the inputs' shape, or ``[N, M]`` with
+        ``return_input_shape=False``.
+
+    Raises:
+        ValueError: neither ``key`` nor ``samples``, samples of the wrong shape, an unknown
+            ``interpretable_model`` or ``distance_mode``, bad mask, baselines or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8  # 4 groups, [H, W]
+        >>> coefficients = jx.lime(model, x, 0, key=jax.random.PRNGKey(0), feature_mask=quadrants, n_samples=16,
+        ...                        return_input_shape=False)
+        >>> coefficients.shape
+        (2, 4)
     """
     return _surrogate(
         "lime", model, inputs, target, key=key, baselines=baselines, feature_mask=feature_mask, n_samples=n_samples,
@@ -185,9 +213,34 @@ def kernel_shap(
     minimum norm when underdetermined) per image gives the attribution.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         key: PRNG key (required unless ``samples`` is given).
+        baselines: the value of an absent group, as in :func:`lime`.
+        feature_mask: integer group ids broadcastable to ``inputs``, as in :func:`lime`.
+        n_samples: coalitions per image, the two ends included.
         samples: binary ``[n_samples, M]`` or ``[N, n_samples, M]`` coalitions to use instead.
-        Others as :func:`lime`.
+        return_input_shape: spread each group's value over its elements (else ``[N, M]``).
+        batch_size: coalitions per forward pass (None: all at once).
+        perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
+
+    Returns:
+        The Shapley value estimates spread over the inputs' shape, or ``[N, M]``.
+
+    Raises:
+        ValueError: as :func:`lime`.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8  # 4 groups, [H, W]
+        >>> values = jx.kernel_shap(model, x, 0, key=jax.random.PRNGKey(0), feature_mask=quadrants, n_samples=16,
+        ...                         return_input_shape=False)
+        >>> gap = model(x)[:, 0] - model(jax.numpy.zeros_like(x))[:, 0]  # the end weights pin the sum
+        >>> bool(jax.numpy.allclose(values.sum(axis=1), gap, rtol=1e-3, atol=1e-3))
+        True
     """
     return _surrogate(
         "kernel_shap", model, inputs, target, key=key, baselines=baselines, feature_mask=feature_mask,
