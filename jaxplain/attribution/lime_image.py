@@ -38,6 +38,14 @@ class LimeImageExplanation(NamedTuple):
         intercept: ``[N, L]``.
         score: ``[N, L]`` weighted R^2 of the surrogate on the samples.
         local_pred: ``[N, L]`` the surrogate's prediction for the unperturbed image.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> found = LimeImageExplanation(segments=jnp.array([[[0, 1]]]), labels=jnp.array([[3]]),
+        ...                              weights=jnp.array([[[0.5, -1.0]]]), intercept=jnp.zeros((1, 1)),
+        ...                              score=jnp.ones((1, 1)), local_pred=jnp.zeros((1, 1)))
+        >>> found.heatmap().tolist()
+        [[[[0.5, -1.0]]]]
     """
 
     segments: Array
@@ -62,6 +70,24 @@ def segment_images(
     LIME's wrapper drops it, so LIME's quickshift always runs with scikit-image's
     default ``rng=42``); ``slic`` and ``felzenszwalb`` scikit-image's defaults;
     ``options`` override them.
+
+    Args:
+        images: ``[N, H, W, 3]`` images in their display range (not normalised).
+        algorithm: one of ``"quickshift"``, ``"slic"``, ``"felzenszwalb"``.
+        seed: quickshift's ``rng``.
+        options: keyword arguments for the scikit-image function.
+
+    Returns:
+        int32 ``[N, H, W]`` superpixel ids, ``0 .. S_n - 1`` in each image.
+
+    Raises:
+        ValueError: an unknown ``algorithm``.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> images = jx.demo.load_samples().images[:1, ::4, ::4] / 255.0
+        >>> segment_images(images, algorithm="slic", options={"n_segments": 4}).shape
+        (1, 16, 16)
     """
     import skimage.segmentation
 
@@ -74,7 +100,18 @@ def segment_images(
 
 
 def contiguous_ids(segments: Any) -> np.ndarray:
-    """``[N, H, W]`` int32 superpixel ids renumbered ``0 .. S_n - 1`` per image."""
+    """``[N, H, W]`` int32 superpixel ids renumbered ``0 .. S_n - 1`` per image.
+
+    Args:
+        segments: ``[N, H, W]`` integer ids (any values, such as SLIC's from 1).
+
+    Returns:
+        int32 ``[N, H, W]``, each image's ids in increasing order of the old ones.
+
+    Example:
+        >>> contiguous_ids([[[1, 5], [5, 9]]]).tolist()
+        [[[0, 1], [1, 2]]]
+    """
     return np.stack([np.unique(s, return_inverse=True)[1].reshape(np.shape(s)) for s in segments]).astype(np.int32)
 
 
@@ -189,9 +226,20 @@ def lime_image(
     ``num_features <= 6``, else the highest weights of a ridge with ``alpha=0.01``).
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` images, normalised as the model expects.
         target: labels to explain (int or ``[N]``); None explains the ``top_labels``
             highest-scoring labels of each image, as LIME does by default.
         key: PRNG key for the samples and quickshift's seed (unless ``samples`` and ``segments`` are given).
+        top_labels: how many top labels to explain when ``target`` is None.
+        num_samples: perturbed samples per image, the unperturbed first.
+        hide_color: the value of an off superpixel (None: its mean colour).
+        kernel_width: width of the sample-weight kernel.
+        num_features: how many superpixels the surrogate may use.
+        feature_selection: ``"auto"``, ``"highest_weights"``, ``"forward_selection"`` or ``"none"``.
+        segments: ``[N, H, W]`` integer superpixel ids to use instead of segmenting.
+        segmentation: the scikit-image algorithm (:func:`segment_images`).
+        segmentation_options: its keyword arguments.
         samples: binary ``[num_samples, S]`` or ``[N, num_samples, S]`` rows to use instead.
         scores: what LIME's ``classifier_fn`` returns: ``"softmax"`` probabilities (LIME's
             usual setting), ``"sigmoid"`` or raw ``"logits"``.
@@ -199,6 +247,21 @@ def lime_image(
 
     Returns:
         A :class:`LimeImageExplanation`; :func:`image_and_mask` draws it as LIME does.
+
+    Raises:
+        ValueError: inputs that are not images, segments of another shape, no key where
+            one is needed, unknown choices, bad ``top_labels``, samples or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8
+        >>> segments = jax.numpy.broadcast_to(quadrants, (2, 16, 16))  # 4 superpixels per image
+        >>> found = jx.lime_image(model, x, 0, key=jax.random.PRNGKey(0), segments=segments, num_samples=16,
+        ...                       batch_size=8)
+        >>> found.weights.shape, found.heatmap().shape
+        ((2, 1, 4), (2, 1, 16, 16))
     """
     check_choice("feature_selection", feature_selection, FEATURE_SELECTIONS, method="lime_image")
     check_choice("scores", scores, SCORES, method="lime_image")
@@ -264,7 +327,30 @@ def image_and_mask(
     Keeps the ``num_features`` superpixels of largest weight (positive, negative, or both
     signed in the mask), greys out (zeros) the rest with ``hide_rest``; in the signed mode
     the kept superpixels get their first (negative) or second (positive) channel set to
-    the image's maximum, as LIME draws them. Returns ``(images [N, H, W, C], mask [N, H, W])``.
+    the image's maximum, as LIME draws them.
+
+    Args:
+        explanation: what :func:`lime_image` returned.
+        images: ``[N, H, W, C]`` images to draw on (LIME's: the unnormalised ones).
+        label_rank: which explained label (0: the first, the top label with ``top_labels``).
+        positive_only: keep superpixels of positive weight only (LIME's default).
+        negative_only: keep superpixels of negative weight only.
+        hide_rest: zero the superpixels not kept.
+        num_features: how many superpixels to keep.
+        min_weight: the smallest weight magnitude kept.
+
+    Returns:
+        ``(images [N, H, W, C], mask [N, H, W])``: the drawn images and the kept
+        superpixels (1, or -1 for negative ones in the signed mode).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> found = LimeImageExplanation(segments=jnp.array([[[0, 1]]]), labels=jnp.array([[3]]),
+        ...                              weights=jnp.array([[[0.5, -1.0]]]), intercept=jnp.zeros((1, 1)),
+        ...                              score=jnp.ones((1, 1)), local_pred=jnp.zeros((1, 1)))
+        >>> drawn, mask = image_and_mask(found, jnp.ones((1, 1, 2, 3)), num_features=1)
+        >>> mask.tolist()
+        [[[1, 0]]]
     """
     weights = explanation.weights[:, label_rank]
     magnitude = jnp.abs(weights)

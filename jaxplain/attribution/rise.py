@@ -112,11 +112,30 @@ def rise(
     None for all at once).
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` images, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         key: PRNG key for the masks (required unless ``masks`` is given).
+        num_masks: number of random masks.
+        num_cells: the masks' grid is ``num_cells x num_cells`` (at least 2).
+        p: probability that a grid cell is on.
         masks: ``[num_masks, H, W]`` masks to use instead (TorchRay's ``filter_masks``).
+        scores: ``"sigmoid"`` (TorchRay's) or ``"softmax"`` (the paper's) of the outputs.
+        batch_size: masks per forward pass of every image (None: all at once).
 
     Returns:
         ``[N, H, W, 1]`` saliency maps.
+
+    Raises:
+        ValueError: inputs that are not images, masks of another size or not finite, no
+            key without masks, ``num_cells < 2``, ``p`` outside [0, 1], bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.rise(model, x, 0, key=jax.random.PRNGKey(0), num_masks=16, num_cells=4, batch_size=8).shape
+        (2, 16, 16, 1)
     """
     check_choice("scores", scores, SCORES, method="rise")
     check_batch_size(batch_size, method="rise")
