@@ -244,7 +244,24 @@ def _random_core(model, inputs, protos, key, arrays):
 
 def smoothgrad_noise(key: Array, inputs: Array, num_samples: int, noise_ratio: float) -> Array:
     """The noise ``prototype_smoothgrad`` adds: ``[num_samples, N, H, W, C]`` Gaussian draws from ``key``,
-    standard deviation ``noise_ratio * (max - min)`` of each image (CaBRNet's ``_captum_smoothgrad_attribute``)."""
+    standard deviation ``noise_ratio * (max - min)`` of each image (CaBRNet's ``_captum_smoothgrad_attribute``).
+
+    Args:
+        key: PRNG key of the draws.
+        inputs: ``[N, H, W, C]`` images.
+        num_samples: noisy copies per image.
+        noise_ratio: the standard deviation relative to each image's value range.
+
+    Returns:
+        ``[num_samples, N, H, W, C]`` noise (added to the images, not yet).
+
+    Example:
+        >>> import jax
+        >>> images = jax.numpy.stack([jax.numpy.zeros((4, 4, 1)), jax.numpy.eye(4)[..., None]])
+        >>> noise = smoothgrad_noise(jax.random.PRNGKey(0), images, 3, 0.2)
+        >>> noise.shape, float(noise[:, 0].std())  # the first image is constant: no noise
+        ((3, 2, 4, 4, 1), 0.0)
+    """
     axes = tuple(range(1, inputs.ndim))
     stdev = noise_ratio * (jnp.max(inputs, axis=axes) - jnp.min(inputs, axis=axes))
     draws = jax.random.normal(key, (num_samples,) + inputs.shape, inputs.dtype)
@@ -316,6 +333,19 @@ def prototype_saliency(model: Any, inputs: Array, proto_idx: Any, *, location: L
 
     Returns:
         ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
+
+    Raises:
+        ValueError: a model that is not a prototype network, prototype indices out of range,
+            an unknown polarity, a location outside the similarity map.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> from jaxplain.nets.prototype import protopnet
+        >>> model = protopnet("vgg11", "features.2", num_classes=3, num_prototypes=4, num_features=64,
+        ...                   input_shape=(1, 16, 16, 3), key=jax.random.PRNGKey(0))  # a small random ProtoPNet
+        >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+        >>> jx.prototype_saliency(model, x, 1, location="max").shape
+        (2, 16, 16)
     """
     return _explain(_saliency_core, "prototype_saliency", model, inputs, proto_idx, key=None, location=location,
                     single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
@@ -336,7 +366,33 @@ def prototype_smoothgrad(model: Any, inputs: Array, proto_idx: Any, *, key: Arra
     copies of each image (:func:`smoothgrad_noise`: standard deviation ``noise_ratio * (max - min)``);
     the weights ``sim[h, w]`` and the selected locations come from the clean image. One set of noise
     draws serves every location and prototype of an image. ``key`` is required; ``batch_size``
-    bounds the noise samples evaluated at once. Other arguments as :func:`prototype_saliency`.
+    bounds the noise samples evaluated at once.
+
+    Args:
+        model: a prototype network (``jaxplain.nets.prototype.PrototypeModel``).
+        inputs: ``[N, H, W, C]`` normalised images.
+        proto_idx: an int, ``[N]`` or ``[N, K]`` prototype indices.
+        key: PRNG key of the noise (required).
+        num_samples: noisy copies per image.
+        noise_ratio: the noise's standard deviation relative to each image's value range.
+        location, single_location, similarity_threshold, polarity, gaussian_ksize, normalize,
+            grads_x_input, image_size, postprocess: as in :func:`prototype_saliency`.
+        batch_size: noise samples evaluated at once (``None``: all).
+
+    Returns:
+        ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
+
+    Raises:
+        ValueError: no key, ``num_samples`` below 1, and as :func:`prototype_saliency`.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> from jaxplain.nets.prototype import protopnet
+        >>> model = protopnet("vgg11", "features.2", num_classes=3, num_prototypes=4, num_features=64,
+        ...                   input_shape=(1, 16, 16, 3), key=jax.random.PRNGKey(0))  # a small random ProtoPNet
+        >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+        >>> jx.prototype_smoothgrad(model, x, 1, key=jax.random.PRNGKey(2), location="max", num_samples=2).shape
+        (2, 16, 16)
     """
     method = "prototype_smoothgrad"
     key = require_key(key, method=method)
@@ -365,8 +421,34 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
     locations, then post-processed. The sum over locations is a single backward pass (the rules
     are linear in the relevance). ``stacked_sum_quirk=True`` reproduces CaBRNet 1.2's StackedSum
     stabiliser (``jaxplain.rules.prp``); ``composite`` replaces the whole composite.
-    ``batch_size`` bounds the prototypes propagated at once. Other arguments as
-    :func:`prototype_saliency`.
+    ``batch_size`` bounds the prototypes propagated at once.
+
+    Args:
+        model: a prototype network (``jaxplain.nets.prototype.PrototypeModel``).
+        inputs: ``[N, H, W, C]`` normalised images.
+        proto_idx: an int, ``[N]`` or ``[N, K]`` prototype indices.
+        stability_factor: the rules' stabiliser.
+        stacked_sum_quirk: reproduce CaBRNet 1.2's StackedSum stabiliser.
+        composite: a composite to use instead of ``CaBRNetPRP``.
+        location, single_location, similarity_threshold, polarity, gaussian_ksize, normalize,
+            grads_x_input, image_size, postprocess: as in :func:`prototype_saliency`.
+        batch_size: prototypes propagated at once (``None``: all).
+
+    Returns:
+        ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
+
+    Raises:
+        ValueError: a layer with parameters the composite has no rule for, and as
+            :func:`prototype_saliency`.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> from jaxplain.nets.prototype import protopnet
+        >>> model = protopnet("vgg11", "features.2", num_classes=3, num_prototypes=4, num_features=64,
+        ...                   input_shape=(1, 16, 16, 3), key=jax.random.PRNGKey(0))  # a small random ProtoPNet
+        >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+        >>> jx.prototype_prp(model, x, 1, location="max").shape
+        (2, 16, 16)
     """
     method = "prototype_prp"
     chosen = composite if composite is not None else composites_module.CaBRNetPRP(
@@ -393,7 +475,32 @@ def prototype_randgrad(model: Any, inputs: Array, proto_idx: Any = 0, *, key: Ar
                        grads_x_input: bool = False, image_size: tuple[int, int] | None = None,
                        postprocess: bool = True) -> Array:
     """CaBRNet's ``randgrad`` baseline (``cabrnet/core/visualization/gradients.py``): uniform ``[0, 1)``
-    noise of the input's shape, post-processed like the other maps; one draw per image and prototype."""
+    noise of the input's shape, post-processed like the other maps; one draw per image and prototype.
+
+    Args:
+        model: a prototype network (``jaxplain.nets.prototype.PrototypeModel``).
+        inputs: ``[N, H, W, C]`` normalised images.
+        proto_idx: an int, ``[N]`` or ``[N, K]`` prototype indices (only the output's shape
+            depends on them).
+        key: PRNG key of the noise (required).
+        polarity, gaussian_ksize, normalize, grads_x_input, image_size, postprocess: as in
+            :func:`prototype_saliency`.
+
+    Returns:
+        ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
+
+    Raises:
+        ValueError: no key, an unknown polarity, prototype indices out of range.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> from jaxplain.nets.prototype import protopnet
+        >>> model = protopnet("vgg11", "features.2", num_classes=3, num_prototypes=4, num_features=64,
+        ...                   input_shape=(1, 16, 16, 3), key=jax.random.PRNGKey(0))  # a small random ProtoPNet
+        >>> x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+        >>> jx.prototype_randgrad(model, x, 1, key=jax.random.PRNGKey(2)).shape
+        (2, 16, 16)
+    """
     method = "prototype_randgrad"
     key = require_key(key, method=method)
     check_choice("polarity", polarity, post.POLARITIES, method=method)
