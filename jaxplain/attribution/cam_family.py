@@ -471,7 +471,7 @@ ablation_cam.__doc__ = ablation_cam.__doc__.format(args=_COMMON_ARGS, returns=_R
 # FullGrad
 
 
-def biased_layers(model: Any, inputs: Array) -> tuple[tuple[str, ...], tuple[Array, ...]]:
+def _biased_layers(model: Any, inputs: Array) -> tuple[tuple[str, ...], tuple[Array, ...]]:
     """Every 2-D convolution with a bias and every batch norm, with its effective bias, in call order.
 
     FullGrad's bias layers (pytorch-grad-cam's ``FullGrad``: ``Conv2d`` with a bias and
@@ -503,7 +503,7 @@ def biased_layers(model: Any, inputs: Array) -> tuple[tuple[str, ...], tuple[Arr
 def _full_grad_components(model, inputs: Array, target: Array) -> Array:
     """``[N, H, W, C + L]``: the input channels of ``|x dF/dx|`` and, per bias layer, the sum over
     its channels of ``|b dF/dA|``, each channel min-max scaled, resized with ``cv2_resize``."""
-    paths, biases = biased_layers(model, inputs)
+    paths, biases = _biased_layers(model, inputs)
     if not paths:
         raise ValueError("full_grad: the model has no convolution with a bias and no batch norm")
     forward = tapped_forward(model, paths)
