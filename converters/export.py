@@ -86,24 +86,31 @@ def _example(module: torch.nn.Module, input_shape: tuple[int, ...]) -> torch.Ten
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _capture(module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
+    """``torch.export`` with a free batch size, lowered to core ATen; a failure is classified by
+    running the model eagerly: it rejects the shape, or export cannot capture it."""
     name = type(module).__name__
-    try:
-        with torch.no_grad():
-            module(example)
-    except Exception as error:
-        raise ValueError(
-            f"{name} rejects inputs of shape {tuple(input_shape)} (NHWC; run as NCHW {tuple(example.shape)}): "
-            f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-        ) from error
     try:
         exported = torch.export.export(module, (example,), dynamic_shapes=({0: Dim.AUTO},), strict=False)
         return exported.run_decompositions()
     except Exception as error:
-        message = str(error).strip()
+        try:
+            with torch.no_grad():
+                module(example)
+        except Exception as eager_error:
+            raise ValueError(
+                f"{name} rejects inputs of shape {tuple(input_shape)} (NHWC; run as NCHW {tuple(example.shape)}): "
+                f"{_first_line(eager_error)}"
+            ) from eager_error
         raise ValueError(
             f"torch.export could not capture {name} (data-dependent control flow or an untraceable op; "
-            f"jaxplain converts what torch.export captures). torch.export said: {type(error).__name__}: {message}"
+            f"jaxplain converts what torch.export captures). torch.export said: {type(error).__name__}: "
+            f"{str(error).strip()}"
         ) from error
 
 

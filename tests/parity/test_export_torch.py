@@ -1,0 +1,271 @@
+"""Models converted through ``torch.export`` against torch itself.
+
+Every torchvision classification family, a few timm families, a user's own module and the
+edited ResNets the zoo refuses, in small configurations at 32 px (AlexNet 64, Inception v3
+75), with seeded random weights: parameters torch initialises to zero (ViT's head, layer
+scales) and every batch norm's running statistics are drawn at random so no branch is
+vacuous. Tolerance: ``max |ours - torch| <= 1e-4 * max |torch|`` on a batch of three (the
+models are converted for a batch of one: the batch size stays free). Captum ``Saliency``
+on a converted ViT and on the user module is the peer for gradients.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import captum.attr as ca
+import jax
+import numpy as np
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+import torchvision
+from torchvision.models import convnext, densenet, efficientnet, regnet, resnet, swin_transformer, vgg
+
+import converters
+import jaxplain as jx
+from jaxplain.nets.exported import ExportedGraph
+from tests.parity._torch import assert_close, nchw
+
+TOLERANCE = 1e-4
+forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_backend_optimization_level": 0})
+
+
+def _randomised(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``module`` in eval mode with its all-zero parameters and batch-norm statistics drawn at random."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            if not parameter.abs().sum():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+        for norm in module.modules():
+            if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm) and norm.running_mean is not None:
+                norm.running_mean.copy_(torch.rand(norm.num_features, generator=generator) - 0.5)
+                norm.running_var.copy_(torch.rand(norm.num_features, generator=generator) + 0.5)
+    return module.eval()
+
+
+def _vgg() -> torch.nn.Module:
+    model = vgg.VGG(vgg.make_layers([8, "M", 16, "M", 512, "M"], batch_norm=True), num_classes=10, init_weights=False)
+    model.classifier = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(512 * 7 * 7, 10))
+    return model
+
+
+def _alexnet() -> torch.nn.Module:
+    model = torchvision.models.alexnet(num_classes=10)
+    model.classifier = torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(256 * 6 * 6, 10))
+    return model
+
+
+def _swin(v2: bool) -> torch.nn.Module:
+    extra = (
+        {"block": swin_transformer.SwinTransformerBlockV2, "downsample_layer": swin_transformer.PatchMergingV2}
+        if v2
+        else {}
+    )
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=[4, 4], num_classes=10, **extra
+    )
+
+
+def _resnet_sequential_head() -> torch.nn.Module:
+    model = torchvision.models.resnet18(num_classes=10)
+    model.fc = torch.nn.Sequential(torch.nn.Linear(512, 32), torch.nn.ReLU(), torch.nn.Dropout(), torch.nn.Linear(32, 10))
+    return model
+
+
+def _resnet_cifar_stem() -> torch.nn.Module:
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = torch.nn.Identity()
+    return model
+
+
+class UserNet(torch.nn.Module):
+    """A user's own classifier: functional ops, a concatenation, gates, GELU, a residual sum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.left = torch.nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.right = torch.nn.Conv2d(8, 8, 1)
+        self.norm = torch.nn.BatchNorm2d(16)
+        self.mix = torch.nn.Conv2d(16, 8, 3, stride=2, padding=1)
+        self.head = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.stem(x))
+        gated = torch.sigmoid(x) * x
+        branches = torch.cat([self.left(gated), F.hardswish(self.right(x))], dim=1)
+        y = self.mix(F.relu(self.norm(branches)))
+        y = y + F.avg_pool2d(x, 2)[:, :8]
+        y = F.gelu(y, approximate="tanh") * torch.tanh(y).softmax(dim=1)
+        return self.head(F.adaptive_avg_pool2d(y, 1).flatten(1))
+
+
+FAMILIES = {
+    "alexnet": (_alexnet, 64),
+    "convnext": (lambda: torchvision.models.ConvNeXt([convnext.CNBlockConfig(8, 16, 1), convnext.CNBlockConfig(16, None, 1)], num_classes=10), 32),
+    "densenet": (lambda: densenet.DenseNet(8, (2, 2), 16, bn_size=2, num_classes=10), 32),
+    "efficientnet_v1": (
+        lambda: torchvision.models.EfficientNet(
+            [efficientnet.MBConvConfig(1, 3, 1, 8, 8, 1), efficientnet.MBConvConfig(6, 5, 2, 8, 16, 1)], 0.2, num_classes=10
+        ),
+        32,
+    ),
+    "efficientnet_v2": (
+        lambda: torchvision.models.EfficientNet(
+            [
+                efficientnet.FusedMBConvConfig(1, 3, 1, 8, 8, 1),
+                efficientnet.FusedMBConvConfig(4, 3, 2, 8, 16, 1),
+                efficientnet.MBConvConfig(4, 3, 2, 16, 24, 1),
+            ],
+            0.2,
+            last_channel=64,
+            num_classes=10,
+        ),
+        32,
+    ),
+    "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False), 32),
+    "inception_v3": (lambda: torchvision.models.Inception3(num_classes=10, aux_logits=False, init_weights=False), 75),
+    "maxvit": (
+        lambda: torchvision.models.MaxVit(
+            input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16], block_layers=[1],
+            head_dim=8, stochastic_depth_prob=0.0, num_classes=10,
+        ),
+        32,
+    ),
+    "mnasnet": (lambda: torchvision.models.mnasnet0_5(num_classes=10), 32),
+    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25), 32),
+    "mobilenet_v3": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), 32),
+    "regnet_x": (lambda: regnet.RegNet(regnet.BlockParams.from_init_params(2, 8, 8.0, 2.0, 8), num_classes=10), 32),
+    "regnet_y": (
+        lambda: regnet.RegNet(regnet.BlockParams.from_init_params(2, 8, 8.0, 2.0, 8, se_ratio=0.25), num_classes=10),
+        32,
+    ),
+    "resnext": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=10), 32),
+    "wide_resnet": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128, num_classes=10), 32),
+    "shufflenet_v2": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), 32),
+    "squeezenet": (lambda: torchvision.models.squeezenet1_1(num_classes=10), 32),
+    "swin_v1": (lambda: _swin(False), 32),
+    "swin_v2": (lambda: _swin(True), 32),
+    "vgg": (_vgg, 32),
+    "vit": (
+        lambda: torchvision.models.VisionTransformer(
+            image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+        ),
+        32,
+    ),
+    "resnet18_sequential_head": (_resnet_sequential_head, 32),
+    "resnet18_cifar_stem": (_resnet_cifar_stem, 32),
+    "user_module": (UserNet, 32),
+    "timm_vit": (
+        lambda: timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
+        ),
+        32,
+    ),
+    "timm_deit_distilled": (
+        lambda: timm.models.deit.VisionTransformerDistilled(
+            img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
+        ),
+        32,
+    ),
+    "timm_convnext_atto": (lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=10), 32),
+    "timm_resnet26d": (lambda: timm.create_model("resnet26d", pretrained=False, num_classes=10), 32),
+    "timm_regnetx_002": (lambda: timm.create_model("regnetx_002", pretrained=False, num_classes=10), 32),
+    "timm_mobilenetv3": (lambda: timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=10), 32),
+}
+"""Family -> (factory of a small torch model, input side)."""
+
+ZOO_FAMILIES = {"alexnet", "densenet", "mobilenet_v2", "resnext", "wide_resnet", "squeezenet", "vgg"}
+"""Families the hand-written zoo converts: exported directly (``converters.export_model``) to test that path."""
+
+
+@functools.lru_cache(maxsize=None)
+def _pair(family: str) -> tuple[torch.nn.Module, jx.Model, np.ndarray]:
+    factory, side = FAMILIES[family]
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch_model = _randomised(factory())
+    convert = converters.export_model if family in ZOO_FAMILIES else converters.from_torch
+    model = convert(torch_model, input_shape=(1, side, side, 3))
+    images = np.random.default_rng(1).normal(size=(3, side, side, 3)).astype(np.float32)
+    return torch_model, model, images
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_logits_equal_torch(family):
+    torch_model, model, images = _pair(family)
+    assert isinstance(model.module, ExportedGraph)
+    with torch.no_grad():
+        expected = torch_model(nchw(images)).numpy()
+    assert_close(forward(model, images), expected, rtol=TOLERANCE)
+
+
+@pytest.mark.parametrize("family", ["vit", "user_module"])
+def test_saliency_equals_captum(family):
+    torch_model, model, images = _pair(family)
+    targets = [1, 4, 7]
+    theirs = ca.Saliency(torch_model).attribute(nchw(images).requires_grad_(), target=targets, abs=True)
+    assert_close(jx.saliency(model, images, np.asarray(targets)), theirs.detach().numpy().transpose(0, 2, 3, 1), rtol=TOLERANCE)
+
+
+def test_ops_run_under_their_torch_module_paths():
+    _, model, images = _pair("vit")
+    jaxpr = jax.make_jaxpr(model)(images)
+    stacks = {str(eqn.source_info.name_stack) for eqn in jaxpr.jaxpr.eqns}
+    for path in ("conv_proj", "encoder.layers.encoder_layer_1.ln_1", "encoder.layers.encoder_layer_0.mlp.1", "heads.head"):
+        assert path in model.module.program.paths()
+        assert any(stack.endswith(path) for stack in stacks), path
+    assert {"params", "buffers"} >= set(model.variables)
+    assert model.variables["params"]["conv_proj.weight"].shape == (32, 3, 8, 8)
+
+
+class _TopK(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sort(self.features(x), dim=1).values
+
+
+class _DataDependent(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        if y.sum() > 0:
+            return y.mean((2, 3))
+        return y.amax((2, 3))
+
+
+def test_op_without_jax_implementation_is_named_with_its_path():
+    with pytest.raises(ValueError, match=r"no JAX implementation of aten\.sort\.\w+ \(in <root>\)"):
+        converters.from_torch(_TopK().eval(), input_shape=(1, 8, 8, 3))
+
+
+def test_data_dependent_control_flow_passes_on_what_export_said():
+    with pytest.raises(ValueError, match=r"torch.export could not capture _DataDependent.*torch.export said: .*data.dependent"):
+        converters.from_torch(_DataDependent().eval(), input_shape=(1, 8, 8, 3))
+
+
+def test_rejected_input_shape_is_named():
+    with pytest.raises(ValueError, match=r"_DataDependent rejects inputs of shape \(1, 8, 8, 5\)"):
+        converters.from_torch(_DataDependent().eval(), input_shape=(1, 8, 8, 5))
+
+
+def test_train_mode_is_converted_in_eval_mode_with_a_warning():
+    torch_model = _randomised(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten()))
+    torch_model.train()
+    with pytest.warns(UserWarning, match="Sequential is in train mode; it is converted in eval mode"):
+        model = converters.from_torch(torch_model, input_shape=(1, 6, 6, 3))
+    assert torch_model.training
+    images = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch_model.eval()(nchw(images)).numpy()
+    assert_close(model(images), expected, rtol=TOLERANCE)
