@@ -73,6 +73,19 @@ def completeness(model: Any, attributions: Array, inputs: Array, target: Target,
 
     Returns:
         ``[N]`` non-negative gaps; 0 means the attributions are complete.
+
+    Raises:
+        ValueError: attributions and inputs of different shapes, bad baselines or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> attributions = jx.integrated_gradients(model, x, 0, n_steps=32)
+        >>> gap = jx.metrics.completeness(model, attributions, x, 0)
+        >>> change = jx.metrics.completeness(model, 0 * attributions, x, 0)  # |F(x) - F(0)|
+        >>> bool((gap < 0.1 * change).all())
+        True
     """
     return jnp.abs(convergence_delta(model, attributions, inputs, target, baselines=baselines))
 
@@ -134,6 +147,20 @@ def gaussian_blur(images: Array, size: int = RISE_BLUR_SIZE, sigma: float = RISE
     ``scipy.ndimage.gaussian_filter`` of a centred Dirac on a ``size x size`` grid
     (``mode="reflect"``, so the truncated tails fold back and the kernel sums to 1) and
     convolves every channel with ``padding=size // 2`` zeros, which darkens the border.
+
+    Args:
+        images: ``[N, H, W, C]``.
+        size: side of the kernel (odd).
+        sigma: its standard deviation in pixels.
+
+    Returns:
+        The blurred images, ``[N, H, W, C]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> blurred = gaussian_blur(jnp.ones((1, 16, 16, 1)))
+        >>> round(float(blurred[0, 8, 8, 0]), 4), bool(blurred[0, 0, 0, 0] < 0.5)  # the border darkens
+        (1.0, True)
     """
     taps = jnp.asarray(gaussian_matrix(size, float(sigma))[:, size // 2], images.dtype)
     kernel = jnp.tile((taps[:, None] * taps[None, :])[:, :, None, None], (1, 1, 1, images.shape[-1]))
@@ -155,6 +182,17 @@ def pixel_ranks(saliency: Array) -> Array:
     Ties keep the row-major (raster) order: among equal values the pixel with the lower
     flat index ``h * W + w`` comes first (a stable sort of ``-saliency``; ``-0.0`` and
     ``0.0`` are equal). The rank is the inverse permutation of that order.
+
+    Args:
+        saliency: ``[N, H, W]`` maps.
+
+    Returns:
+        int ``[N, H*W]`` ranks (0: the most salient pixel).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> pixel_ranks(jnp.array([[[0.1, 0.9], [0.5, 0.5]]])).tolist()
+        [[3, 0, 1, 2]]
     """
     flat = saliency.reshape(saliency.shape[0], -1)
     order = jnp.argsort(-flat + 0.0, axis=1, stable=True)
@@ -167,6 +205,18 @@ def step_counts(pixels: int, steps: int | None, pixels_per_step: int | None) -> 
 
     With ``pixels_per_step=p`` (RISE's ``step``): ``min(i p, pixels)`` for
     ``i = 0 .. ceil(pixels / p)``. Otherwise ``floor(i pixels / steps)`` for ``i = 0 .. steps``.
+
+    Args:
+        pixels: how many pixels the image has.
+        steps: the number of steps (used when ``pixels_per_step`` is None).
+        pixels_per_step: pixels changed per step.
+
+    Returns:
+        The counts, from 0 to ``pixels``.
+
+    Example:
+        >>> step_counts(10, 4, None), step_counts(10, None, 4)
+        ((0, 2, 5, 7, 10), (0, 4, 8, 10))
     """
     if pixels_per_step is not None:
         count = -(-pixels // pixels_per_step)
@@ -266,6 +316,13 @@ _CAUSAL_DOC = """
 
     Returns:
         ``[N]`` areas, or ``(areas, curves)``.
+
+    Raises:
+        ValueError: attributions of another size, an unknown substrate or score, bad steps,
+            batch size or target.
+
+    Example:
+{example}
     """
 
 
@@ -319,11 +376,25 @@ deletion_auc.__doc__ += _CAUSAL_DOC.format(
     action="sets to the substrate",
     substrate='what deleted pixels become: ``"zeros"`` (RISE\'s deletion), ``"blur"`` (the '
     "blurred image), or a baseline array broadcastable to ``inputs``.",
+    example="""        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> saliency = jx.saliency(model, x, 0)
+        >>> areas, curves = jx.metrics.deletion_auc(model, x, saliency, 0, steps=4, return_curves=True)
+        >>> areas.shape, curves.shape
+        ((2,), (2, 5))""",
 )
 insertion_auc.__doc__ += _CAUSAL_DOC.format(
     action="copies from the image into the substrate",
     substrate='the image pixels are inserted into: ``"blur"`` (RISE\'s insertion, see '
     ':func:`gaussian_blur`), ``"zeros"``, or a baseline array broadcastable to ``inputs``.',
+    example="""        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> saliency = jx.saliency(model, x, 0)
+        >>> areas = jx.metrics.insertion_auc(model, x, saliency, 0, steps=4)
+        >>> bool(((areas >= 0) & (areas <= 1)).all())
+        True""",
 )
 
 
@@ -365,6 +436,13 @@ def pointing_game(attributions: Array, masks: Array, *, tolerance: int = 15) -> 
 
     Returns:
         ``[N]`` booleans.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> maps = jnp.zeros((2, 8, 8)).at[0, 1, 1].set(1.0).at[1, 6, 6].set(1.0)
+        >>> masks = jnp.zeros((2, 8, 8), bool).at[:, :3, :3].set(True)
+        >>> pointing_game(maps, masks, tolerance=0).tolist()
+        [True, False]
     """
     saliency = _saliency_map(attributions, None, method="pointing_game")
     masks = _check_masks(masks, tuple(saliency.shape), method="pointing_game")
@@ -393,6 +471,12 @@ def mask_energy(attributions: Array, masks: Array) -> Array:
 
     Returns:
         ``[N]`` values in [0, 1]; a uniform map scores the mask's area fraction.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> masks = jnp.zeros((1, 4, 4), bool).at[:, :2, :].set(True)  # the top half
+        >>> mask_energy(jnp.ones((1, 4, 4)), masks).tolist()
+        [0.5]
     """
     saliency = _saliency_map(attributions, None, method="mask_energy")
     return _energy_core(saliency, _check_masks(masks, tuple(saliency.shape), method="mask_energy"))
@@ -428,8 +512,17 @@ def spearman(a: Array, b: Array) -> Array:
     from the sorted row by two binary searches (the first and one past the last position
     of the value), which equals ``scipy.stats.spearmanr``. A constant row gives NaN, as SciPy.
 
+    Args:
+        a: ``[N, ...]`` values.
+        b: ``[N, ...]`` values of the same shape.
+
     Returns:
         ``[N]`` correlations in [-1, 1].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> spearman(jnp.array([[1.0, 2.0, 3.0]]), jnp.array([[10.0, 20.0, 0.0]])).tolist()
+        [-0.5]
     """
     a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
     if a.shape != b.shape or a.ndim < 2:
@@ -528,8 +621,18 @@ def randomize_parameters(params: Any, layers: Any, key: Array) -> Any:
         layers: a dotted path or a sequence of them.
         key: a ``jax.random`` key.
 
+    Returns:
+        The parameters, those of the named layers redrawn, the others unchanged.
+
     Raises:
         ValueError: for a path that holds no parameters.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> params = jx.demo.load_model().variables["params"]
+        >>> changed = randomize_parameters(params, "classifier", jax.random.PRNGKey(0))
+        >>> bool((changed["classifier"]["kernel"] != params["classifier"]["kernel"]).all())
+        True
     """
     paths = _resolve_layers(params, layers, method="randomize_parameters")
     fresh = _redraw(params, key)
@@ -607,6 +710,15 @@ def randomisation_sanity(
     Raises:
         TypeError: for a model without parameters to randomise (a bare function).
         ValueError: for unknown layers, orders or similarities, and the usual input checks.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> steps = jx.metrics.randomisation_sanity(jx.saliency, model, x, 0, key=jax.random.PRNGKey(0),
+        ...                                         layers=("classifier", "features.0"))
+        >>> list(steps), steps["classifier"].shape
+        (['classifier', 'features.0'], (2,))
     """
     check_choice("order", order, ORDERS, method="randomisation_sanity")
     check_choice("similarity", similarity, SIMILARITIES, method="randomisation_sanity")
