@@ -67,6 +67,29 @@ def score_method(name: str, model: Model, images: np.ndarray, labels: np.ndarray
     """The metrics of ``COLUMNS`` for recipe ``name`` on normalised ``images`` explained for ``labels``.
 
     ``progress`` is told of every batch explained and of the scoring that follows.
+
+    Args:
+        name: a recipe of ``jaxplain.recipes.RECIPES``.
+        model: the model to explain (its last spatial layer is the CAM layer).
+        images: ``[N, H, W, C]`` normalised images.
+        labels: ``[N]`` classes to explain.
+        masks: ``[N, H, W]`` boolean object masks.
+        key: PRNG key of the stochastic recipes and of the randomisation.
+        sanity: compute the ``sanity`` column (explains the randomised model too).
+        batch_size: images explained per call.
+        progress: ``progress(images done, note)``.
+
+    Returns:
+        ``{column: value}`` for every column of ``COLUMNS``; None where a metric does not apply.
+
+    Example:
+        >>> import jax
+        >>> from jaxplain import demo
+        >>> data = demo.make_dataset(2, seed=1)
+        >>> row = score_method("random", demo.load_model(), demo.normalise(data.images), data.labels, data.masks,
+        ...                    key=jax.random.PRNGKey(0), sanity=False)
+        >>> sorted(row) == sorted(COLUMNS), row["completeness"]
+        (True, None)
     """
     layer = recipes.default_layer(model, images[:1])
     method = _recipe_method(name, layer, key)
@@ -101,6 +124,22 @@ def evaluate(methods: Sequence[str], *, num_images: int = 32, seed: int = 1, san
 
     ``progress(count, note)`` is called as each method explains each batch of images
     (``count`` images more, ``len(methods) * num_images`` in all) and as it scores them.
+
+    Args:
+        methods: recipe names (``jaxplain.recipes.RECIPES``).
+        num_images: demo images to generate and score on.
+        seed: the seed of ``demo.make_dataset``.
+        sanity: compute the ``sanity`` column.
+        key: PRNG key of the stochastic recipes (default ``PRNGKey(0)``).
+        progress: ``progress(images done, note)``.
+
+    Returns:
+        ``{method: {column: value}}``, in the order of ``methods``.
+
+    Example:
+        >>> rows = evaluate(["random"], num_images=2, sanity=False)
+        >>> list(rows), 0 <= rows["random"]["pointing"] <= 1
+        (['random'], True)
     """
     model = demo.load_model()
     size = demo.metadata()["image_size"]
@@ -113,7 +152,20 @@ def evaluate(methods: Sequence[str], *, num_images: int = 32, seed: int = 1, san
 
 
 def format_table(rows: dict[str, dict[str, float | None]]) -> str:
-    """The rows as an aligned text table (``-`` where a metric does not apply)."""
+    """The rows as an aligned text table (``-`` where a metric does not apply).
+
+    Args:
+        rows: ``{method: {column: value or None}}`` as :func:`evaluate` returns.
+
+    Returns:
+        The table, a header line, one line per method, and a line on how to read it.
+
+    Example:
+        >>> row = {"pointing": 1.0, "energy": 0.5, "deletion": 0.2, "insertion": 0.9, "completeness": None,
+        ...        "sanity": 0.1}
+        >>> print(format_table({"saliency": row}).splitlines()[1])
+        saliency         1.000         0.500         0.200         0.900             -         0.100
+    """
     width = max(len("method"), *(len(name) for name in rows))
     lines = [f"{'method':<{width}}  " + "  ".join(f"{column:>12}" for column in COLUMNS)]
     for name, row in rows.items():

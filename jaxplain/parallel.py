@@ -125,6 +125,18 @@ def explain_sharded(
 
     Returns:
         The method's output, sharded over the devices along the batch axis.
+
+    Raises:
+        ValueError: no devices, ``per_example`` names that are not array options, an
+            option that is neither an array nor hashable, and the method's own checks.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> maps = jx.explain_sharded(jx.saliency, model, x, 0)  # over jax.local_devices()
+        >>> bool(jax.numpy.allclose(maps, jx.saliency(model, x, 0)))
+        True
     """
     model = as_model(model)
     inputs = check_inputs(model, inputs, method="explain_sharded")
@@ -203,6 +215,16 @@ def explain_dataset(
 
     Yields:
         The method's output for each batch, in order (the last one may be shorter).
+
+    Raises:
+        ValueError: ``batch_size`` not a positive int, fewer targets than images.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> [maps.shape for maps in jx.explain_dataset(jx.saliency, model, x[[0, 1, 0]], 0, batch_size=2)]
+        [(2, 16, 16, 3), (1, 16, 16, 3)]
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"explain_dataset: batch_size must be a positive int, got {batch_size!r}")

@@ -102,6 +102,10 @@ def normalize_attribution(
     Raises:
         ValueError: bad shape, unknown sign, ``outlier_perc`` outside [0, 100], or
             non-finite attributions.
+
+    Example:
+        >>> normalize_attribution(np.array([[-2.0, 1.0], [0.5, 0.5]]), sign="all", outlier_perc=0).tolist()
+        [[-1.0, 0.5], [0.25, 0.25]]
     """
     _check_sign(sign)
     if not 0 <= outlier_perc <= 100:
@@ -179,6 +183,10 @@ def heatmap(
     Raises:
         ValueError: bad shape (channels-first arrays included), unknown sign or colour
             map, or non-finite attributions.
+
+    Example:
+        >>> heatmap(np.random.default_rng(0).normal(size=(8, 8, 3)), sign="all").shape
+        (8, 8, 3)
     """
     _check_sign(sign)
     values = np.asarray(attribution)
@@ -283,6 +291,13 @@ def overlay(
             of different height or width, unknown method, sign or colour map, a sign
             the method rejects, ``alpha_overlay`` outside [0, 1], images out of range,
             or non-finite attributions.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> images = jx.demo.load_samples().images[:2]  # uint8 [2, 64, 64, 3]
+        >>> maps = np.random.default_rng(0).normal(size=(2, 64, 64, 1))
+        >>> overlay(images, maps, sign="all").shape
+        (2, 64, 64, 3)
     """
     _check_method(method)
     _check_sign(sign)
@@ -327,6 +342,11 @@ def to_pil(array: Any) -> Image.Image:
     Raises:
         ValueError: another shape (iterate over a batch yourself), floats outside
             [0, 1] or non-finite, integers outside [0, 255], or another dtype.
+
+    Example:
+        >>> picture = to_pil(np.ones((4, 6, 3)))
+        >>> picture.size, picture.mode
+        ((6, 4), 'RGB')
     """
     pixels = np.asarray(array)
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
@@ -511,6 +531,14 @@ def grid(
     Raises:
         ValueError: no attributions, ``scale < 1`` or ``padding < 0``, and whatever
             :func:`overlay` rejects.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> images = jx.demo.load_samples().images[:2]
+        >>> rng = np.random.default_rng(0)
+        >>> sheet = grid(images, {"a": rng.normal(size=(2, 64, 64)), "b": rng.normal(size=(2, 64, 64))}, titles=False)
+        >>> sheet.size  # three columns (the image, a, b) and two rows of 64 px, 2 px apart
+        (200, 134)
     """
     if not attributions:
         raise ValueError("grid needs at least one attribution")
