@@ -87,8 +87,30 @@ def layer_visualization(
     ``-mean(A[0, :, :, filter])``. ``optimizer`` (optax) replaces that Adam. A sequence of
     filters is optimised as one vmapped batch.
 
+    Args:
+        model: a ``jx.Model`` with module structure (layers named by path).
+        layer: the layer's path, such as ``"features.6"``.
+        filter: a channel of ``layer``, or a sequence of them.
+        key: PRNG key of the random start images (required).
+        steps: Adam iterations.
+        learning_rate: Adam's learning rate.
+        weight_decay: the L2 penalty on the image.
+        optimizer: an optax transformation instead of that Adam.
+        size: side of the square images.
+        batch_size: filters optimised at once (``None``: all).
+
     Returns:
         ``[len(filters), size, size, 3]`` in [0, 1].
+
+    Raises:
+        ValueError: no key, ``steps`` below 1, an unknown layer or a channel out of range.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> jx.layer_visualization(model, layer="features.6", filter=[0, 5], key=jax.random.PRNGKey(0), steps=2,
+        ...                        size=16).shape
+        (2, 16, 16, 3)
     """
     method = "layer_visualization"
     key = require_key(key, method=method)
@@ -155,10 +177,33 @@ def deep_dream(
     independently (a vmapped axis).
 
     Args:
+        model: a ``jx.Model`` with module structure (layers named by path).
         images: NHWC ``[N, H, W, 3]`` in [0, 1] (pixel space, not normalised).
+        layer: the layer's path, such as ``"features.6"``.
+        filter: the channel of ``layer`` to amplify.
+        key: PRNG key of the jitter (required when ``jitter > 0``).
+        steps: SGD iterations per octave.
+        learning_rate: SGD's learning rate.
+        weight_decay: the L2 penalty on the image.
+        optimizer: an optax transformation instead of that SGD.
+        octaves: scales to dream at, smallest first.
+        octave_scale: the ratio between consecutive scales (above 1).
+        jitter: the largest random roll in pixels at each step.
+        batch_size: images dreamt at once (``None``: all).
 
     Returns:
         ``[N, H, W, 3]`` in [0, 1].
+
+    Raises:
+        ValueError: ``steps`` or ``octaves`` below 1, a negative ``jitter``, ``octave_scale``
+            not above 1, images of another channel count, an unknown layer or channel.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> images = jx.demo.load_samples().images[:1, ::4, ::4] / 255.0
+        >>> jx.deep_dream(model, images, layer="features.6", filter=3, steps=2, learning_rate=0.5).shape
+        (1, 16, 16, 3)
     """
     method = "deep_dream"
     _check_steps(steps, method=method)

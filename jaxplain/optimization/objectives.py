@@ -257,27 +257,94 @@ def _check_int(value: Any, what: str, name: str) -> None:
 
 
 def channel(layer: str, n_channel: int, batch: int | None = None) -> Channel:
-    """Maximise the mean of one channel (Lucent's ``objectives.channel``)."""
+    """Maximise the mean of one channel (Lucent's ``objectives.channel``).
+
+    Args:
+        layer: the layer's path.
+        n_channel: the channel.
+        batch: which image of the batch the objective reads (None: all).
+
+    Returns:
+        The objective; combine objectives with ``+ - * /``.
+
+    Raises:
+        TypeError: ``layer`` not a string or ``n_channel`` not an int.
+
+    Example:
+        >>> objective = channel("features.6", 3) - 0.5 * channel("features.6", 4)
+        >>> type(objective).__name__
+        'Linear'
+    """
     _check_layer_name(layer, "channel")
     _check_int(n_channel, "n_channel", "channel")
     return Channel(layer, n_channel, batch)
 
 
 def neuron(layer: str, n_channel: int, x: int | None = None, y: int | None = None, batch: int | None = None) -> Neuron:
-    """Maximise one channel at one position, the centre by default (Lucent's ``objectives.neuron``)."""
+    """Maximise one channel at one position, the centre by default (Lucent's ``objectives.neuron``).
+
+    Args:
+        layer: the layer's path.
+        n_channel: the channel.
+        x: the column (None: the centre).
+        y: the row (None: the centre).
+        batch: which image of the batch the objective reads (None: all).
+
+    Returns:
+        The objective.
+
+    Raises:
+        TypeError: ``layer`` not a string or ``n_channel`` not an int.
+
+    Example:
+        >>> neuron("features.6", 3, x=2, y=1).layer
+        'features.6'
+    """
     _check_layer_name(layer, "neuron")
     _check_int(n_channel, "n_channel", "neuron")
     return Neuron(layer, n_channel, x, y, batch)
 
 
 def layer(layer: str, batch: int | None = None) -> LayerMean:
-    """Maximise the mean activation of a whole layer."""
+    """Maximise the mean activation of a whole layer.
+
+    Args:
+        layer: the layer's path.
+        batch: which image of the batch the objective reads (None: all).
+
+    Returns:
+        The objective.
+
+    Raises:
+        TypeError: ``layer`` not a string.
+
+    Example:
+        >>> layer("features.6").layer
+        'features.6'
+    """
     _check_layer_name(layer, "layer")
     return LayerMean(layer, batch)
 
 
 def direction(layer: str, direction: Any, batch: int | None = None) -> Direction:
-    """Maximise the cosine similarity to ``direction`` ``[c]`` (Lucent's ``objectives.direction``)."""
+    """Maximise the cosine similarity to ``direction`` ``[c]`` (Lucent's ``objectives.direction``).
+
+    Args:
+        layer: the layer's path.
+        direction: ``[c]``, a vector over the layer's channels.
+        batch: which image of the batch the objective reads (None: all).
+
+    Returns:
+        The objective.
+
+    Raises:
+        TypeError: ``layer`` not a string.
+        ValueError: ``direction`` not a vector.
+
+    Example:
+        >>> direction("features.6", [1.0] * 32).direction.shape
+        (32,)
+    """
     _check_layer_name(layer, "direction")
     direction = jnp.asarray(direction, jnp.float32)
     if direction.ndim != 1:
@@ -286,13 +353,42 @@ def direction(layer: str, direction: Any, batch: int | None = None) -> Direction
 
 
 def diversity(layer: str) -> Diversity:
-    """Push the images of a batch apart in style at ``layer`` (Lucent's ``objectives.diversity``)."""
+    """Push the images of a batch apart in style at ``layer`` (Lucent's ``objectives.diversity``).
+
+    Args:
+        layer: the layer's path.
+
+    Returns:
+        The objective (it needs ``param.image(..., batch=2)`` or more).
+
+    Raises:
+        TypeError: ``layer`` not a string.
+
+    Example:
+        >>> diversity("features.6").layer
+        'features.6'
+    """
     _check_layer_name(layer, "diversity")
     return Diversity(layer)
 
 
 def as_objective(objective: Objective | str) -> Objective:
-    """An ``Objective``, or ``"layer:n"`` read as ``channel(layer, n)`` (Lucent's ``as_objective``)."""
+    """An ``Objective``, or ``"layer:n"`` read as ``channel(layer, n)`` (Lucent's ``as_objective``).
+
+    Args:
+        objective: an objective or a ``"layer:n"`` string.
+
+    Returns:
+        The objective.
+
+    Raises:
+        TypeError: neither.
+        ValueError: a string not of the form ``"layer:n"``.
+
+    Example:
+        >>> as_objective("features.6:3") == channel("features.6", 3)
+        True
+    """
     if isinstance(objective, Objective):
         return objective
     if isinstance(objective, str):
@@ -304,5 +400,16 @@ def as_objective(objective: Objective | str) -> Objective:
 
 
 def stack(objectives: Sequence[Objective]) -> Objective:
-    """One objective whose leaves carry a leading axis, from objectives of one structure."""
+    """One objective whose leaves carry a leading axis, from objectives of one structure.
+
+    Args:
+        objectives: objectives of one structure (``channel`` objectives of one layer, say).
+
+    Returns:
+        The stacked objective, to be vmapped over.
+
+    Example:
+        >>> stack([channel("features.6", n) for n in range(4)]).n_channel.shape
+        (4,)
+    """
     return jax.tree_util.tree_map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *objectives)

@@ -146,6 +146,23 @@ def image(
     """Lucent's ``param.image`` (lucent/optvis/param/images.py): an FFT, colour-decorrelated image by default.
 
     As in Lucent, asking for ``channels`` explicitly turns decorrelation off.
+
+    Args:
+        w: width in pixels.
+        h: height (None: ``w``).
+        sd: standard deviation of the random start (None: Lucent's 0.01).
+        batch: images per objective (None: 1).
+        decorrelate: work in Lucent's decorrelated colour space.
+        fft: parameterise the image by its Fourier coefficients.
+        channels: channel count (None: 3).
+
+    Returns:
+        The :class:`ImageParam`, for ``render_vis(param_f=...)``.
+
+    Example:
+        >>> parameterisation = image(32, batch=2)
+        >>> parameterisation.h, parameterisation.batch, parameterisation.decorrelate
+        (32, 2, True)
     """
     return ImageParam(
         w=w,

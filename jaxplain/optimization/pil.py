@@ -13,6 +13,19 @@ def to_pil(images: Any) -> list[Image.Image]:
 
     Values are clipped to [0, 1] and rounded to 8 bits; leading axes (thresholds,
     objectives) are flattened in order.
+
+    Args:
+        images: ``[..., H, W, C]`` floats, such as ``render_vis`` returns.
+
+    Returns:
+        One PIL image per leading index.
+
+    Raises:
+        ValueError: another shape.
+
+    Example:
+        >>> [picture.size for picture in to_pil(np.zeros((2, 3, 8, 4, 3)))][:2]
+        [(4, 8), (4, 8)]
     """
     array = np.asarray(images, np.float32)
     if array.ndim < 3 or array.shape[-1] not in (1, 3):

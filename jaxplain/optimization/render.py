@@ -120,6 +120,21 @@ def render_vis(
     Returns:
         Images in [0, 1], ``[len(thresholds), objectives * param_f.batch, h, w, channels]``
         (objective-major); with ``return_losses``, ``(images, losses)``.
+
+    Raises:
+        TypeError: ``param_f`` not an ``ImageParam``, objectives of another kind.
+        ValueError: no key, bad thresholds or batch size, objectives naming unknown layers
+            or channels out of range.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> from jaxplain.optimization import objectives, param
+        >>> model = jx.demo.load_model()
+        >>> images = jx.render_vis(model, [objectives.channel("features.6", n) for n in (0, 1, 2)],
+        ...                        key=jax.random.PRNGKey(0), param_f=param.image(16), thresholds=(2, 4),
+        ...                        transforms=(), fixed_image_size=16)
+        >>> images.shape  # two thresholds, three objectives
+        (2, 3, 16, 16, 3)
     """
     method = "render_vis"
     key = require_key(key, method=method)
