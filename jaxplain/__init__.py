@@ -52,7 +52,9 @@ from jaxplain.attribution.torchray import (
     torchray_gradient,
     torchray_guided_backprop,
 )
-from jaxplain.model import FunctionModel, Model, init_model
+from jaxplain.forms import ProgramModel
+from jaxplain.model import FunctionModel, Model, as_model, init_model
+from jaxplain.program import layers
 from jaxplain.nets.prototype import PrototypeModel
 from jaxplain.optimization import deep_dream, layer_visualization, render_vis
 from jaxplain.parallel import explain_dataset, explain_sharded
@@ -63,7 +65,9 @@ __all__ = [
     "FunctionModel",
     "LimeImageExplanation",
     "Model",
+    "ProgramModel",
     "PrototypeModel",
+    "as_model",
     "ablation_cam",
     "composites",
     "contrastive_excitation_backprop",
@@ -102,6 +106,7 @@ __all__ = [
     "layer_gradient_shap",
     "layer_gradient_x_activation",
     "layer_visualization",
+    "layers",
     "lime",
     "lime_image",
     "linear_approx",

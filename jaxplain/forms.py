@@ -22,6 +22,9 @@ from flax import struct
 
 from jaxplain.typing import Array
 
+SCOPE_MARK = "jx@"
+"""Marks the scopes opened here, so the graph keeps them and ignores a library's own (``eqx.nn.Conv``)."""
+
 _SCOPING = contextvars.ContextVar("jaxplain_scoping", default=False)
 
 
@@ -79,7 +82,7 @@ def _scoped_calls(root: Any, kind: type) -> Iterator[None]:
             entry = modules.get(id(self))
             if entry is None or entry[0] is not self:
                 return __original(self, *args, **kwargs)
-            with jax.named_scope(entry[1]):
+            with jax.named_scope(SCOPE_MARK + entry[1]):
                 return __original(self, *args, **kwargs)
 
         type.__setattr__(cls, "__call__", call)
@@ -187,8 +190,12 @@ def from_nnx(module: Any, *, channel_axis: int = -1, **call_kwargs: Any) -> Prog
                         type(module).__name__)
 
 
-def from_equinox(module: Any, *, channel_axis: int = -1, **call_kwargs: Any) -> ProgramModel:
-    """An Equinox module, called per example as Equinox models are, as a batched :class:`ProgramModel`."""
+def from_equinox(module: Any, *, channel_axis: int = 1, **call_kwargs: Any) -> ProgramModel:
+    """An Equinox module, called per example as Equinox models are, as a batched :class:`ProgramModel`.
+
+    Equinox convolutions read ``[C, H, W]`` examples, so image batches are ``[N, C, H, W]``
+    (``channel_axis=1``) by default.
+    """
     import equinox as eqx
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(module)

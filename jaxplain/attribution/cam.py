@@ -19,23 +19,44 @@ UPSAMPLE_MODES = (None, "nearest", "bilinear")
 GRADCAM_FLAVOURS = ("captum", "torchray")
 
 
-def _gradcam(gradient: Array, activation: Array, *, relu: bool, sum_channels: bool) -> Array:
+def channel_axis(model: Any) -> int:
+    """Where the model's images and maps keep their channels (``-1`` NHWC unless the model says otherwise)."""
+    return getattr(model, "channel_axis", -1)
+
+
+def _gradcam(gradient: Array, activation: Array, *, relu: bool, sum_channels: bool, axis: int = -1) -> Array:
+    if activation.ndim > 2:
+        gradient, activation = jnp.moveaxis(gradient, axis, -1), jnp.moveaxis(activation, axis, -1)
     spatial = tuple(range(1, activation.ndim - 1))
     weights = jnp.mean(gradient, axis=spatial, keepdims=True) if spatial else gradient
     cam = weights * activation
     if sum_channels:
         cam = jnp.sum(cam, axis=-1, keepdims=True)
-    return jax.nn.relu(cam) if relu else cam
+    cam = jax.nn.relu(cam) if relu else cam
+    return jnp.moveaxis(cam, -1, axis) if cam.ndim > 2 else cam
 
 
-def _upsample(cam: Array, size: tuple[int, int], mode: str | None) -> Array:
-    return cam if mode is None else interpolate(cam, size, mode)
+def _upsample(cam: Array, size: tuple[int, int], mode: str | None, axis: int = -1) -> Array:
+    if mode is None:
+        return cam
+    return jnp.moveaxis(interpolate(jnp.moveaxis(cam, axis, -1), size, mode), -1, axis)
+
+
+def _require_channels_last(model: Any, method: str) -> None:
+    if channel_axis(model) != -1:
+        raise ValueError(f"{method} reads channels-last (NHWC) layers; this model keeps channels on axis "
+                         f"{channel_axis(model)} (layer_gradcam takes either)")
+
+
+def _spatial_size(inputs: Array, axis: int) -> tuple[int, int]:
+    return tuple(jnp.moveaxis(inputs, axis, -1).shape[1:3])
 
 
 def _layer_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, relu, sum_channels, upsample):
     gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
-    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels)
-    return _upsample(cam, inputs.shape[1:3], upsample)
+    axis = channel_axis(model)
+    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels, axis=axis)
+    return _upsample(cam, _spatial_size(inputs, axis), upsample, axis)
 
 
 def layer_gradcam(
@@ -99,6 +120,7 @@ def guided_gradcam(
     """
     check_choice("interpolate_mode", interpolate_mode, UPSAMPLE_MODES[1:], method="guided_gradcam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="guided_gradcam", several=False)
+    _require_channels_last(model, "guided_gradcam")
     return run(_guided_gradcam_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input, mode=interpolate_mode)
 
 
@@ -181,4 +203,5 @@ def score_cam(
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="score_cam", several=False)
+    _require_channels_last(model, "score_cam")
     return run(_score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size, flavour=flavour)

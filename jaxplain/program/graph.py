@@ -35,6 +35,8 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+from jaxplain.forms import SCOPE_MARK
+
 Atom = int | jcore.Literal
 
 INLINED = ("pjit", "jit", "closed_call", "core_call", "remat", "checkpoint", "custom_lin")
@@ -129,10 +131,6 @@ class Graph:
         return list(names)
 
 
-def _dotted(stack: str) -> str:
-    return ".".join(part for part in stack.split("/") if part)
-
-
 def key_name(entry: Any) -> str:
     """One pytree key path entry as a path component."""
     for attribute in ("key", "name", "idx"):
@@ -152,10 +150,18 @@ def leaf_paths(params: Any) -> tuple[str, ...]:
     return tuple(paths)
 
 
+def _scopes(name_stack: Any) -> tuple[str, ...]:
+    """The named scopes of a name stack, transformations (``vmap``, ``jvp``) left out."""
+    return tuple(entry.name for entry in getattr(name_stack, "stack", ()) if type(entry).__name__ == "Scope")
+
+
+
+
 class _Flattener:
-    def __init__(self, strip: int):
+    def __init__(self, strip: int, marked: bool):
         self.nodes: list[Node] = []
         self.strip = strip
+        self.marked = marked
         self.next_id = 0
         self.consts: dict[int, Any] = {}
 
@@ -168,10 +174,9 @@ class _Flattener:
             return var
         return env[var]
 
-    def run(self, jaxpr: Any, env: dict, stack: str, functions: tuple[str, ...]) -> None:
+    def run(self, jaxpr: Any, env: dict, stack: tuple[str, ...], functions: tuple[str, ...]) -> None:
         for eqn in jaxpr.eqns:
-            name_stack = str(eqn.source_info.name_stack)
-            full = "/".join(part for part in (stack, name_stack) if part)
+            full = stack + _scopes(eqn.source_info.name_stack)
             primitive = eqn.primitive.name
             if primitive in INLINED and ("jaxpr" in eqn.params or "call_jaxpr" in eqn.params):
                 inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))
@@ -206,7 +211,9 @@ class _Flattener:
                 value_id = self.fresh()
                 env[var] = value_id
                 outs.append(value_id)
-            parts = [part for part in full.split("/") if part][self.strip:]
+            parts = list(full[self.strip:])
+            if self.marked:
+                parts = [part[len(SCOPE_MARK):] for part in parts if part.startswith(SCOPE_MARK)]
             name = ".".join(parts)
             self.nodes.append(Node(len(self.nodes), eqn, ins, tuple(outs), name, functions,
                                    named_by="scope" if name else ""))
@@ -390,9 +397,19 @@ def _units(builder: _Builder) -> dict[int, Unit]:
             live = [a for a in node.ins if builder.dependent(a)]
             units[node.index] = Unit("max_pool", (node.index,), live[0], node.outs[0], node.name,
                                      _pool_attributes(node))
+    by_output = {unit.output: unit for unit in units.values()}
     for unit in units.values():
         for index in unit.nodes:
             nodes[index].kind = "unit"
+        source = unit.input
+        while source not in by_output and source in builder.producer:
+            node = nodes[builder.producer[source]]
+            live = [a for a in node.ins if builder.dependent(a)]
+            if node.kind != "structural" or len(live) != 1:
+                break
+            source = live[0]
+        if source in by_output:
+            unit.attributes["reads"] = by_output[source]
     return units
 
 
@@ -563,7 +580,7 @@ def trace(apply: Callable[[Any, Any], Any], params: Any, inputs: Any, *, strip: 
             closed, out_shape = jax.make_jaxpr(flat_apply, return_shape=True)(leaves, spec)
     else:
         closed, out_shape = jax.make_jaxpr(flat_apply, return_shape=True)(leaves, spec)
-    flat = _Flattener(strip)
+    flat = _Flattener(strip, marked=naming is not None)
     env: dict = {}
     for var, value in zip(closed.jaxpr.constvars, closed.consts):
         env[var] = flat.fresh()
@@ -572,7 +589,7 @@ def trace(apply: Callable[[Any, Any], Any], params: Any, inputs: Any, *, strip: 
     for var in closed.jaxpr.invars:
         env[var] = flat.fresh()
         ids.append(env[var])
-    flat.run(closed.jaxpr, env, "", ())
+    flat.run(closed.jaxpr, env, (), ())
     param_ids, input_ids = ids[: len(leaves)], ids[len(leaves):]
     output_ids = tuple(flat.atom(env, var) for var in closed.jaxpr.outvars)
     builder = _Builder(flat, param_ids, paths, input_ids, output_ids)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxplain.program.graph import Unit
@@ -166,14 +167,17 @@ class MaxPoolRescale(_MultiplierRule):
     captum: bool = False
 
     def backward(self, unit: Unit, x: Array) -> Backward:
-        window, strides, pads = _nhwc_window(unit, needed=self.captum)
+        if self.captum:
+            spatial, window, strides, pads = _pooled_axes(unit, x)
 
         def backward(x, y, pullback, cotangent):
             (y_in, y_ref), (g_in, g_ref) = _halves(y), _halves(cotangent)
             top = jnp.maximum(y_in, y_ref)
             shares = jnp.concatenate([g_in * (top - y_ref), g_ref * (y_in - top)])
             if self.captum:
-                placed = _unpool_last_window(x, y, shares, window, strides, pads)
+                to_nhwc, from_nhwc = _nhwc_view(x.shape, y.shape, spatial)
+                placed = from_nhwc(_unpool_last_window(to_nhwc(x), to_nhwc(y, out=True), to_nhwc(shares, out=True),
+                                                       window, strides, pads), x.shape)
             else:
                 placed = pullback(shares)[0]
             placed_in, placed_ref = _halves(placed)
@@ -187,15 +191,32 @@ class MaxPoolRescale(_MultiplierRule):
         return backward
 
 
-def _nhwc_window(unit: Unit, *, needed: bool) -> tuple[Any, Any, Any]:
-    """A max pool's ``(window, strides, pads)`` over the spatial axes of an NHWC map."""
+def _pooled_axes(unit: Unit, x: Array) -> tuple[tuple[int, int], Any, Any, Any]:
+    """A 2-D max pool's pooled axes and their ``(window, strides, pads)``, whatever the layout."""
     window, strides, padding = unit.attributes["window"], unit.attributes["strides"], unit.attributes["padding"]
-    if len(window) == 4 and window[0] == window[-1] == 1 and strides[0] == strides[-1] == 1:
-        return window[1:3], strides[1:3], padding[1:3]
-    if needed:
-        raise ValueError(f"deeplift(flavour='captum'): the max pool {unit.describe()} does not pool the spatial axes "
-                         f"of an NHWC map (window {window}); Captum's unpooling is defined for those only")
-    return window, strides, padding
+    spatial = tuple(axis for axis in range(1, len(window))
+                    if window[axis] != 1 or strides[axis] != 1 or tuple(padding[axis]) != (0, 0))
+    if len(spatial) != 2 or window[0] != 1 or strides[0] != 1:
+        raise ValueError(f"deeplift(flavour='captum'): the max pool {unit.describe()} pools axes {spatial} of a "
+                         f"{x.ndim}-d map; Captum's max_unpool2d is defined for 2-d pools of a batch")
+    pick = lambda values: tuple(values[axis] for axis in spatial)  # noqa: E731
+    return spatial, pick(window), pick(strides), pick(padding)
+
+
+def _nhwc_view(in_shape: tuple[int, ...], out_shape: tuple[int, ...], spatial: tuple[int, int]):
+    """Functions viewing a pooled map as ``[N, H, W, rest]`` and back (the other axes are not pooled)."""
+    rest = tuple(axis for axis in range(1, len(in_shape)) if axis not in spatial)
+    order = (0, *spatial, *rest)
+
+    def to_nhwc(value: Array, out: bool = False) -> Array:
+        moved = jnp.transpose(value, order)
+        return moved.reshape(moved.shape[:3] + (-1,))
+
+    def from_nhwc(value: Array, shape: tuple[int, ...]) -> Array:
+        moved_shape = tuple(shape[axis] for axis in order)
+        return jnp.transpose(value.reshape(moved_shape), np.argsort(order))
+
+    return to_nhwc, from_nhwc
 
 
 CAPTUM_ELEMENTWISE = ("relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus")
@@ -217,8 +238,9 @@ class CaptumRules(UnitRuleMap):
     records its output gradient before the consumer's tensor hook rewrites it
     (captum/_utils/common.py, ``_register_backward_hook``: hooks on one tensor run in
     registration order). The consumer's rule survives only where ``|x - x'| < eps``,
-    through the producer's fallback. The instance remembers the outputs of the hooked
-    modules it has served, to recognise that case. This is exact for chains of two
+    through the producer's fallback. The graph records which unit a unit reads
+    (through reshapes and transposes only: ``unit.attributes["reads"]``), to recognise
+    that case whatever the layout code between them. This is exact for chains of two
     directly connected hooked modules (all that torchvision classifiers have); along
     longer chains (tanh, sigmoid, max pool) Captum mixes two gradients per tensor,
     which one backward pass cannot carry, and the numbers may differ.
@@ -226,7 +248,6 @@ class CaptumRules(UnitRuleMap):
 
     def __init__(self, eps: float = 1e-10):
         self.eps = eps
-        self._outputs: list[Any] = []
 
     covers = "the non-linearities Captum hooks (ReLU, LeakyReLU, ELU, sigmoid, tanh, softplus, softmax, max pool)"
 
@@ -246,11 +267,10 @@ class CaptumRules(UnitRuleMap):
 
         def hooked(unit, call, x):
             backward = rule.backward(unit, x)
-            if any(x is output for output in self._outputs):
+            producer = unit.attributes.get("reads")
+            if producer is not None and self._rule_for(producer) is not None:
                 backward = _ordinary_unless_equal(self.eps, backward)
-            out = _with_backward(call, x, backward)
-            self._outputs.append(out)
-            return out
+            return _with_backward(call, x, backward)
 
         return hooked
 
