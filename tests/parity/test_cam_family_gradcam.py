@@ -60,6 +60,11 @@ def models():
 
 
 @pytest.fixture(scope="module")
+def tiny():
+    return tiny_model(), tiny_inputs()
+
+
+@pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).standard_normal((2, 48, 64, 3)).astype(np.float32)
 
@@ -113,19 +118,17 @@ def test_full_grad(models, images, arch):
 
 def test_two_layers_aug_smooth_eigen_smooth(models, images):
     torch_model, model = models["resnet18"]
-    theirs, _ = peer_cam(GradCAMPlusPlus, torch_model, ["layer3", "layer4"], images)
-    ours = jx.grad_cam_plus_plus(model, images, TARGETS, layer=("layer3", "layer4"), postprocess="pytorch_grad_cam")
+    theirs, _ = peer_cam(XGradCAM, torch_model, ["layer3", "layer4"], images, eigen_smooth=True)
+    ours = jx.xgrad_cam(model, images, TARGETS, layer=("layer3", "layer4"), postprocess="pytorch_grad_cam",
+                        eigen_smooth=True)
     assert_close(np.asarray(ours)[..., 0], theirs)
     theirs, _ = peer_cam(LayerCAM, torch_model, ["layer3"], images, aug_smooth=True)
     ours = jx.layer_cam(model, images, TARGETS, layer="layer3", postprocess="pytorch_grad_cam", aug_smooth=True)
     assert_close(np.asarray(ours)[..., 0], theirs)
-    theirs, _ = peer_cam(XGradCAM, torch_model, ["layer3"], images, eigen_smooth=True)
-    ours = jx.xgrad_cam(model, images, TARGETS, layer="layer3", postprocess="pytorch_grad_cam", eigen_smooth=True)
-    assert_close(np.asarray(ours)[..., 0], theirs)
 
 
-def test_raw_maps_of_two_layers_are_a_tuple():
-    maps = jx.hires_cam(tiny_model(), tiny_inputs(), 1, layer=("relu1", "relu2"), upsample="bilinear")
+def test_raw_maps_of_two_layers_are_a_tuple(tiny):
+    maps = jx.hires_cam(*tiny, 1, layer=("relu1", "relu2"), upsample="bilinear")
     assert isinstance(maps, tuple) and [m.shape for m in maps] == [(3, 12, 10, 1)] * 2
 
 
@@ -210,15 +213,15 @@ def test_grad_cam_plus_plus_on_a_linear_head():
     )
 
 
-def test_ablation_cam_chunked_equals_unchunked():
-    model, x = tiny_model(), tiny_inputs()
+def test_ablation_cam_chunked_equals_unchunked(tiny):
+    model, x = tiny
     whole = jx.ablation_cam(model, x, 1, layer="relu2", batch_size=None)
     chunked = jx.ablation_cam(model, x, 1, layer="relu2", batch_size=4)
     np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-5, atol=1e-6)
 
 
-def test_bad_options():
-    model, x = tiny_model(), tiny_inputs()
+def test_bad_options(tiny):
+    model, x = tiny
     with pytest.raises(ValueError, match="postprocess"):
         jx.layer_cam(model, x, 1, layer="relu2", postprocess="opencv")
     with pytest.raises(ValueError, match="upsample"):
