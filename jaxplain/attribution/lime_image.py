@@ -259,7 +259,7 @@ def lime_image(
         >>> quadrants = (jax.numpy.arange(16)[:, None] // 8) * 2 + jax.numpy.arange(16) // 8
         >>> segments = jax.numpy.broadcast_to(quadrants, (2, 16, 16))  # 4 superpixels per image
         >>> found = jx.lime_image(model, x, 0, key=jax.random.PRNGKey(0), segments=segments, num_samples=16,
-        ...                       batch_size=8)
+        ...                       feature_selection="none", batch_size=8)
         >>> found.weights.shape, found.heatmap().shape
         ((2, 1, 4), (2, 1, 16, 16))
     """

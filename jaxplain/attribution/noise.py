@@ -91,9 +91,8 @@ def noise_tunnel(method: Method) -> Method:
         >>> import jax, jaxplain as jx
         >>> model = jx.demo.load_model()
         >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
-        >>> smooth_ig = jx.noise_tunnel(jx.integrated_gradients)
-        >>> smooth_ig(model, x, 0, key=jax.random.PRNGKey(0), nt_type="smoothgrad_sq", nt_samples=2,
-        ...           stdevs=0.2, n_steps=4).shape
+        >>> vargrad = jx.noise_tunnel(jx.input_x_gradient)
+        >>> vargrad(model, x, 0, key=jax.random.PRNGKey(0), nt_type="vargrad", nt_samples=2, stdevs=0.2).shape
         (2, 16, 16, 3)
     """
     name = getattr(method, "__name__", "method")
