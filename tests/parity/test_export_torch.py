@@ -18,10 +18,11 @@ import jax
 import numpy as np
 import pytest
 import timm
+import timm.models._efficientnet_builder
 import torch
 import torch.nn.functional as F
 import torchvision
-from torchvision.models import convnext, densenet, efficientnet, regnet, resnet, swin_transformer, vgg
+from torchvision.models import convnext, densenet, efficientnet, mobilenetv3, regnet, resnet, swin_transformer, vgg
 
 import converters
 import jaxplain as jx
@@ -82,6 +83,19 @@ def _resnet_cifar_stem() -> torch.nn.Module:
     return model
 
 
+def _mobilenet_v3() -> torch.nn.Module:
+    config = functools.partial(mobilenetv3.InvertedResidualConfig, width_mult=1.0)
+    setting = [config(8, 3, 8, 8, True, "RE", 2, 1), config(8, 5, 24, 16, True, "HS", 2, 1), config(16, 3, 48, 16, False, "HS", 1, 1)]
+    return torchvision.models.MobileNetV3(setting, last_channel=64, num_classes=10)
+
+
+def _timm_mobilenet_v3() -> torch.nn.Module:
+    blocks = [["ds_r1_k3_s2_e1_c16_se0.25_nre"], ["ir_r1_k3_s2_e4.5_c24_nre"], ["ir_r1_k5_s2_e4_c40_se0.25"]]
+    return timm.models.mobilenetv3.MobileNetV3(
+        timm.models._efficientnet_builder.decode_arch_def(blocks), num_features=64, act_layer=torch.nn.Hardswish, num_classes=10
+    )
+
+
 class UserNet(torch.nn.Module):
     """A user's own classifier: functional ops, a concatenation, gates, GELU, a residual sum."""
 
@@ -137,16 +151,16 @@ FAMILIES = {
         32,
     ),
     "mnasnet": (lambda: torchvision.models.mnasnet0_5(num_classes=10), 32),
-    "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10, width_mult=0.25), 32),
-    "mobilenet_v3": (lambda: torchvision.models.mobilenet_v3_small(num_classes=10), 32),
+    "mobilenet_v2": (lambda: torchvision.models.MobileNetV2(10, inverted_residual_setting=[[1, 8, 1, 1], [6, 16, 2, 2]]), 32),
+    "mobilenet_v3": (_mobilenet_v3, 32),
     "regnet_x": (lambda: regnet.RegNet(regnet.BlockParams.from_init_params(2, 8, 8.0, 2.0, 8), num_classes=10), 32),
     "regnet_y": (
         lambda: regnet.RegNet(regnet.BlockParams.from_init_params(2, 8, 8.0, 2.0, 8, se_ratio=0.25), num_classes=10),
         32,
     ),
     "resnext": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=10), 32),
-    "wide_resnet": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128, num_classes=10), 32),
-    "shufflenet_v2": (lambda: torchvision.models.shufflenet_v2_x0_5(num_classes=10), 32),
+    "wide_resnet": (lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], width_per_group=128, num_classes=10), 16),
+    "shufflenet_v2": (lambda: torchvision.models.ShuffleNetV2([1, 2, 1], [8, 16, 32, 64, 128], num_classes=10), 32),
     "squeezenet": (lambda: torchvision.models.squeezenet1_1(num_classes=10), 32),
     "swin_v1": (lambda: _swin(False), 32),
     "swin_v2": (lambda: _swin(True), 32),
@@ -158,7 +172,7 @@ FAMILIES = {
         32,
     ),
     "resnet18_sequential_head": (_resnet_sequential_head, 32),
-    "resnet18_cifar_stem": (_resnet_cifar_stem, 32),
+    "resnet18_cifar_stem": (_resnet_cifar_stem, 16),
     "user_module": (UserNet, 32),
     "timm_vit": (
         lambda: timm.models.vision_transformer.VisionTransformer(
@@ -173,9 +187,17 @@ FAMILIES = {
         32,
     ),
     "timm_convnext_atto": (lambda: timm.create_model("convnext_atto", pretrained=False, num_classes=10), 32),
-    "timm_resnet26d": (lambda: timm.create_model("resnet26d", pretrained=False, num_classes=10), 32),
-    "timm_regnetx_002": (lambda: timm.create_model("regnetx_002", pretrained=False, num_classes=10), 32),
-    "timm_mobilenetv3": (lambda: timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=10), 32),
+    "timm_resnet_d": (
+        lambda: timm.models.resnet.ResNet(
+            timm.models.resnet.Bottleneck, [1, 1, 1, 1], stem_width=16, stem_type="deep", avg_down=True, num_classes=10
+        ),
+        32,
+    ),
+    "timm_regnet": (
+        lambda: timm.models.regnet.RegNet(timm.models.regnet.RegNetCfg(4, 8, 64.0, 2.0, group_size=8), num_classes=10),
+        32,
+    ),
+    "timm_mobilenetv3": (_timm_mobilenet_v3, 32),
 }
 """Family -> (factory of a small torch model, input side)."""
 
