@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import cv2
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
