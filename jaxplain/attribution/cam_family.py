@@ -14,7 +14,8 @@ per layer ``relu``, per-image min-max scaling ``(m - min) / (max - min + 1e-7)``
 bilinear ``cv2.resize`` to the input (pixel centres at ``i + 0.5``, edges clamped: the
 convention of ``F.interpolate(align_corners=False)``); then the layers' maps are averaged and
 scaled again. ``aug_smooth`` averages the maps of the six test-time augmentations of
-``BaseCAM`` (horizontal flip x brightness 0.9, 1, 1.1; each map flipped back).
+``BaseCAM`` (horizontal flip x brightness 0.9, 1, 1.1; each map flipped back), computed as one
+batch of ``6 N`` images.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ def first_component(maps: Array) -> Array:
     """Projection of every pixel's channel vector on the first principal component: ``[N, h, w, K] -> [N, h, w, 1]``.
 
     pytorch-grad-cam's ``get_2d_projection``: NaN set to 0, channels centred over the pixels,
-    ``centred @ V[0]`` with ``V[0]`` the first right singular vector (its sign is LAPACK's, as
-    NumPy's).
+    ``centred @ V[0]`` with ``V[0]`` the first right singular vector. Its sign is arbitrary: on CPU
+    JAX's SVD is LAPACK's, as NumPy's, and the tests find the same sign; another backend's solver
+    may return the opposite one (and the ReLU'd map of its other side).
     """
     count, height, width, channels = maps.shape
     flat = maps.reshape(count, height * width, channels)
