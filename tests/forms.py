@@ -5,7 +5,8 @@ The CNN: ``conv1`` (3x3, 3->8) -> inference BatchNorm ``bn1`` -> ReLU -> 2x2 max
 (8->5). Written with the zoo's layers, as idiomatic Flax linen (``nn.relu`` functions,
 ``nn.max_pool``, an inline ``x + y``, ``.mean``), as Flax NNX, as Equinox (per example,
 channels first, a hand-written inference BatchNorm) and as a plain function of a params
-dict (``jnp.maximum(x, 0)``, ``lax.reduce_window``). Weights are drawn once in torch's
+dict (``jnp.maximum(x, 0)``, ``lax.reduce_window``, ``jax.named_scope("block")`` around the residual
+block, which otherwise would be only the operations reading its parameters). Weights are drawn once in torch's
 layouts (:func:`cnn_weights`) and laid out for each form.
 
 The gated MLP: ``fc1`` -> LayerNorm ``norm`` -> GELU, a gate ``gate`` with
@@ -152,7 +153,8 @@ def function_cnn(params, x):
     x = (x - bn["mean"]) * (bn["scale"] / jnp.sqrt(bn["var"] + EPS)) + bn["bias"]
     x = jnp.maximum(x, 0)
     x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-    x = x + jnp.maximum(conv(params["block"]["conv"], x), 0)
+    with jax.named_scope("block"):
+        x = x + jnp.maximum(conv(params["block"]["conv"], x), 0)
     x = x.mean((1, 2))
     return x @ params["head"]["kernel"] + params["head"]["bias"]
 

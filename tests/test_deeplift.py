@@ -216,9 +216,9 @@ def test_layer_attributions_are_activation_difference_times_multiplier(model, in
 @pytest.mark.parametrize(
     "call,error,match",
     [
-        (lambda m, x: jx.deeplift(lambda v: m(v), x, 1), TypeError, "jaxplain.Model"),
-        (lambda m, x: jx.deeplift_shap(lambda v: m(v), x, 1, baselines=x[:2]), TypeError, "jaxplain.Model"),
-        (lambda m, x: jx.layer_deeplift(lambda v: m(v), x, 1, layer="conv2"), TypeError, "jaxplain.Model"),
+        (lambda m, x: jx.deeplift(lambda v: m(v), x, 1), TypeError, "Model.from_function"),
+        (lambda m, x: jx.deeplift_shap(lambda v: m(v), x, 1, baselines=x[:2]), TypeError, "Model.from_function"),
+        (lambda m, x: jx.layer_deeplift(lambda v: m(v), x, 1, layer="conv2"), TypeError, "Model.from_function"),
         (lambda m, x: jx.layer_deeplift(m, x, 1, layer="conv3"), ValueError, "conv2"),
         (lambda m, x: jx.layer_deeplift(m, x, 1, layer="relu"), ValueError, "relu1, relu2|relu2, relu1"),
         (lambda m, x: jx.deeplift_shap(m, x, 1, baselines=x[:1]), ValueError, "B > 1"),

@@ -136,7 +136,7 @@ def test_torchray_gradcam_is_relu_and_bilinear(model, inputs):
     [
         (lambda m, x: jx.layer_gradcam(m, x, 1, layer="conv3"), ValueError, "unknown layer 'conv3'.*conv2"),
         (lambda m, x: jx.layer_gradcam(m, x, 1, layer=("conv1", "conv2")), TypeError, "one dotted path"),
-        (lambda m, x: jx.layer_gradcam(lambda v: m(v), x, 1, layer="conv1"), TypeError, "jaxplain.Model"),
+        (lambda m, x: jx.layer_gradcam(lambda v: m(v), x, 1, layer="conv1"), TypeError, "Model.from_function"),
         (lambda m, x: jx.layer_gradcam(m, x, 1, layer="conv1", upsample="cubic"), ValueError, "upsample"),
         (lambda m, x: jx.layer_activation(m, x, layer=3), TypeError, "dotted path"),
         (lambda m, x: jx.layer_activation_guided_backprop(m, x, 6, layer="conv2"), ValueError, "out of range"),

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 
 from jaxplain.attribution._common import check_choice, prepare, run, traced_once
-from jaxplain.model import Model, require_structure
+from jaxplain.model import Model, require_linen
 from jaxplain.nets import layers
 from jaxplain.rules import composites as composites_module
 from jaxplain.rules.composites import Composite
@@ -85,7 +85,7 @@ def lrp(
     check_choice("initial_relevance", initial_relevance, INITIAL_RELEVANCE, method="lrp")
     chosen = composites_module.get(composite, **composite_options)
     model, inputs, target = prepare(model, inputs, target, method="lrp")
-    require_structure(model, "lrp")
+    model = require_linen(model, "lrp")
     calls = traced_once("leaf_calls", model, inputs, lambda: _leaf_calls(model, inputs))
     first_path = chosen.first_layer(calls)
     _check_layers(chosen, calls, first_path)

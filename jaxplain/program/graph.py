@@ -212,7 +212,7 @@ class _Flattener:
                 env[var] = value_id
                 outs.append(value_id)
             parts = list(full[self.strip:])
-            if self.marked:
+            if self.marked and any(part.startswith(SCOPE_MARK) for part in parts):
                 parts = [part[len(SCOPE_MARK):] for part in parts if part.startswith(SCOPE_MARK)]
             name = ".".join(parts)
             self.nodes.append(Node(len(self.nodes), eqn, ins, tuple(outs), name, functions,
@@ -267,8 +267,11 @@ class _Builder:
                     self.reads[out] = frozenset(reads)
             if dependent:
                 node.params_read = tuple(sorted(reads))
-                if not node.name and reads:
-                    node.name, node.named_by = _common_layer(reads), "params"
+                layer = _common_layer(reads) if reads else ""
+                if not node.name and layer:
+                    node.name, node.named_by = layer, "params"
+                elif layer.startswith(node.name + "."):
+                    node.name = layer
             node.kind = self.kind_of(node, dependent)
 
     def dependent(self, atom: Atom) -> bool:
@@ -384,6 +387,9 @@ def _units(builder: _Builder) -> dict[int, Unit]:
         kind = _classify(builder, indices, start)
         if kind is None:
             continue
+        if _is_statistic(builder, start, nodes[indices[0]].name) or _feeds_reduction(builder, output,
+                                                                                        nodes[indices[0]].name):
+            kind = "statistic"
         units[indices[0]] = Unit(kind, tuple(indices), start, output, nodes[indices[0]].name)
         claimed.update(indices)
     for unit in _softmaxes(builder, claimed):
@@ -411,6 +417,36 @@ def _units(builder: _Builder) -> dict[int, Unit]:
         if source in by_output:
             unit.attributes["reads"] = by_output[source]
     return units
+
+
+def _is_statistic(builder: _Builder, value: int, name: str) -> bool:
+    """Whether ``value`` is computed from a reduction in the same named layer (a norm's variance, clamped).
+
+    ``max(var, 0)`` in Flax's LayerNorm is no ReLU of the network: such units are kind ``"statistic"``.
+    """
+    if not name:
+        return False
+    seen, stack = set(), [value]
+    while stack:
+        atom = stack.pop()
+        if atom in seen or atom not in builder.producer:
+            continue
+        seen.add(atom)
+        node = builder.nodes[builder.producer[atom]]
+        if node.name != name or node.kind in ("linear", "unit", "max_pool", "sum_pool"):
+            continue
+        if node.kind == "reduce":
+            return True
+        stack.extend(a for a in node.ins if builder.dependent(a))
+    return False
+
+
+def _feeds_reduction(builder: _Builder, value: int, name: str) -> bool:
+    """Whether ``value`` only feeds a reduction in the same named layer (a norm's ``x * x``)."""
+    if not name:
+        return False
+    consumers = [builder.nodes[i] for i in builder.consumers.get(value, [])]
+    return bool(consumers) and all(node.name == name and node.kind == "reduce" for node in consumers)
 
 
 def _scalar_or_dependent(builder: _Builder, atom: Atom) -> bool:

@@ -1,0 +1,155 @@
+"""Every model form: agreement, axioms, weights as traced arguments, layer names and errors.
+
+The five forms of one residual CNN (tests/forms.py) agree within 1e-5 on every method the
+engine serves; DeepLift sums to the output difference on each (a max pool follows a
+ReLU); changing weights changes answers without recompiling.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxplain as jx
+from jaxplain.attribution import _common
+from tests import forms
+
+TARGETS = jnp.array([1, 3])
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return forms.cnn_forms(forms.cnn_weights())
+
+
+@pytest.fixture(scope="module")
+def images():
+    return jax.random.normal(jax.random.PRNGKey(0), (2, 8, 10, 3))
+
+
+def _call(form, method, model, x, **options):
+    if form == "equinox":
+        out = method(model, x.transpose(0, 3, 1, 2), TARGETS, **options)
+        return jax.tree_util.tree_map(lambda a: a.transpose(0, 2, 3, 1) if a.ndim == 4 else a, out)
+    return method(model, x, TARGETS, **options)
+
+
+METHODS = [
+    ("saliency", jx.saliency, {}),
+    ("integrated_gradients", jx.integrated_gradients, {"n_steps": 8}),
+    ("guided_backprop", jx.guided_backprop, {}),
+    ("deconvolution", jx.deconvolution, {}),
+    ("deeplift", jx.deeplift, {"baselines": 0.25}),
+    ("deeplift_captum", jx.deeplift, {"flavour": "captum"}),
+    ("layer_conductance", jx.layer_conductance, {"layer": "block.conv", "n_steps": 8}),
+    ("layer_activation_gradient", jx.layer_gradient_x_activation, {"layer": "block"}),
+]
+
+
+def test_the_five_forms_agree(cnn, images):
+    for name, method, options in METHODS:
+        reference = np.asarray(_call("zoo", method, cnn["zoo"], images, **options))
+        for form in ("linen", "nnx", "equinox", "function"):
+            ours = np.asarray(_call(form, method, cnn[form], images, **options))
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(),
+                                       err_msg=f"{name} on the {form} form")
+
+
+@pytest.mark.parametrize("baseline", [0.0, 0.25])
+def test_deeplift_sums_to_the_output_difference_on_every_form(cnn, images, baseline):
+    for form, model in cnn.items():
+        x = images.transpose(0, 3, 1, 2) if form == "equinox" else images
+        attributions, delta = jx.deeplift(model, x, TARGETS, baselines=baseline, return_convergence_delta=True)
+        outputs = jx.as_model(model)(x)
+        gap = outputs[jnp.arange(2), TARGETS] - jx.as_model(model)(jnp.full_like(x, baseline))[jnp.arange(2), TARGETS]
+        np.testing.assert_allclose(attributions.reshape(2, -1).sum(1), gap, rtol=1e-4, atol=1e-6, err_msg=form)
+        np.testing.assert_allclose(delta, 0.0, atol=1e-5 * float(jnp.abs(gap).max()), err_msg=form)
+        plain = jx.input_x_gradient(model, x - baseline, TARGETS)
+        assert float(jnp.abs(attributions - plain).max()) > 1e-3, f"{form}: DeepLift equals input x gradient"
+
+
+def test_guided_backprop_passes_only_positive_gradients_through_relus(cnn, images):
+    guided = np.asarray(jx.guided_backprop(cnn["function"], images, TARGETS))
+    plain = np.asarray(jx.saliency(cnn["function"], images, TARGETS, abs=False))
+    assert np.abs(guided - plain).max() > 1e-4
+    positive_weights = jax.tree_util.tree_map(jnp.abs, cnn["function"].params)
+    positive = jx.Model.from_function(forms.function_cnn, positive_weights)
+    np.testing.assert_allclose(jx.guided_backprop(positive, images, TARGETS),
+                               jx.saliency(positive, images, TARGETS, abs=False), rtol=1e-5, atol=1e-7)
+
+
+def test_weights_are_traced_arguments(cnn, images):
+    function = cnn["function"]
+    first = jx.saliency(function, images, TARGETS, abs=False)
+    count = _common._run_jitted._cache_size()
+    doubled = function.replace_params(jax.tree_util.tree_map(lambda w: 2.0 * w, function.params))
+    second = jx.saliency(doubled, images, TARGETS, abs=False)
+    assert _common._run_jitted._cache_size() == count, "new weights of the same structure recompiled"
+    assert float(jnp.abs(second - first).max()) > 1e-3
+    expected = jax.grad(lambda x: jnp.sum(forms.function_cnn(doubled.params, x)[jnp.arange(2), TARGETS]))(images)
+    np.testing.assert_allclose(second, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_an_nnx_module_changed_in_place_gives_the_new_answer(images):
+    module = forms.cnn_forms(forms.cnn_weights())["nnx"]
+    before = jx.guided_backprop(module, images, TARGETS)
+    count = _common._run_jitted._cache_size()
+    module.head.kernel.value = module.head.kernel.value * -1.0
+    after = jx.guided_backprop(module, images, TARGETS)
+    assert _common._run_jitted._cache_size() == count
+    fresh = forms.cnn_forms(forms.cnn_weights())["function"]
+    flipped = fresh.replace_params({**fresh.params, "head": {**fresh.params["head"],
+                                                             "kernel": -fresh.params["head"]["kernel"]}})
+    np.testing.assert_allclose(after, jx.guided_backprop(flipped, images, TARGETS), rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(after - before).max()) > 1e-4
+
+
+def test_layer_names_are_the_same_in_every_form(cnn, images):
+    expected = ["conv1", "bn1", "block", "block.conv", "head"]
+    for form, model in cnn.items():
+        x = images.transpose(0, 3, 1, 2) if form == "equinox" else images
+        names = jx.layers(model, x)
+        assert [n for n in names if n in expected] == expected, (form, names)
+
+
+def test_layers_name_what_each_framework_names():
+    import equinox as eqx
+
+    mlp = eqx.nn.MLP(4, 2, 8, 2, key=jax.random.PRNGKey(0))
+    assert {"layers.0", "layers.1", "layers.2"} <= set(jx.layers(mlp, jnp.zeros((3, 4))))
+    params = {"block": {"conv2": {"kernel": jnp.ones((4, 3))}}}
+    model = jx.Model.from_function(lambda p, x: jax.nn.relu(x @ p["block"]["conv2"]["kernel"]), params)
+    assert jx.layers(model, jnp.zeros((2, 4))) == ["block", "block.conv2"]
+
+
+def test_inputs_of_any_shape(cnn):
+    weights = forms.mlp_weights()
+    model = forms.mlp_forms(weights)["function"]
+    tokens = jax.random.normal(jax.random.PRNGKey(2), (2, 5, 6))
+
+    def pooled(params, x):
+        return forms.function_mlp(params, x).mean(1)
+
+    sequence = jx.Model.from_function(pooled, model.params)
+    for method in (jx.saliency, jx.integrated_gradients, jx.deeplift):
+        assert method(sequence, tokens, TARGETS).shape == tokens.shape
+
+
+def test_errors_name_the_layer_and_the_fix(cnn, images):
+    with pytest.raises(ValueError, match="unknown layer 'block.conv9'.*block.conv"):
+        jx.layer_gradcam(cnn["nnx"], images, TARGETS, layer="block.conv9")
+    with pytest.raises(TypeError, match="Model.from_function"):
+        jx.layer_gradcam(lambda x: cnn["nnx"](x), images, TARGETS, layer="block")
+    with pytest.raises(ValueError, match="act on ReLUs.*has none"):
+        jx.guided_backprop(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
+    with pytest.raises(TypeError, match="linen"):
+        jx.lrp(cnn["function"], images, TARGETS)
+
+
+def test_call_keywords_are_given_once(images):
+    weights = forms.cnn_weights()
+    linen = forms.cnn_forms(weights)["linen"]
+    assert dict(linen.call_kwargs) == {"train": False}
+    np.testing.assert_allclose(linen(images), forms.cnn_forms(weights)["zoo"](images), rtol=1e-5, atol=1e-6)
