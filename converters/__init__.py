@@ -18,6 +18,7 @@ from converters.core import build_model, flat_template, variables_from_state_dic
 from converters.export import export_model
 from converters.torchvision import RECOGNISERS, structure_mismatches, trace_zoo_module, unsupported_modules
 from jaxplain import nets, weights
+from jaxplain.nets import exported
 from jaxplain.model import Model
 from jaxplain.nets.resnet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -148,19 +149,23 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def load(
-    path: str | os.PathLike, arch: str, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any
+    path: str | os.PathLike, arch: str | Model, *, input_shape: tuple[int, ...] | None = None, **arch_kwargs: Any
 ) -> Model:
-    """Build zoo architecture ``arch`` with the weights saved at ``path``.
+    """Build zoo architecture ``arch`` with the weights saved at ``path``, or load them into a converted model.
 
     ``jaxplain.weights.load`` reads ``.safetensors`` files the same way without torch.
 
     Args:
         path: a ``.pth``/``.pt`` state dict (loaded with ``weights_only=True``) or a
             ``.safetensors`` file.
-        arch: a zoo name such as ``"resnet18"`` (see ``jaxplain.nets.ARCHITECTURES``).
+        arch: a zoo name such as ``"resnet18"`` (see ``jaxplain.nets.ARCHITECTURES``), or a
+            model :func:`from_torch` exported (its weights are replaced by the file's,
+            torch names and layouts as they are: :func:`jaxplain.nets.exported.load_state_dict`).
         input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
         **arch_kwargs: constructor arguments, e.g. ``num_classes=10``.
     """
+    if isinstance(arch, Model):
+        return exported.load_state_dict(arch, load_state_dict(path))
     return weights.from_state_dict(load_state_dict(path), arch, input_shape=input_shape, **arch_kwargs)
 
 

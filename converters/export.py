@@ -44,11 +44,12 @@ def _op_name(target: Any) -> str:
 
 
 def _module_path(node: torch.fx.Node) -> str:
+    """The innermost module path of the node's ``nn_module_stack`` (``""``: the root module)."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return ""
     path, _ = list(stack.values())[-1]
-    return path
+    return "" if path.startswith("_empty_nn_module_stack") else path
 
 
 def _argument(value: Any, where: str) -> Any:
@@ -149,9 +150,10 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
             continue
         if kind == "PARAMETER":
             collection, value = "params", state[spec.target]
+        elif kind == "BUFFER" and spec.persistent:
+            collection, value = "buffers", state[spec.target]
         elif kind == "BUFFER":
-            collection = "buffers"
-            value = state[spec.target] if spec.persistent else exported.constants[spec.target]
+            collection, value = "constants", exported.constants[spec.target]
         elif kind == "CONSTANT_TENSOR":
             collection, value = "constants", exported.constants[spec.target]
         else:

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxplain import weights
+from jaxplain.model import Model
 from jaxplain.nets import aten
 from jaxplain.typing import Array
 
@@ -75,8 +78,9 @@ class Program:
     Attributes:
         input: the name of the image input (NCHW inside the program).
         params: trainable tensors, declared in the ``"params"`` collection under their torch names.
-        buffers: buffers (batch-norm statistics, index tables), in ``"buffers"``.
-        constants: tensors ``torch.export`` lifted out of ``forward``, in ``"constants"``.
+        buffers: buffers a state dict holds (batch-norm statistics, index tables), in ``"buffers"``.
+        constants: non-persistent buffers and tensors ``torch.export`` lifted out of ``forward``,
+            in ``"constants"`` (no state dict holds them).
         nodes: the ops in execution order.
         output: the reference to the logits.
     """
@@ -158,4 +162,45 @@ def _zeros(tensor: Tensor):
     return lambda: jnp.zeros(tensor.shape, aten.jax_dtype(tensor.dtype))
 
 
-__all__ = ["DType", "ExportedGraph", "Node", "Program", "Ref", "Tensor"]
+def load_state_dict(model: Model, state_dict: Mapping[str, Any]) -> Model:
+    """An exported ``model`` with the weights of a torch state dict (an identity copy: same names, same layouts).
+
+    ``num_batches_tracked`` entries are ignored; constants (non-persistent buffers) stay the model's.
+
+    Args:
+        model: a model whose module is an :class:`ExportedGraph` (``converters.from_torch``).
+        state_dict: ``{torch name: array}``, as ``torch_model.state_dict()`` saves it.
+
+    Returns:
+        the same model with the state dict's parameters and buffers.
+
+    Example:
+        >>> model = converters.from_torch(torchvision.models.vit_b_16(), input_shape=(1, 224, 224, 3))  # doctest: +SKIP
+        >>> model = load_state_dict(model, safetensors.numpy.load_file("vit_b_16.safetensors"))  # doctest: +SKIP
+
+    Raises:
+        ValueError: a few lines on the missing, unexpected and mis-shaped keys
+            (:func:`jaxplain.weights.summarise_keys`).
+    """
+    if not isinstance(model.module, ExportedGraph):
+        raise ValueError(f"load_state_dict takes an exported model (ExportedGraph), got a {type(model.module).__name__}")
+    program = model.module.program
+    tensors = {tensor.name: (collection, tensor) for collection in ("params", "buffers") for tensor in getattr(program, collection)}
+    given = {
+        key: tuple(np.shape(value))
+        for key, value in state_dict.items()
+        if not key.endswith(weights.IGNORED_BUFFERS)
+    }
+    summary = weights.summarise_keys(
+        {name: tensor.shape for name, (_, tensor) in tensors.items()}, given, what=f"the exported {model.name}"
+    )
+    if summary:
+        raise ValueError(summary)
+    variables = {collection: dict(values) for collection, values in model.variables.items()}
+    for name, (collection, tensor) in tensors.items():
+        # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
+        variables[collection][name] = jax.device_put(np.asarray(state_dict[name]).astype(aten.jax_dtype(tensor.dtype)))
+    return model.replace_variables(variables)
+
+
+__all__ = ["DType", "ExportedGraph", "Node", "Program", "Ref", "Tensor", "load_state_dict"]

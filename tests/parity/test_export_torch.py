@@ -291,3 +291,31 @@ def test_train_mode_is_converted_in_eval_mode_with_a_warning():
     with torch.no_grad():
         expected = torch_model.eval()(nchw(images)).numpy()
     assert_close(model(images), expected, rtol=TOLERANCE)
+
+
+def test_state_dict_file_loads_into_a_converted_model(tmp_path):
+    _, model, images = _pair("user_module")
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        other = _randomised(UserNet(), seed=5)
+    path = tmp_path / "other.pth"
+    torch.save(other.state_dict(), path)
+    with torch.no_grad():
+        expected = other(nchw(images)).numpy()
+    assert_close(forward(converters.load(path, model), images), expected, rtol=TOLERANCE)
+
+
+def test_mismatched_state_dict_is_summarised(tmp_path):
+    _, model, _ = _pair("user_module")
+    state = UserNet().state_dict()
+    del state["mix.weight"]
+    state["mix.extra"] = torch.zeros(3)
+    state["head.weight"] = torch.zeros(10, 9)
+    path = tmp_path / "bad.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError) as raised:
+        converters.load(path, model)
+    message = str(raised.value)
+    assert "1 missing, 1 unexpected, 1 mis-shaped" in message
+    assert "missing: mix.weight" in message and "unexpected: mix.extra" in message
+    assert "head.weight: got (10, 9), expected (10, 8)" in message
