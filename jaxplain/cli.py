@@ -107,7 +107,51 @@ def _run(recipe, model, inputs: np.ndarray, target: np.ndarray, key, layer: str)
     return recipe.run(model, inputs, target, key, layer)
 
 
+DISTRIBUTED_ENVIRONMENT = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+"""Environment variables that make ``explain`` a ``jax.distributed`` job (defaults of the three flags)."""
+
+
+def _start_distributed(arguments: argparse.Namespace) -> tuple[int, int]:
+    """``(process index, process count)``: ``jax.distributed.initialize`` when asked for, else ``(0, 1)``.
+
+    Asked for by ``--coordinator``, ``--num-processes``, ``--process-id``, ``--distributed``
+    or the variables of :data:`DISTRIBUTED_ENVIRONMENT`; what is not given is left to JAX's
+    cluster detection (SLURM, Open MPI, Cloud TPU). Must run before any JAX computation.
+    """
+    import os
+
+    def given(flag: int | str | None, variable: str) -> int | str | None:
+        if flag is not None or not os.environ.get(variable):
+            return flag
+        if variable == "JAX_COORDINATOR_ADDRESS":
+            return os.environ[variable]
+        try:
+            return int(os.environ[variable])
+        except ValueError:
+            raise UsageError(f"${variable} must be an integer, got {os.environ[variable]!r}") from None
+
+    coordinator = given(arguments.coordinator, "JAX_COORDINATOR_ADDRESS")
+    count = given(arguments.num_processes, "JAX_NUM_PROCESSES")
+    index = given(arguments.process_id, "JAX_PROCESS_ID")
+    if not (arguments.distributed or coordinator or count is not None or index is not None):
+        return 0, 1
+    if count is not None and count < 1:
+        raise UsageError(f"--num-processes must be positive, got {count}")
+    if index is not None and (index < 0 or (count is not None and index >= count)):
+        raise UsageError(f"--process-id {index} out of range for {count} processes")
+    if coordinator is not None and not coordinator.rpartition(":")[2].isdigit():
+        raise UsageError(f"--coordinator must read HOST:PORT, got {coordinator!r}")
+    import jax
+
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=count, process_id=index)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"could not start the jax.distributed job: {str(error).splitlines()[0]}") from error
+    return jax.process_index(), jax.process_count()
+
+
 def _explain(arguments: argparse.Namespace) -> int:
+    process, processes = _start_distributed(arguments)
     import jax
 
     from jaxplain import files, recipes
@@ -137,14 +181,21 @@ def _explain(arguments: argparse.Namespace) -> int:
     def outputs(stem: str, method: str) -> tuple[Path, Path]:
         return out / f"{stem}.{method}.png", out / f"{stem}.{method}.npy"
 
-    pending = [(file, stem) for file, stem in images
-               if any(not p.exists() for m in methods for p in outputs(stem, m))]
-    skipped = len(images) - len(pending)
+    # Batches are cut from the whole list and dealt out to the processes whole, each keeping its
+    # index: every image is explained in the same batch, at the same place, with the same key,
+    # whichever process explains it and whatever a previous run finished.
+    mine = [(index, batch) for index, batch in enumerate(files.batches(images, arguments.batch_size))
+            if index % processes == process]
+    done = {stem for _, batch in mine for _, stem in batch
+            if all(p.exists() for m in methods for p in outputs(stem, m))}
+    pending = [(index, batch) for index, batch in mine if any(stem not in done for _, stem in batch)]
+    skipped = len(done)
     failed: list[str] = []
     written = 0
     key = jax.random.PRNGKey(arguments.seed)
-    progress = Progress(len(pending), "explain")
-    for index, batch in enumerate(files.batches(pending, arguments.batch_size)):
+    progress = Progress(sum(len(batch) for _, batch in pending),
+                        "explain" if processes == 1 else f"explain {process + 1}/{processes}")
+    for index, batch in pending:
         readable, pixels, originals = [], [], []
         for file, stem in batch:
             try:
@@ -178,7 +229,9 @@ def _explain(arguments: argparse.Namespace) -> int:
                                                       maps[i], recipe.sign, arguments.colorbar))
                     written += 1
         progress.advance(len(batch), batch[-1][1])
-    print(f"jaxplain: {written} explanations written to {out}, {skipped} images already done, {len(failed)} unreadable")
+    who = "" if processes == 1 else f"process {process + 1}/{processes}: "
+    print(f"jaxplain: {who}{written} explanations written to {out}, {skipped} images already done, "
+          f"{len(failed)} unreadable")
     return 1 if failed else 0
 
 
@@ -300,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "or at the model's input size, as the .npy maps are")
     explain.add_argument("--colorbar", action="store_true",
                          help="add a colour bar to the overlays, labelled with the attribution values at its ends")
+    distributed = explain.add_argument_group(
+        "several processes (jax.distributed): each explains every N-th image; the files are those of one process")
+    distributed.add_argument("--coordinator", metavar="HOST:PORT",
+                             help="process 0's address and a free port (default: $JAX_COORDINATOR_ADDRESS)")
+    distributed.add_argument("--num-processes", type=int, metavar="N", help="processes in all ($JAX_NUM_PROCESSES)")
+    distributed.add_argument("--process-id", type=int, metavar="I", help="this process, 0 .. N-1 ($JAX_PROCESS_ID)")
+    distributed.add_argument("--distributed", action="store_true",
+                             help="start jax.distributed with what JAX detects (SLURM, Open MPI, Cloud TPU)")
     explain.set_defaults(run=_explain)
 
     commands.add_parser("methods", help="list every method and the peer it reproduces").set_defaults(run=_methods)

@@ -8,8 +8,10 @@ shape, so a single compilation serves the whole dataset.
 
 Multi-host
 ----------
-Each host runs the same program and tells JAX about the others before its first
-computation. With two hosts, the first reachable at ``10.0.0.1``::
+``jaxplain explain --coordinator HOST:PORT --num-processes N --process-id I`` does all of
+this from the command line (README, "Command line"). In Python, each host runs the same
+program and tells JAX about the others before its first computation. With two hosts, the
+first reachable at ``10.0.0.1``::
 
     # on host 0
     python explain.py --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0

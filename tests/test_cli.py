@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def test_rerun_skips_finished_outputs_and_reports_the_bad_file(first_run, image_
         (["--weights", "missing.pth"], "--arch and --weights go together"),
         (["--method", "gradcam", "--layer", "block9"], "unknown layer 'block9'"),
         (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--num-processes", "2", "--process-id", "2"], "--process-id 2 out of range for 2 processes"),
+        (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"], "must read HOST:PORT"),
     ],
 )
 def test_bad_arguments_are_named_and_exit_2(arguments, message, tmp_path, capsys):
@@ -128,7 +131,7 @@ def test_methods_lists_every_public_method_through_the_entry_point():
                              check=True).stdout
     listed = {line.split()[0] for line in listing.splitlines() if line.strip()}
     methods = {name for name in jx.__all__ if callable(getattr(jx, name)) and name[0].islower()}
-    assert methods - {"init_model", "image_and_mask", "gradient_to_saliency", "noise_tunnel"} <= listed
+    assert methods - {"init_model", "image_and_mask", "gradient_to_saliency", "noise_tunnel", "as_model", "layers"} <= listed
 
 
 def test_bench_names_its_commands_and_rejects_unknown_families(capsys, tmp_path):
@@ -222,3 +225,31 @@ def test_explain_splits_batches_over_several_devices(first_run, image_folder, tm
     assert len(written) == 4
     for path in written:
         np.testing.assert_allclose(np.load(path), np.load(out / f"nested__{path.name}"), rtol=1e-4, atol=1e-6)
+
+
+def test_explain_as_two_jax_distributed_processes_writes_the_one_process_files(first_run, image_folder, tmp_path):
+    """``--coordinator/--num-processes/--process-id`` on 127.0.0.1: the batches are dealt out to the two
+    processes; together their files (and the unreadable image, named by the process that owns it) are
+    the one-process run's."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "jaxplain.cli", "explain", str(image_folder), "--out", str(out),
+               "--method", "gradcam", "--batch-size", "3", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    runs = [subprocess.Popen([*command, "--process-id", str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for i in range(2)]
+    results = [(run.wait(timeout=300), *run.communicate()) for run in runs]
+    assert sorted(status for status, _, _ in results) == [0, 1], results
+    assert sum("broken.png" in err for _, _, err in results) == 1
+    counts = [int(re.search(rf"process {i + 1}/2: (\d+) explanations written", out).group(1))
+              for i, (_, out, _) in enumerate(results)]
+    assert sum(counts) == 4 and min(counts) > 0, results
+    reference, _ = first_run
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(p.name for p in reference.glob("*.gradcam.*"))
+    for name in written:
+        if name.endswith(".npy"):
+            np.testing.assert_allclose(np.load(out / name), np.load(reference / name), rtol=1e-4, atol=1e-6)
