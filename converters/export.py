@@ -195,6 +195,9 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
         if name not in aten.OPS:
             missing.setdefault(name, path or "<root>")
             continue
+        if name == "aten.convolution.default" and node.args[6]:
+            missing.setdefault(f"{name} with transposed=True", path or "<root>")
+            continue
         if node.target is operator.getitem and node.users:
             source, position = node.args
             if position in _UNCOMPUTED_OUTPUTS.get(ops_of.get(source.name, ""), ()):

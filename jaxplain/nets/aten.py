@@ -74,7 +74,7 @@ def convolution(
 ) -> Array:
     """``aten.convolution``: torch layouts (NCHW input, OIHW kernel), symmetric padding."""
     if transposed:
-        raise ValueError("aten.convolution: transposed convolutions are not supported by the exported-model ops")
+        raise ValueError("aten.convolution: transposed convolutions are not implemented")
     if x.ndim not in _CONV_DIMENSIONS:
         raise ValueError(f"aten.convolution: input of rank {x.ndim}; 1-3 spatial dimensions are supported")
     spatial = x.ndim - 2

@@ -271,6 +271,12 @@ def test_op_without_jax_implementation_is_named_with_its_path():
         converters.from_torch(_TopK().eval(), input_shape=(1, 8, 8, 3))
 
 
+def test_transposed_convolution_is_named_with_its_path():
+    torch_model = torch.nn.Sequential(torch.nn.ConvTranspose2d(3, 4, 3), torch.nn.Flatten()).eval()
+    with pytest.raises(ValueError, match=r"aten\.convolution\.default with transposed=True \(in 0\)"):
+        converters.from_torch(torch_model, input_shape=(1, 8, 8, 3))
+
+
 def test_data_dependent_control_flow_passes_on_what_export_said():
     with pytest.raises(ValueError, match=r"torch.export could not capture _DataDependent.*torch.export said: .*data.dependent"):
         converters.from_torch(_DataDependent().eval(), input_shape=(1, 8, 8, 3))
