@@ -30,7 +30,7 @@ from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and
 from jaxplain.attribution.layer import prepare_layer
 from jaxplain.image import interpolate
 from jaxplain.model import require_structure
-from jaxplain.rules.engine import module_calls
+from jaxplain import program
 from jaxplain.typing import Array, Target
 
 POSTPROCESS = (None, "pytorch_grad_cam")
@@ -477,29 +477,14 @@ def _biased_layers(model: Any, inputs: Array) -> tuple[tuple[str, ...], tuple[Ar
     """Every 2-D convolution with a bias and every batch norm, with its effective bias, in call order.
 
     FullGrad's bias layers (pytorch-grad-cam's ``FullGrad``: ``Conv2d`` with a bias and
-    ``BatchNorm2d``); a batch norm's effective bias is ``beta - mean * gamma / sqrt(var + eps)``.
-    Found from the modules' variables: a convolution has a 4-D ``kernel`` and a ``bias``, a batch
-    norm has ``batch_stats`` ``mean`` and ``var``.
+    ``BatchNorm2d``), found on the model's traced program (:meth:`jaxplain.program.graph.Graph.bias_layers`);
+    a layer's bias is its output at zero input, so a batch norm's is ``beta - mean * gamma / sqrt(var + eps)``.
 
     Returns:
-        ``(paths, biases)``: the dotted paths and the ``[K]`` bias of each.
+        ``(paths, biases)``: the dotted paths and each layer's bias, broadcast to its output.
     """
-    params, stats = model.variables.get("params", {}), model.variables.get("batch_stats", {})
-    paths, biases = [], []
-    for path, module in module_calls(model, inputs):
-        own_params, own_stats = params, stats
-        for part in path:
-            own_params = own_params.get(part, {}) if hasattr(own_params, "get") else {}
-            own_stats = own_stats.get(part, {}) if hasattr(own_stats, "get") else {}
-        if "mean" in own_stats and "var" in own_stats and "bias" in own_params:
-            factor = own_params["scale"] / jnp.sqrt(own_stats["var"] + module.eps)
-            biases.append(own_params["bias"] - own_stats["mean"] * factor)
-        elif "bias" in own_params and getattr(own_params.get("kernel"), "ndim", 0) == 4:
-            biases.append(own_params["bias"])
-        else:
-            continue
-        paths.append(".".join(path))
-    return tuple(paths), tuple(biases)
+    paths = program.bias_layers(model, inputs)
+    return paths, program.biases(model, paths, inputs)
 
 
 def _full_grad_components(model, inputs: Array, target: Array) -> Array:

@@ -17,7 +17,7 @@ import jax
 from jaxplain.model import FunctionModel, Model, as_model
 from jaxplain.forms import ProgramModel, scoping
 from jaxplain.program.graph import Graph, Unit, trace
-from jaxplain.program.interpret import RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_rules, region
+from jaxplain.program.interpret import RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_rules, offset, region
 from jaxplain.typing import Array
 
 StructuredModel = Model | ProgramModel
@@ -102,6 +102,17 @@ def tapped(model: StructuredModel, names: Sequence[str], *, to_input: bool = Fal
     return run
 
 
+def bias_layers(model: StructuredModel, inputs: Array) -> tuple[str, ...]:
+    """The layers that add a bias (convolutions with one, inference batch norms), in execution order."""
+    return tuple(graph_of(model, inputs).bias_layers())
+
+
+def biases(model: StructuredModel, names: Sequence[str], inputs: Array) -> tuple[Array, ...]:
+    """Each layer's output at zero input (its bias, broadcast to the output), from the model's traced weights."""
+    graph = graph_of(model, inputs)
+    return tuple(offset(graph, params_of(model), region(graph, name, method="biases"))[0] for name in names)
+
+
 def require_units(model: StructuredModel, inputs: Array, rules: RuleMap, *, method: str) -> None:
     """Raise unless ``rules`` apply to at least one unit of the model's program.
 
@@ -145,4 +156,4 @@ def layers(model: Any, inputs: Array) -> list[str]:
     return graph_of(model, jax.numpy.asarray(inputs) if not hasattr(inputs, "shape") else inputs).layer_names()
 
 
-__all__ = ["ProgramModel", "Unit", "UnitRuleMap", "UnitRules", "forward", "graph_of", "layers", "require_units", "structured", "tapped"]
+__all__ = ["ProgramModel", "Unit", "UnitRuleMap", "UnitRules", "bias_layers", "biases", "forward", "graph_of", "layers", "require_units", "structured", "tapped"]

@@ -108,6 +108,7 @@ class Graph:
     nodes: list[Node]
     param_ids: tuple[int, ...]
     param_paths: tuple[str, ...]
+    param_shapes: tuple[tuple[int, ...], ...]
     input_ids: tuple[int, ...]
     output_ids: tuple[Atom, ...]
     consts: dict[int, Any]
@@ -119,6 +120,29 @@ class Graph:
 
     def unit_list(self) -> list[Unit]:
         return [self.units[k] for k in sorted(self.units)]
+
+    def bias_layers(self) -> list[str]:
+        """Leaf layers that add a bias: a convolution (4-d kernel) with its bias, or an inference batch norm.
+
+        FullGrad's bias layers (pytorch-grad-cam's ``Conv2d`` with a bias and ``BatchNorm2d``), found from
+        the node kinds: a layer of linear and affine nodes whose linear node reads a 4-d parameter, or a
+        layer of affine nodes alone.
+        """
+        shape_of = dict(zip(self.param_paths, self.param_shapes))
+        found: dict[str, list[Node]] = {}
+        for node in self.nodes:
+            if node.name and node.kind != "constant":
+                found.setdefault(node.name, []).append(node)
+        names = []
+        for name, nodes in found.items():
+            kinds = {node.kind for node in nodes}
+            if "affine" not in kinds or not kinds <= {"linear", "affine", "structural"}:
+                continue
+            linear = [node for node in nodes if node.kind == "linear"]
+            if linear and not any(len(shape_of.get(path, ())) == 4 for node in linear for path in node.params_read):
+                continue
+            names.append(name)
+        return names
 
     def layer_names(self) -> list[str]:
         """Every dotted layer path (each prefix of each node name), in order of first appearance."""
@@ -631,5 +655,7 @@ def trace(apply: Callable[[Any, Any], Any], params: Any, inputs: Any, *, strip: 
     builder = _Builder(flat, param_ids, paths, input_ids, output_ids)
     builder.analyse()
     units = _units(builder)
-    return Graph(builder.nodes, builder.param_ids, builder.param_paths, builder.input_ids, output_ids, builder.consts,
+    shapes = tuple(tuple(leaf.shape) for leaf in leaves)
+    return Graph(builder.nodes, builder.param_ids, builder.param_paths, shapes, builder.input_ids, output_ids,
+                 builder.consts,
                  jax.tree_util.tree_structure(out_shape), builder.depends, units, builder.consumers, builder.producer)

@@ -233,3 +233,30 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
 def zeros_like(shapes: Any) -> Any:
     """Zeros with the structure, shapes and dtypes of ``shapes``."""
     return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def offset(graph: Graph, params: Any, layer: Region) -> tuple[Any, ...]:
+    """The outputs of ``layer`` evaluated on zero inputs: an affine layer's bias, broadcast to its output.
+
+    Args:
+        graph: the traced program.
+        params: its parameters.
+        layer: the layer's region (affine in its inputs for the value to be a bias).
+
+    Returns:
+        One array per output of the region.
+    """
+    env: dict[int, Any] = dict(graph.consts)
+    env.update(zip(graph.param_ids, jax.tree_util.tree_leaves(params)))
+    for node in graph.nodes:
+        if node.kind == "constant":
+            env.update(zip(node.outs, _bind(node, [a.val if isinstance(a, jcore.Literal) else env[a]
+                                                   for a in node.ins])))
+    for value in layer.inputs:
+        aval = graph.nodes[graph.consumers[value][0]].eqn.invars[
+            graph.nodes[graph.consumers[value][0]].ins.index(value)].aval
+        env[value] = jnp.zeros(aval.shape, aval.dtype)
+    for index in sorted(layer.nodes):
+        node = graph.nodes[index]
+        env.update(zip(node.outs, _bind(node, [a.val if isinstance(a, jcore.Literal) else env[a] for a in node.ins])))
+    return tuple(env[value] for value in layer.outputs)
