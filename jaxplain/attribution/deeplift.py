@@ -102,7 +102,7 @@ def deeplift(
     check_choice("flavour", flavour, FLAVOURS, method="deeplift")
     model, inputs, target = prepare(model, inputs, target, method="deeplift")
     model = program.structured(model, "deeplift")
-    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift", linear_ok=True)
     baselines = broadcast_baselines(baselines, inputs, method="deeplift")
     return run(
         _deeplift_core,
@@ -173,7 +173,7 @@ def deeplift_shap(
     check_batch_size(batch_size, method="deeplift_shap")
     model, inputs, target = prepare(model, inputs, target, method="deeplift_shap")
     model = program.structured(model, "deeplift_shap")
-    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift_shap")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="deeplift_shap", linear_ok=True)
     if not hasattr(baselines, "shape"):
         raise ValueError("deeplift_shap: baselines must be an array [B, H, W, C] with B > 1")
     baselines = jnp.asarray(baselines, inputs.dtype)
@@ -275,7 +275,7 @@ def layer_deeplift(
     check_choice("flavour", flavour, FLAVOURS, method="layer_deeplift")
     model, inputs, target = prepare(model, inputs, target, method="layer_deeplift")
     model = program.structured(model, "layer_deeplift")
-    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="layer_deeplift")
+    program.require_units(model, inputs, deeplift_rules(eps, flavour), method="layer_deeplift", linear_ok=True)
     check_layer(model, inputs, layer, method="layer_deeplift")
     baselines = broadcast_baselines(baselines, inputs, method="layer_deeplift")
     return run(

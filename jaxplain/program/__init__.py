@@ -113,15 +113,27 @@ def biases(model: StructuredModel, names: Sequence[str], inputs: Array) -> tuple
     return tuple(offset(graph, params_of(model), region(graph, name, method="biases"))[0] for name in names)
 
 
-def require_units(model: StructuredModel, inputs: Array, rules: RuleMap, *, method: str) -> None:
+def require_units(model: StructuredModel, inputs: Array, rules: RuleMap, *, method: str,
+                  linear_ok: bool = False) -> None:
     """Raise unless ``rules`` apply to at least one unit of the model's program.
+
+    Args:
+        model: the structured model.
+        inputs: a batch (its shape and dtype).
+        rules: the method's rule map.
+        method: the method's name, for the message.
+        linear_ok: accept a program with no non-linearity at all (DeepLift is then exact as it is).
 
     Raises:
         ValueError: naming the non-linearities found, when none is one the method's rules cover.
     """
     graph = graph_of(model, inputs)
-    units = graph.unit_list()
+    units = [unit for unit in graph.unit_list() if unit.kind != "statistic"]
     if any(rules(unit) is not None for unit in units):
+        return
+    nonlinear = units or any(node.kind in ("product", "other", "custom", "reduce") and node.primitive != "reduce_sum"
+                             for node in graph.nodes)
+    if linear_ok and not nonlinear:
         return
     found = ", ".join(dict.fromkeys(unit.describe() for unit in units)) or "none"
     what = getattr(rules, "covers", "non-linearities")

@@ -381,14 +381,19 @@ def _body_primitives(jaxpr: Any) -> list[str]:
 def _units(builder: _Builder) -> dict[int, Unit]:
     """Fuse each element-wise function of one activation (same name) into a unit, and find softmaxes and pools."""
     nodes = builder.nodes
+    units: dict[int, Unit] = {}
+    claimed: set[int] = set()
+    for unit in _softmaxes(builder, claimed):
+        units[unit.nodes[0]] = unit
+        claimed.update(unit.nodes)
     root: dict[int, int] = {}
     members: dict[int, list[int]] = {}
     root_name: dict[int, str] = {}
     for node in nodes:
-        if node.kind == "constant":
+        if node.kind == "constant" or node.index in claimed:
             continue
         live = [a for a in node.ins if builder.dependent(a)]
-        elementwise = node.kind in ("elementwise", "product", "sum") or (
+        elementwise = node.kind in ("elementwise", "product", "sum") or node.primitive in LINEAR_IN_INPUT or (
             node.kind == "custom" and _custom_body_kind(node) == "elementwise")
         if node.kind in ("product", "sum") and node.primitive not in ("mul", "div", "add", "sub"):
             elementwise = False
@@ -402,8 +407,6 @@ def _units(builder: _Builder) -> dict[int, Unit]:
                     root[node.outs[0]] = start
                     members.setdefault(start, []).append(node.index)
                     continue
-    units: dict[int, Unit] = {}
-    claimed: set[int] = set()
     for start, indices in members.items():
         output = _single_output(builder, start, indices)
         if output is None:
@@ -416,9 +419,6 @@ def _units(builder: _Builder) -> dict[int, Unit]:
             kind = "statistic"
         units[indices[0]] = Unit(kind, tuple(indices), start, output, nodes[indices[0]].name)
         claimed.update(indices)
-    for unit in _softmaxes(builder, claimed):
-        units[unit.nodes[0]] = unit
-        claimed.update(unit.nodes)
     for node in nodes:
         if node.index in claimed:
             continue
