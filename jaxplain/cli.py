@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
                          help="images, or folders searched recursively (none: the demo model's sample images)")
     explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the demo model")
-    explain.add_argument("--weights", help='a .safetensors or .pth state dict of --arch (.pth needs torch: pip install ".[converters]")')
+    explain.add_argument("--weights", help="a .safetensors or .pth state dict of --arch "
+                                           '(.pth needs torch: pip install ".[converters]")')
     explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")
     explain.add_argument("--size", type=int, default=224, help="input size for --arch (the demo model's is fixed)")
     explain.add_argument("--method", nargs="+", action="extend", metavar="M",

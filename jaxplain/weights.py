@@ -141,7 +141,8 @@ def guess_architecture(given: Mapping[str, tuple[int, ...]]) -> tuple[str, int, 
     families: dict[type, list[str]] = {}
     for arch in nets.ARCHITECTURES:
         families.setdefault(type(nets.build(arch)), []).append(arch)
-    fits = {family: _jaccard(patterns, map(_pattern, dict(_zoo_keys(members[0])))) for family, members in families.items()}
+    fits = {family: _jaccard(patterns, (_pattern(key) for key, _ in _zoo_keys(members[0])))
+            for family, members in families.items()}
     searched = [arch for family in sorted(fits, key=fits.get, reverse=True)[:2] if fits[family] > 0
                 for arch in families[family]]
     best: tuple[tuple[float, int], str, int, int] | None = None
