@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxplain import program
 from jaxplain.model import Model
-from jaxplain.program.interpret import UnitRuleMap, region
+from jaxplain.program.interpret import UnitRuleMap, no_node_rules, region
 from jaxplain.rules.engine import forward_with_rules
 from jaxplain.typing import Array
 
@@ -48,7 +48,8 @@ def _module_rules(rules: Any) -> bool:
 
 
 def tapped_forward(
-    model: Any, layer: Layers, *, attribute_to_layer_input: bool = False, rules: Any = None
+    model: Any, layer: Layers, *, attribute_to_layer_input: bool = False, rules: Any = None,
+    node_rules: Any = no_node_rules,
 ) -> Callable[[Array, Any], tuple[Array, Any]]:
     """``f(inputs, delta) -> (outputs, activation)`` with ``delta`` added at ``layer``.
 
@@ -56,13 +57,14 @@ def tapped_forward(
     input when there is one) before ``delta`` is added; ``delta`` has its structure or
     is a scalar. With a tuple of layers, ``activation`` and ``delta`` are tuples in that
     order. ``rules`` is a unit rule map (:class:`~jaxplain.program.interpret.UnitRuleMap`),
-    or a module rule map of :mod:`jaxplain.rules.engine` for a ``jx.Model``.
+    or a module rule map of :mod:`jaxplain.rules.engine` for a ``jx.Model``; ``node_rules``
+    replace single nodes (:func:`jaxplain.rules.fast_conv.node_rules`).
     """
     names = layer_tuple(layer)
     if _module_rules(rules):
         return _intercepted(model, layer, attribute_to_layer_input, rules)
     tapped = program.tapped(model, names, to_input=attribute_to_layer_input,
-                            rules=rules if rules is not None else program.no_rules)
+                            rules=rules if rules is not None else program.no_rules, node_rules=node_rules)
 
     def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
         outputs, activations = tapped(inputs, (delta,) if isinstance(layer, str) else tuple(delta))
@@ -130,9 +132,11 @@ def layer_gradient_and_activation(
     *,
     attribute_to_layer_input: bool = False,
     rules: Any = None,
+    node_rules: Any = no_node_rules,
 ) -> tuple[Any, Any]:
     """``(dF_t/dA, A)`` at ``layer`` for every row."""
-    forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input, rules=rules)
+    forward = tapped_forward(model, layer, attribute_to_layer_input=attribute_to_layer_input, rules=rules,
+                             node_rules=node_rules)
     delta = zeros_like_activation(model, layer, inputs, attribute_to_layer_input)
 
     def selected(d):

@@ -33,19 +33,20 @@ from jaxplain.attribution._layers import (
     tapped_forward,
 )
 from jaxplain.attribution.path import PATH_METHODS, gradient_shap_draw, path_points
-from jaxplain.model import Model, require_structure
-from jaxplain.rules.fast_conv import conv_rules
+from jaxplain.model import require_structure
+from jaxplain.program.interpret import no_node_rules
+from jaxplain.rules.fast_conv import node_rules
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
 
 tree_map = jax.tree_util.tree_map
 
 
-def _loop_rules(model: Any, batch_size: int | None, count: int) -> Any:
-    """:mod:`~jaxplain.rules.fast_conv`'s rule when ``count`` points of a ``jx.Model`` are chunked into a loop (same
-    values, fast backward convolutions on XLA CPU; see ``loop_forward``), else no rule."""
+def _loop_rules(batch_size: int | None, count: int) -> Any:
+    """:mod:`~jaxplain.rules.fast_conv`'s node rules when ``count`` points are chunked into a loop (same values,
+    fast backward convolutions on XLA CPU; see ``loop_forward``), else none."""
     chunked = batch_size is not None and batch_size < count
-    return conv_rules if chunked and isinstance(model, Model) else None
+    return node_rules if chunked else no_node_rules
 
 
 def prepare_layer(model: Any, inputs: Array, target: Target, layer: Layers, *, method: str, several: bool = True):
@@ -102,11 +103,11 @@ def _path(inputs, baselines, alpha):
 def _internal_influence_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, steps = path_points(method, n_steps)
-    rules = _loop_rules(model, batch_size, n_steps)
+    rules = _loop_rules(batch_size, n_steps)
 
     def step(alpha, size):
         gradient, _ = layer_gradient_and_activation(
-            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, rules=rules
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, node_rules=rules
         )
         return tree_map(lambda g: size * g, gradient)
 
@@ -156,11 +157,11 @@ def internal_influence(
 def _layer_conductance_core(model, inputs, target, key, arrays, *, layer, to_input, n_steps, method, batch_size):
     baselines = arrays["baselines"]
     alphas, _ = path_points(method, n_steps + 1)
-    rules = _loop_rules(model, batch_size, n_steps + 1)
+    rules = _loop_rules(batch_size, n_steps + 1)
 
     def point(alpha):
         return layer_gradient_and_activation(
-            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, rules=rules
+            model, layer, _path(inputs, baselines, alpha), target, attribute_to_layer_input=to_input, node_rules=rules
         )
 
     gradients, activations = jax.lax.map(point, jnp.asarray(alphas), batch_size=batch_size)
@@ -206,13 +207,13 @@ def layer_conductance(
 
 def _layer_gradient_shap_core(model, inputs, target, key, arrays, *, layer, to_input, n_samples, stdevs, batch_size, multiply):
     baselines = arrays["baselines"]
-    rules = _loop_rules(model, batch_size, n_samples)
+    rules = _loop_rules(batch_size, n_samples)
 
     def sample(sample_key):
         noisy, chosen, alpha = gradient_shap_draw(sample_key, inputs, baselines, stdevs)
         gradient, _ = layer_gradient_and_activation(
             model, layer, alpha * noisy + (1.0 - alpha) * chosen, target, attribute_to_layer_input=to_input,
-            rules=rules,
+            node_rules=rules,
         )
         if not multiply:
             return gradient

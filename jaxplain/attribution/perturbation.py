@@ -266,7 +266,8 @@ def occlusion(
         inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
         target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         sliding_window_shapes: the window in the inputs' layout without the batch axis:
-            ``(h, w, c)`` for NHWC inputs, or ``(h, w)`` for a window over all channels.
+            ``(h, w, c)`` for NHWC inputs, or ``(h, w)`` for a window over all channels (of a
+            channels-first model's ``[N, C, H, W]`` inputs too, ``channel_axis=1``).
             Captum's ``(c, h, w)`` is NCHW: reorder it.
         strides: an int for every dimension, or one per window dimension; at most the window
             where the window does not span the dimension.
@@ -298,7 +299,7 @@ def occlusion(
     dims = inputs.shape[1:]
     windows = tuple(sliding_window_shapes)
     if inputs.ndim == 4 and len(windows) == 2:
-        windows = windows + (dims[-1],)
+        windows = (dims[0],) + windows if getattr(model, "channel_axis", -1) == 1 else windows + (dims[-1],)
     windows = _as_tuple(windows, len(dims), "sliding_window_shapes", method="occlusion")
     strides = _as_tuple(strides, len(dims), "strides", method="occlusion")
     for name, window, stride, size in zip("hwc" if len(dims) == 3 else range(len(dims)), windows, strides, dims):

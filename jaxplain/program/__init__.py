@@ -17,7 +17,8 @@ import jax
 from jaxplain.model import FunctionModel, Model, as_model
 from jaxplain.forms import ProgramModel, scoping
 from jaxplain.program.graph import Graph, Unit, trace
-from jaxplain.program.interpret import RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_rules, offset, region
+from jaxplain.program.interpret import (NodeRuleMap, RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_node_rules,
+                                        no_rules, offset, region)
 from jaxplain.typing import Array
 
 StructuredModel = Model | ProgramModel
@@ -81,23 +82,25 @@ def params_of(model: StructuredModel) -> Any:
     return model.variables if isinstance(model, Model) else model.params
 
 
-def forward(model: StructuredModel, rules: RuleMap = no_rules) -> Callable[[Array], Array]:
-    """``model``'s forward function with ``rules`` on its units."""
+def forward(model: StructuredModel, rules: RuleMap = no_rules, *,
+            node_rules: NodeRuleMap = no_node_rules) -> Callable[[Array], Array]:
+    """``model``'s forward function with ``rules`` on its units (and ``node_rules`` on its linear nodes)."""
 
     def run(inputs: Array) -> Array:
-        return evaluate(graph_of(model, inputs), params_of(model), inputs, rules=rules)[0]
+        return evaluate(graph_of(model, inputs), params_of(model), inputs, rules=rules, node_rules=node_rules)[0]
 
     return run
 
 
 def tapped(model: StructuredModel, names: Sequence[str], *, to_input: bool = False, rules: RuleMap = no_rules,
-           method: str = "layer") -> Callable[[Array, Sequence[Any]], tuple[Array, list[Any]]]:
+           method: str = "layer", node_rules: NodeRuleMap = no_node_rules,
+           ) -> Callable[[Array, Sequence[Any]], tuple[Array, list[Any]]]:
     """``f(inputs, deltas) -> (outputs, activations)`` with ``deltas[i]`` added at layer ``names[i]``."""
 
     def run(inputs: Array, deltas: Sequence[Any]) -> tuple[Array, list[Any]]:
         graph = graph_of(model, inputs)
         taps = [Tap(region(graph, name, method=method), to_input, delta) for name, delta in zip(names, deltas)]
-        return evaluate(graph, params_of(model), inputs, rules=rules, taps=taps)
+        return evaluate(graph, params_of(model), inputs, rules=rules, taps=taps, node_rules=node_rules)
 
     return run
 

@@ -136,7 +136,8 @@ class Tap:
         return self.region.inputs if self.to_input else self.region.outputs
 
 
-def _bind(node: Node, values: Sequence[Any]) -> list[Any]:
+def bind(node: Node, values: Sequence[Any]) -> list[Any]:
+    """The node's primitive applied to ``values``, as traced (its list of outputs)."""
     eqn = node.eqn
     with eqn.ctx.manager:
         out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
@@ -154,8 +155,17 @@ def _packed(values: tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+NodeRule = Callable[[Node, Sequence[Any]], list[Any]]
+NodeRuleMap = Callable[[Node], NodeRule | None]
+
+
+def no_node_rules(node: Node) -> NodeRule | None:
+    """The empty node rule map: every node bound as traced."""
+    return None
+
+
 def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rules,
-             taps: Sequence[Tap] = ()) -> tuple[Any, list[Any]]:
+             taps: Sequence[Tap] = (), node_rules: NodeRuleMap = no_node_rules) -> tuple[Any, list[Any]]:
     """Run the program on ``params`` and ``inputs`` with ``rules`` and ``taps``.
 
     Args:
@@ -164,6 +174,8 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
         inputs: the batch.
         rules: the rule map applied to every unit.
         taps: layers to record and perturb.
+        node_rules: replacements of single nodes that keep their values (the CPU backend's
+            convolution gradients, :mod:`jaxplain.rules.fast_conv`).
 
     Returns:
         ``(outputs, recorded)``: the program's outputs (their traced pytree) and, per tap, the
@@ -211,13 +223,15 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
                 for member in unit.nodes:
                     member_node = graph.nodes[member]
                     args = [local[a] if isinstance(a, int) and a in local else read(a, member) for a in member_node.ins]
-                    for out, result in zip(member_node.outs, _bind(member_node, args)):
+                    for out, result in zip(member_node.outs, bind(member_node, args)):
                         local[out] = result
                 return local[unit.output]
 
             env[unit.output] = rule(unit, call, x)
         elif index not in skipped:
-            results = _bind(node, [read(a, index) for a in node.ins])
+            values = [read(a, index) for a in node.ins]
+            replacement = node_rules(node) if node.kind == "linear" else None
+            results = replacement(node, values) if replacement is not None else bind(node, values)
             env.update(zip(node.outs, results))
         for tap in ends.get(index, ()):
             if tap.to_input:
@@ -250,7 +264,7 @@ def offset(graph: Graph, params: Any, layer: Region) -> tuple[Any, ...]:
     env.update(zip(graph.param_ids, jax.tree_util.tree_leaves(params)))
     for node in graph.nodes:
         if node.kind == "constant":
-            env.update(zip(node.outs, _bind(node, [a.val if isinstance(a, jcore.Literal) else env[a]
+            env.update(zip(node.outs, bind(node, [a.val if isinstance(a, jcore.Literal) else env[a]
                                                    for a in node.ins])))
     for value in layer.inputs:
         aval = graph.nodes[graph.consumers[value][0]].eqn.invars[
@@ -258,5 +272,5 @@ def offset(graph: Graph, params: Any, layer: Region) -> tuple[Any, ...]:
         env[value] = jnp.zeros(aval.shape, aval.dtype)
     for index in sorted(layer.nodes):
         node = graph.nodes[index]
-        env.update(zip(node.outs, _bind(node, [a.val if isinstance(a, jcore.Literal) else env[a] for a in node.ins])))
+        env.update(zip(node.outs, bind(node, [a.val if isinstance(a, jcore.Literal) else env[a] for a in node.ins])))
     return tuple(env[value] for value in layer.outputs)

@@ -7,7 +7,9 @@ then hoisted and materialised; benchmarks/XLA_CPU_NOTES.md, section 4). The rule
 recomputes that gradient as an ordinary ``HWIO`` convolution of the output gradient
 with an explicitly flipped and transposed kernel, kept materialised by an
 ``optimization_barrier``; the forward pass and every value are unchanged. It applies
-to ungrouped, undilated ``Conv2d`` layers outside ``small_conv``'s patches path.
+to ungrouped, undilated ``Conv2d`` layers outside ``small_conv``'s patches path, and, on the
+program engine, to every such NHWC/HWIO convolution node of any model form
+(:func:`node_rules`), on the CPU backend only.
 """
 
 from __future__ import annotations
@@ -83,3 +85,47 @@ def conv_rules(module: Any, path: tuple[str, ...]) -> Callable[..., Array] | Non
         return fast_input_gradient(module, module.variables["params"], inputs)
 
     return rule
+
+
+_NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), DIMENSIONS)
+
+
+def _eligible_node(node: Any) -> bool:
+    params = node.eqn.params
+    if node.primitive != "conv_general_dilated" or params["dimension_numbers"] != _NHWC:
+        return False
+    if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
+        return False
+    if tuple(params["lhs_dilation"]) != (1, 1) or tuple(params["rhs_dilation"]) != (1, 1):
+        return False
+    lhs, rhs = (var.aval.shape for var in node.eqn.invars)
+    return not is_smaller_than_kernel(lhs, rhs[:2])
+
+
+def _fast_node(node: Any, values: list[Array]) -> list[Array]:
+    from jaxplain.program.interpret import bind
+
+    params = node.eqn.params
+    strides, padding = tuple(params["window_strides"]), tuple(tuple(p) for p in params["padding"])
+
+    @jax.custom_vjp
+    def conv(x, kernel):
+        return bind(node, [x, kernel])[0]
+
+    def forward(x, kernel):
+        return conv(x, kernel), (x, kernel)
+
+    def backward(residuals, cotangent):
+        x, kernel = residuals
+        _, kernel_vjp = jax.vjp(lambda k: bind(node, [x, k])[0], kernel)
+        return input_gradient(cotangent, kernel, strides, padding, x.shape[1:3]), kernel_vjp(cotangent)[0]
+
+    conv.defvjp(forward, backward)
+    return [conv(*values)]
+
+
+def node_rules(node: Any) -> Callable[[Any, list[Array]], list[Array]] | None:
+    """The program engine's node rule map: :func:`input_gradient` for NHWC convolutions, on CPU only."""
+    if jax.default_backend() != "cpu" or not _eligible_node(node):
+        return None
+    return _fast_node
