@@ -80,7 +80,9 @@ def _tensor(name: str, array: np.ndarray) -> Tensor:
 
 def _example(module: torch.nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     if len(input_shape) < 3:
-        raise ValueError(f"input_shape must be channels-last with a batch axis, such as (1, 224, 224, 3); got {input_shape}")
+        raise ValueError(
+            f"input_shape must be channels-last with a batch axis, such as (1, 224, 224, 3); got {input_shape}"
+        )
     shape = (max(2, input_shape[0]), input_shape[-1], *input_shape[1:-1])
     parameter = next(module.parameters(), None)
     dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else torch.float32
@@ -92,7 +94,9 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def _capture(module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]) -> torch.export.ExportedProgram:
+def _capture(
+    module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]
+) -> torch.export.ExportedProgram:
     """``torch.export`` with a free batch size, lowered to core ATen; a failure is classified by
     running the model eagerly: it rejects the shape, or export cannot capture it."""
     name = type(module).__name__
@@ -115,7 +119,9 @@ def _capture(module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[
         ) from error
 
 
-def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tuple[Program, dict[str, dict[str, np.ndarray]]]:
+def export_program(
+    module: torch.nn.Module, input_shape: tuple[int, ...]
+) -> tuple[Program, dict[str, dict[str, np.ndarray]]]:
     """The static op program of ``module`` and its variables, from ``torch.export``.
 
     Args:
@@ -152,9 +158,7 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
             collection, value = "params", state[spec.target]
         elif kind == "BUFFER" and spec.persistent:
             collection, value = "buffers", state[spec.target]
-        elif kind == "BUFFER":
-            collection, value = "constants", exported.constants[spec.target]
-        elif kind == "CONSTANT_TENSOR":
+        elif kind in ("BUFFER", "CONSTANT_TENSOR"):
             collection, value = "constants", exported.constants[spec.target]
         else:
             raise ValueError(f"{type(module).__name__}: graph input {argument} of kind {kind} cannot be converted")
@@ -163,7 +167,9 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
         variables[collection][spec.target] = _numpy(value)
         placeholder_names[argument] = spec.target
     if len(user_inputs) != 1:
-        raise ValueError(f"{type(module).__name__}.forward takes {len(user_inputs)} tensor inputs; an image classifier takes one")
+        raise ValueError(
+            f"{type(module).__name__}.forward takes {len(user_inputs)} tensor inputs; an image classifier takes one"
+        )
     kinds = [spec.kind.name for spec in signature.output_specs]
     if kinds != ["USER_OUTPUT"]:
         raise ValueError(
@@ -201,9 +207,15 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
         if node.target is operator.getitem and node.users:
             source, position = node.args
             if position in _UNCOMPUTED_OUTPUTS.get(ops_of.get(source.name, ""), ()):
-                raise ValueError(f"{where}: output {position} of {ops_of[source.name]} is used, which is not computed here")
+                raise ValueError(
+                    f"{where}: output {position} of {ops_of[source.name]} is used, which is not computed here"
+                )
         kwargs = tuple(
-            sorted((key, rename(_argument(value, where))) for key, value in node.kwargs.items() if key not in _IGNORED_KWARGS)
+            sorted(
+                (key, rename(_argument(value, where)))
+                for key, value in node.kwargs.items()
+                if key not in _IGNORED_KWARGS
+            )
         )
         ops_of[node.name] = name
         nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path))
@@ -223,7 +235,9 @@ def export_program(module: torch.nn.Module, input_shape: tuple[int, ...]) -> tup
     return program, variables
 
 
-def export_model(module: torch.nn.Module, input_shape: tuple[int, ...] = (1, 224, 224, 3), *, name: str | None = None) -> Model:
+def export_model(
+    module: torch.nn.Module, input_shape: tuple[int, ...] = (1, 224, 224, 3), *, name: str | None = None
+) -> Model:
     """Convert any classifier that ``torch.export`` captures into a ``jaxplain.Model`` (NHWC inputs).
 
     A model in train mode is converted in eval mode (with a warning) and left as it was.
@@ -259,7 +273,8 @@ def export_model(module: torch.nn.Module, input_shape: tuple[int, ...] = (1, 224
     # device_put, not jnp.asarray: the latter compiles a copy kernel per distinct shape.
     variables = {
         collection: {
-            key: jax.device_put(value.astype(jax.dtypes.canonicalize_dtype(value.dtype))) for key, value in tensors.items()
+            key: jax.device_put(value.astype(jax.dtypes.canonicalize_dtype(value.dtype)))
+            for key, value in tensors.items()
         }
         for collection, tensors in arrays.items()
         if tensors

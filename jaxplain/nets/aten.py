@@ -169,9 +169,7 @@ def native_group_norm(
     return out, mean[..., 0], rstd[..., 0]
 
 
-def _window_padding(
-    size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool
-) -> tuple[int, int]:
+def _window_padding(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil_mode: bool) -> tuple[int, int]:
     """(low, high) padding of one spatial axis, with the extra high padding of ``ceil_mode``."""
     span = dilation * (kernel - 1) + 1
     if ceil_mode:
@@ -189,7 +187,9 @@ def _pool_arguments(x: Array, kernel, stride, padding, dilation, ceil_mode):
     padding = tuple(padding) * (spatial // len(padding)) if padding else (0,) * spatial
     dilation = tuple(dilation) * (spatial // len(dilation)) if dilation else (1,) * spatial
     sizes = x.shape[-spatial:]
-    pads = [_window_padding(n, k, s, p, d, ceil_mode) for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)]
+    pads = [
+        _window_padding(n, k, s, p, d, ceil_mode) for n, k, s, p, d in zip(sizes, kernel, stride, padding, dilation)
+    ]
     lead = (1,) * (x.ndim - spatial)
     return (
         lead + tuple(kernel),
@@ -201,8 +201,12 @@ def _pool_arguments(x: Array, kernel, stride, padding, dilation, ceil_mode):
 
 
 def max_pool(
-    x: Array, kernel: Sequence[int], stride: Sequence[int] = (), padding: Sequence[int] = (0,),
-    dilation: Sequence[int] = (1,), ceil_mode: bool = False,
+    x: Array,
+    kernel: Sequence[int],
+    stride: Sequence[int] = (),
+    padding: Sequence[int] = (0,),
+    dilation: Sequence[int] = (1,),
+    ceil_mode: bool = False,
 ) -> Array:
     """``aten.max_pool2d``: ``-inf`` padding, dilation and ceil mode as torch."""
     window, strides, pads, dilations, _ = _pool_arguments(x, tuple(kernel), stride, padding, dilation, ceil_mode)
@@ -252,7 +256,9 @@ def _adaptive(x: Array, output_size: Sequence[int], reduce: Callable[..., Array]
             x = reduce(x.reshape(shape), axis=axis + 1)
             continue
         bins = [
-            reduce(lax.slice_in_dim(x, (i * size) // out, -(-((i + 1) * size) // out), axis=axis), axis=axis, keepdims=True)
+            reduce(
+                lax.slice_in_dim(x, (i * size) // out, -(-((i + 1) * size) // out), axis=axis), axis=axis, keepdims=True
+            )
             for i in range(out)
         ]
         x = jnp.concatenate(bins, axis=axis)
@@ -571,7 +577,6 @@ def sym_size(x: Array, dim: int) -> int:
 
 def assertion(*args: Any, **kwargs: Any) -> None:
     """Runtime assertions ``torch.export`` records on symbolic sizes; shapes are static here."""
-    return None
 
 
 def permute(x: Array, dims: Sequence[int]) -> Array:

@@ -183,13 +183,17 @@ def load_state_dict(model: Model, state_dict: Mapping[str, Any]) -> Model:
             (:func:`jaxplain.weights.summarise_keys`).
     """
     if not isinstance(model.module, ExportedGraph):
-        raise ValueError(f"load_state_dict takes an exported model (ExportedGraph), got a {type(model.module).__name__}")
+        raise ValueError(
+            f"load_state_dict takes an exported model (ExportedGraph), got a {type(model.module).__name__}"
+        )
     program = model.module.program
-    tensors = {tensor.name: (collection, tensor) for collection in ("params", "buffers") for tensor in getattr(program, collection)}
+    tensors = {
+        tensor.name: (collection, tensor)
+        for collection in ("params", "buffers")
+        for tensor in getattr(program, collection)
+    }
     given = {
-        key: tuple(np.shape(value))
-        for key, value in state_dict.items()
-        if not key.endswith(weights.IGNORED_BUFFERS)
+        key: tuple(np.shape(value)) for key, value in state_dict.items() if not key.endswith(weights.IGNORED_BUFFERS)
     }
     summary = weights.summarise_keys(
         {name: tensor.shape for name, (_, tensor) in tensors.items()}, given, what=f"the exported {model.name}"
