@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 import jaxplain as jx
+from jaxplain import program
 from jaxplain.model import Model
-from jaxplain.nets.layers import AdaptiveAvgPool2d
+from jaxplain.program.interpret import region
 from jaxplain.typing import Array
 
 CATALOGUE: tuple[tuple[str, str, str], ...] = (
@@ -266,28 +266,28 @@ def resolve(names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(ALIASES.get(name, name) for name in names))
 
 
-def default_layer(model: Model, inputs: Array) -> str:
+def default_layer(model: Any, inputs: Array) -> str:
     """The last layer (in order of completion) whose output is a spatial map larger than 1x1.
 
-    Adaptive pools are passed over (VGG's ``avgpool`` only resamples the features to 7x7).
-    For torchvision's ResNets that is ``layer4``, for VGG ``features``: the usual Grad-CAM
-    layer of a network.
+    Layers that only resample (no parameters, no non-linearity: VGG's adaptive ``avgpool``,
+    which only resamples the features to 7x7) are passed over. For torchvision's ResNets that
+    is ``layer4``, for VGG ``features``: the usual Grad-CAM layer of a network. Read from the
+    model's traced program, so every model form has one.
     """
-    finished: list[tuple[str, tuple[int, ...]]] = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        output = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and context.module.path and hasattr(output, "shape"):
-            if not isinstance(context.module, AdaptiveAvgPool2d):
-                finished.append((".".join(context.module.path), tuple(output.shape)))
-        return output
-
-    def forward(x: Array) -> Array:
-        with nn.intercept_methods(interceptor):
-            return model.module.apply(model.variables, x)
-
-    jax.eval_shape(forward, jax.ShapeDtypeStruct(inputs.shape, jnp.float32))
-    spatial = [path for path, shape in finished if len(shape) == 4 and shape[1] * shape[2] > 1]
-    if not spatial:
+    model = program.structured(model, "default_layer")
+    graph = program.graph_of(model, jax.ShapeDtypeStruct(inputs.shape, jnp.float32))
+    axis = getattr(model, "channel_axis", -1)
+    finished = []
+    for name in graph.layer_names():
+        layer = region(graph, name, method="default_layer")
+        nodes = [graph.nodes[i] for i in layer.nodes]
+        if not any(node.params_read or node.kind == "unit" for node in nodes) or len(layer.outputs) != 1:
+            continue
+        shape = tuple(graph.aval(layer.outputs[0]).shape)
+        if len(shape) == 4:
+            spatial = [size for i, size in enumerate(shape[1:], 1) if i != axis % 4]
+            if spatial[0] * spatial[1] > 1:
+                finished.append((layer.end, -name.count("."), name))
+    if not finished:
         raise ValueError("no layer of this model has a spatial output; pass --layer")
-    return spatial[-1]
+    return max(finished)[2]

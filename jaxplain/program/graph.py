@@ -144,6 +144,11 @@ class Graph:
             names.append(name)
         return names
 
+    def aval(self, value: int) -> Any:
+        """The abstract value (shape, dtype) of a node output."""
+        node = self.nodes[self.producer[value]]
+        return node.eqn.outvars[node.outs.index(value)].aval
+
     def layer_names(self) -> list[str]:
         """Every dotted layer path (each prefix of each node name), in order of first appearance."""
         names: dict[str, None] = {}
