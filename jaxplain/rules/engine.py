@@ -1,4 +1,8 @@
-"""The interception engine: per-layer modified backward passes without touching the model.
+"""The linen interception engine: per-module modified backward passes without touching the model.
+
+LRP, excitation backprop and CaBRNet PRP still apply their rules here, on Flax linen module
+calls; every other structure-dependent method runs on the program engine
+(:mod:`jaxplain.program`), which reads any model form.
 
 A *rule* is a function ``rule(module, call, *args) -> output`` where ``call(*args)``
 runs the layer's ordinary forward. A rule typically returns the ordinary output with a
@@ -13,7 +17,7 @@ model's module and variables are never modified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
@@ -107,7 +111,3 @@ def module_calls(model: Model, inputs: Array) -> list[tuple[tuple[str, ...], nn.
     jax.eval_shape(forward, inputs)
     return calls
 
-
-def layer_names(model: Model, inputs: Array) -> Sequence[str]:
-    """The dotted paths of every layer, in execution order (for error messages and listing)."""
-    return [".".join(path) for path, _ in module_calls(model, inputs) if path]

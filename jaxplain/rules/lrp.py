@@ -410,4 +410,3 @@ class Gradient:
         return call(*args)
 
 
-RelevanceRule = LinearRule | Norm | Pass | Gradient
