@@ -408,5 +408,3 @@ class Gradient:
 
     def __call__(self, module: nn.Module, call: Callable, *args: Any) -> Any:
         return call(*args)
-
-
