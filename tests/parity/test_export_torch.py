@@ -2,7 +2,8 @@
 
 Every torchvision classification family, a few timm families, a user's own module and the
 edited ResNets the zoo refuses, in small configurations at 32 px (AlexNet 64, Inception v3
-75), with seeded random weights: parameters torch initialises to zero (ViT's head, layer
+75; GoogLeNet, Inception v3 and MNASNet keep one block of each kind, the repeats of equal
+shape replaced by identities), with seeded random weights: parameters torch initialises to zero (ViT's head, layer
 scales) and every batch norm's running statistics are drawn at random so no branch is
 vacuous. Tolerance: ``max |ours - torch| <= 1e-4 * max |torch|`` on a batch of three (the
 models are converted for a batch of one: the batch size stays free). Captum ``Saliency``
@@ -88,6 +89,22 @@ def _resnet18_edited() -> torch.nn.Module:
     return model
 
 
+def _pruned(model: torch.nn.Module, names: tuple[str, ...]) -> torch.nn.Module:
+    """``model`` with the named blocks (whose output shape equals their input's) replaced by identities."""
+    for name in names:
+        setattr(model, name, torch.nn.Identity())
+    return model
+
+
+def _mnasnet() -> torch.nn.Module:
+    """MNASNet 0.5 with one block per stack."""
+    model = torchvision.models.mnasnet0_5(num_classes=10)
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, torch.nn.Sequential) and len(layer) > 1:
+            model.layers[index] = layer[:1]
+    return model
+
+
 def _mobilenet_v3() -> torch.nn.Module:
     config = functools.partial(mobilenetv3.InvertedResidualConfig, width_mult=1.0)
     setting = [
@@ -160,8 +177,20 @@ FAMILIES = {
         ),
         32,
     ),
-    "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False), 32),
-    "inception_v3": (lambda: torchvision.models.Inception3(num_classes=10, aux_logits=False, init_weights=False), 75),
+    "googlenet": (
+        lambda: _pruned(
+            torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False),
+            ("inception4b", "inception4c", "inception5a"),
+        ),
+        32,
+    ),
+    "inception_v3": (
+        lambda: _pruned(
+            torchvision.models.Inception3(num_classes=10, aux_logits=False, init_weights=False),
+            ("Mixed_5d", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7c"),
+        ),
+        75,
+    ),
     "maxvit": (
         lambda: torchvision.models.MaxVit(
             input_size=(32, 32),
@@ -175,7 +204,7 @@ FAMILIES = {
         ),
         32,
     ),
-    "mnasnet": (lambda: torchvision.models.mnasnet0_5(num_classes=10), 32),
+    "mnasnet": (_mnasnet, 32),
     "mobilenet_v2": (
         lambda: torchvision.models.MobileNetV2(10, inverted_residual_setting=[[1, 8, 1, 1], [6, 16, 2, 2]]),
         32,
