@@ -156,6 +156,11 @@ class ProgramModel:
     def __call__(self, inputs: Array) -> Array:
         return self.apply(self.params, inputs)
 
+    @property
+    def layer_channel_axis(self) -> int:
+        """Where the layers keep their channels: as the inputs do."""
+        return self.channel_axis
+
     def replace_params(self, params: Any) -> "ProgramModel":
         """The same model with other parameters."""
         return self.replace(params=params)

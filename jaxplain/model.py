@@ -28,6 +28,9 @@ class Model:
         mean: per-channel mean the model expects inputs to be normalised with (metadata).
         std: per-channel std, likewise.
         name: architecture name, such as ``"resnet18"``.
+        call_kwargs: keywords of every forward call (``(("train", False),)``; see :meth:`with_call`).
+        layer_channel_axis: where the model's layers keep their channels (``1`` for a converted
+            model that runs torch's NCHW layout inside); inputs stay NHWC.
     """
 
     module: nn.Module = struct.field(pytree_node=False)
@@ -37,6 +40,7 @@ class Model:
     std: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     name: str | None = struct.field(pytree_node=False, default=None)
     call_kwargs: tuple[tuple[str, Any], ...] = struct.field(pytree_node=False, default=())
+    layer_channel_axis: int = struct.field(pytree_node=False, default=-1)
 
     def __call__(self, inputs: Array) -> Array:
         return self.module.apply(self.variables, inputs, **dict(self.call_kwargs))

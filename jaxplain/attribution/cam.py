@@ -20,13 +20,19 @@ GRADCAM_FLAVOURS = ("captum", "torchray")
 
 
 def channel_axis(model: Any) -> int:
-    """Where the model's images and maps keep their channels (``-1`` NHWC unless the model says otherwise)."""
+    """Where the model's images keep their channels (``-1`` NHWC unless the model says otherwise)."""
     return getattr(model, "channel_axis", -1)
 
 
-def _gradcam(gradient: Array, activation: Array, *, relu: bool, sum_channels: bool, axis: int = -1) -> Array:
+def layer_channel_axis(model: Any) -> int:
+    """Where the model's layers keep their channels (``-1`` unless the model says otherwise)."""
+    return getattr(model, "layer_channel_axis", -1)
+
+
+def _gradcam(gradient: Array, activation: Array, *, relu: bool, sum_channels: bool, axis: int = -1,
+             layer_axis: int = -1) -> Array:
     if activation.ndim > 2:
-        gradient, activation = jnp.moveaxis(gradient, axis, -1), jnp.moveaxis(activation, axis, -1)
+        gradient, activation = jnp.moveaxis(gradient, layer_axis, -1), jnp.moveaxis(activation, layer_axis, -1)
     spatial = tuple(range(1, activation.ndim - 1))
     weights = jnp.mean(gradient, axis=spatial, keepdims=True) if spatial else gradient
     cam = weights * activation
@@ -42,10 +48,12 @@ def _upsample(cam: Array, size: tuple[int, int], mode: str | None, axis: int = -
     return jnp.moveaxis(interpolate(jnp.moveaxis(cam, axis, -1), size, mode), -1, axis)
 
 
-def _require_channels_last(model: Any, method: str) -> None:
-    if channel_axis(model) != -1:
+def require_channels_last(model: Any, method: str) -> None:
+    """Raise unless the model's inputs and layers keep their channels last (NHWC)."""
+    if channel_axis(model) != -1 or layer_channel_axis(model) != -1:
         raise ValueError(f"{method} reads channels-last (NHWC) layers; this model keeps channels on axis "
-                         f"{channel_axis(model)} (layer_gradcam takes either)")
+                         f"{channel_axis(model)} of its inputs and {layer_channel_axis(model)} of its layers "
+                         "(layer_gradcam takes either)")
 
 
 def _spatial_size(inputs: Array, axis: int) -> tuple[int, int]:
@@ -55,7 +63,8 @@ def _spatial_size(inputs: Array, axis: int) -> tuple[int, int]:
 def _layer_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, relu, sum_channels, upsample):
     gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
     axis = channel_axis(model)
-    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels, axis=axis)
+    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels, axis=axis,
+                   layer_axis=layer_channel_axis(model))
     return _upsample(cam, _spatial_size(inputs, axis), upsample, axis)
 
 
@@ -72,6 +81,9 @@ def layer_gradcam(
     flavour: str = "captum",
 ) -> Array:
     """Grad-CAM (Selvaraju et al. 2017) at ``layer``.
+
+    The map keeps the model's image layout: ``[N, h, w, 1]`` for NHWC inputs, ``[N, 1, h, w]`` for a
+    channels-first model (``channel_axis=1``), whatever layout its layers use inside.
 
     ``w_c = mean_hw dF_t/dA_c``; the map is ``sum_c w_c A_c`` with one channel
     ``[N, h, w, 1]`` (captum/attr/_core/layer/grad_cam.py; Captum applies no ReLU by
@@ -120,7 +132,7 @@ def guided_gradcam(
     """
     check_choice("interpolate_mode", interpolate_mode, UPSAMPLE_MODES[1:], method="guided_gradcam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="guided_gradcam", several=False)
-    _require_channels_last(model, "guided_gradcam")
+    require_channels_last(model, "guided_gradcam")
     return run(_guided_gradcam_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input, mode=interpolate_mode)
 
 
@@ -203,5 +215,5 @@ def score_cam(
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="score_cam", several=False)
-    _require_channels_last(model, "score_cam")
+    require_channels_last(model, "score_cam")
     return run(_score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size, flavour=flavour)

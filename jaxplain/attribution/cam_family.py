@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxplain.attribution._common import check_batch_size, check_choice, prepare, run, selected_output
 from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation, tapped_forward
+from jaxplain.attribution.cam import require_channels_last
 from jaxplain.attribution.layer import prepare_layer
 from jaxplain.image import interpolate
 from jaxplain.model import require_structure
@@ -179,6 +180,7 @@ def _cam_core(model, inputs, target, key, arrays, *, method, layer, eigen_smooth
 def _cam(method, model, inputs, target, layer, *, postprocess, upsample, aug_smooth, eigen_smooth=False):
     _check_options(method, postprocess, upsample)
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method=method)
+    require_channels_last(model, method)
     return run(
         _cam_core,
         model,
@@ -452,6 +454,7 @@ def ablation_cam(
     """
     _check_options("ablation_cam", postprocess, upsample, batch_size)
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="ablation_cam")
+    require_channels_last(model, "ablation_cam")
     return run(
         _ablation_cam_core,
         model,
@@ -560,6 +563,7 @@ def full_grad(
     check_choice("postprocess", postprocess, POSTPROCESS, method="full_grad")
     model, inputs, target = prepare(model, inputs, target, method="full_grad")
     model = require_structure(model, "full_grad")
+    require_channels_last(model, "full_grad")
     if eigen_smooth and min(inputs.shape[1:3]) < 8:
         raise ValueError(f"full_grad: eigen_smooth resizes to an eighth of the input, which needs at least 8x8 pixels")
     return run(_full_grad_core, model, inputs, target, eigen_smooth=bool(eigen_smooth), postprocess=postprocess,

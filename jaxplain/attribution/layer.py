@@ -288,6 +288,9 @@ def layer_activation_guided_backprop(model: Any, inputs: Array, target: Target, 
     "target" is a channel (filter) index of ``layer``, not a class.
     """
     model, inputs, _, layer = prepare_layer(model, inputs, 0, layer, method="layer_activation_guided_backprop", several=False)
+    if getattr(model, "layer_channel_axis", -1) != -1:
+        raise ValueError("layer_activation_guided_backprop picks a channel on the last axis of the layer; this model "
+                         f"keeps its layers' channels on axis {model.layer_channel_axis}")
     channels = jax.eval_shape(lambda x: layer_activation_of(model, layer, x), inputs).shape[-1]
     target = _channel_target(target, inputs.shape[0], channels)
     return run(_layer_activation_guided_backprop_core, model, inputs, target, layer=layer)
