@@ -286,6 +286,7 @@ def export_model(
         mean=mean,
         std=std,
         name=name or type(module).__name__.lower(),
+        layer_channel_axis=1,
     )
 
 

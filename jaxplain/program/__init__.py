@@ -165,7 +165,7 @@ def layers(model: Any, inputs: Array) -> list[str]:
         >>> import jax.numpy as jnp, jaxplain as jx
         >>> model = jx.demo.load_model()
         >>> jx.layers(model, jnp.zeros((1, 64, 64, 3)))[:3]
-        ['conv1', 'relu1', 'pool1']
+        ['features', 'features.0', 'features.1']
     """
     model = structured(model, "layers")
     return graph_of(model, jax.numpy.asarray(inputs) if not hasattr(inputs, "shape") else inputs).layer_names()
