@@ -197,7 +197,7 @@ def deeplift_shap(
 
 
 class _Skipping(UnitRuleMap):
-    """``rules`` except on the units of ``layer``, which keep their ordinary gradient.
+    """``rules`` except on the unit that is ``layer`` itself (a ReLU layer), which keeps its ordinary gradient.
 
     Captum takes the gradient at a clone of the layer's input, made after its hooks
     (captum/_utils/gradient.py, ``_forward_layer_distributed_eval``), so the layer's
@@ -208,7 +208,7 @@ class _Skipping(UnitRuleMap):
         self.layer, self.rules = layer, rules
 
     def __call__(self, unit: Unit) -> Any:
-        if unit.name == self.layer or unit.name.startswith(self.layer + "."):
+        if unit.name == self.layer:
             return None
         return self.rules(unit)
 
