@@ -90,6 +90,33 @@ def layer_gradcam(
     default). ``upsample="nearest"|"bilinear"`` resizes it to the input's size as
     ``F.interpolate`` does. ``flavour="torchray"`` gives TorchRay's ``grad_cam``:
     ReLU applied, and bilinear resizing when ``upsample`` is set.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: the layer's path (``"layer4"``, ``"features.6"``).
+        relu_attributions: apply a ReLU to the map (Captum's option; the paper's Grad-CAM).
+        attribute_to_layer_input: use the layer's input instead of its output.
+        attr_dim_summation: sum the weighted channels (else ``[N, h, w, C]``).
+        upsample: None (the layer's size), ``"nearest"`` or ``"bilinear"`` (the input's size).
+        flavour: ``"captum"`` or ``"torchray"``.
+
+    Returns:
+        ``[N, h, w, 1]`` at the layer's size, or ``[N, H, W, 1]`` with ``upsample``.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), ``upsample`` or
+            ``flavour``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_gradcam(model, x, 0, layer="features.6").shape  # the layer's 4 x 4 map
+        (2, 4, 4, 1)
+        >>> jx.layer_gradcam(model, x, 0, layer="features.6", relu_attributions=True, upsample="bilinear").shape
+        (2, 16, 16, 1)
     """
     check_choice("upsample", upsample, UPSAMPLE_MODES, method="layer_gradcam")
     check_choice("flavour", flavour, GRADCAM_FLAVOURS, method="layer_gradcam")
@@ -129,6 +156,27 @@ def guided_gradcam(
 
     Captum's ``GuidedGradCam`` (captum/attr/_core/guided_grad_cam.py): the one-channel
     map is broadcast over the input's channels.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: the Grad-CAM layer's path.
+        interpolate_mode: ``"nearest"`` (Captum's) or ``"bilinear"`` upsampling of the map.
+        attribute_to_layer_input: use the layer's input instead of its output.
+
+    Returns:
+        ``[N, H, W, C]``, the inputs' shape.
+
+    Raises:
+        ValueError: an unknown layer or ``interpolate_mode``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.guided_gradcam(model, x, 0, layer="features.6").shape
+        (2, 16, 16, 3)
     """
     check_choice("interpolate_mode", interpolate_mode, UPSAMPLE_MODES[1:], method="guided_gradcam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="guided_gradcam", several=False)
@@ -211,6 +259,28 @@ def score_cam(
     demo model, 2% on a random ResNet-18's ``layer4``): the varying
     (image, channel) pairs of the whole batch are packed into forward passes of
     ``N * batch_size`` masked images (``None``: all in one pass).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: the layer's path.
+        batch_size: masked images per forward pass and image (``None``: all at once).
+        flavour: ``"paper"`` or ``"pytorch_cnn_visualizations"``.
+
+    Returns:
+        ``[N, H, W, 1]`` maps in [0, 1].
+
+    Raises:
+        ValueError: an unknown layer or ``flavour``, a bad batch size or target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> maps = jx.score_cam(model, x, 0, layer="features.6")
+        >>> maps.shape, float(maps.max()) <= 1.0
+        ((2, 16, 16, 1), True)
     """
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")

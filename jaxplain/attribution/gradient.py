@@ -13,7 +13,19 @@ from jaxplain.typing import Array, Target
 
 
 def gradient_to_saliency(gradient: Array) -> Array:
-    """``max_c |g|`` keeping a channel axis of 1 (TorchRay's ``gradient_to_saliency``)."""
+    """``max_c |g|`` keeping a channel axis of 1 (TorchRay's ``gradient_to_saliency``).
+
+    Args:
+        gradient: ``[..., C]``.
+
+    Returns:
+        ``[..., 1]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> gradient_to_saliency(jnp.array([[1.0, -3.0, 2.0]])).tolist()
+        [[3.0]]
+    """
     return jnp.max(jnp.abs(gradient), axis=-1, keepdims=True)
 
 
@@ -38,6 +50,13 @@ def saliency(model: Any, inputs: Array, target: Target, *, abs: bool = True, tak
 
     Returns:
         The attribution, shaped like ``inputs`` (one channel with ``take_max``).
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.saliency(model, x, 0).shape, jx.saliency(model, x, 0, take_max=True).shape
+        ((2, 16, 16, 3), (2, 16, 16, 1))
     """
     model, inputs, target = prepare(model, inputs, target, method="saliency")
     return run(_saliency_core, model, inputs, target, abs=abs, take_max=take_max)
@@ -48,7 +67,23 @@ def _input_x_gradient_core(model, inputs, target, key, arrays):
 
 
 def input_x_gradient(model: Any, inputs: Array, target: Target) -> Array:
-    """``x * dF_t/dx`` (Shrikumar et al. 2016; Captum's ``InputXGradient``)."""
+    """``x * dF_t/dx`` (Shrikumar et al. 2016; Captum's ``InputXGradient``).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+
+    Returns:
+        The attribution, shaped like ``inputs``.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.input_x_gradient(model, x, 0).shape
+        (2, 16, 16, 3)
+    """
     model, inputs, target = prepare(model, inputs, target, method="input_x_gradient")
     return run(_input_x_gradient_core, model, inputs, target)
 
@@ -72,9 +107,26 @@ def guided_backprop(
     lets ``x == 0`` pass, and ``gradient_to_saliency=True`` returns its ``max_c |g|`` map.
     ReLU6 (MobileNetV2) is left alone, as Captum hooks ``nn.ReLU`` only.
 
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        flavour: ``"captum"`` or ``"torchray"``.
+        gradient_to_saliency: return TorchRay's ``max_c |g|`` map, one channel.
+
+    Returns:
+        The attribution, shaped like ``inputs`` (one channel with ``gradient_to_saliency``).
+
     Raises:
         TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
         ValueError: when the model's program has no ReLU (the answer would be the gradient).
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.guided_backprop(model, x, 0).shape
+        (2, 16, 16, 3)
     """
     check_choice("flavour", flavour, tuple(_GUIDED_FLAVOURS), method="guided_backprop")
     model, inputs, target = prepare(model, inputs, target, method="guided_backprop")
@@ -96,9 +148,25 @@ def deconvolution(model: Any, inputs: Array, target: Target, *, gradient_to_sali
     Captum's ``Deconvolution`` (signed, per channel); ``gradient_to_saliency=True`` gives
     TorchRay's ``max_c |g|`` map.
 
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        gradient_to_saliency: return TorchRay's ``max_c |g|`` map, one channel.
+
+    Returns:
+        The attribution, shaped like ``inputs`` (one channel with ``gradient_to_saliency``).
+
     Raises:
         TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
         ValueError: when the model's program has no ReLU (the answer would be the gradient).
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.deconvolution(model, x, 0, gradient_to_saliency=True).shape
+        (2, 16, 16, 1)
     """
     model, inputs, target = prepare(model, inputs, target, method="deconvolution")
     model = program.structured(model, "deconvolution")
