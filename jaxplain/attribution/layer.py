@@ -64,7 +64,27 @@ def _layer_activation_core(model, inputs, target, key, arrays, *, layer, to_inpu
 
 
 def layer_activation(model: Any, inputs: Array, *, layer: Layers, attribute_to_layer_input: bool = False) -> Any:
-    """The activation of ``layer`` (Captum's ``LayerActivation``); a tuple for a tuple of layers."""
+    """The activation of ``layer`` (Captum's ``LayerActivation``); a tuple for a tuple of layers.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        layer: a layer's path (``"features.6"``), or a tuple of paths for one pass over several.
+        attribute_to_layer_input: refer to the layer's input (a pair for an ``add``) instead of its output.
+
+    Returns:
+        An array of the layer's shape (NHWC), or a tuple for a tuple of layers.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> [a.shape for a in jx.layer_activation(model, x, layer=("features.2", "features.6"))]
+        [(2, 8, 8, 16), (2, 4, 4, 32)]
+    """
     model, inputs, target, layer = prepare_layer(model, inputs, 0, layer, method="layer_activation")
     return run(_layer_activation_core, model, inputs, target, layer=layer, to_input=attribute_to_layer_input)
 
@@ -83,7 +103,29 @@ def layer_gradient_x_activation(
     attribute_to_layer_input: bool = False,
     multiply_by_inputs: bool = True,
 ) -> Any:
-    """``dF_t/dA * A`` at ``layer`` (Captum's ``LayerGradientXActivation``)."""
+    """``dF_t/dA * A`` at ``layer`` (Captum's ``LayerGradientXActivation``).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: a layer's path (``"features.6"``), or a tuple of paths for one pass over several.
+        attribute_to_layer_input: refer to the layer's input (a pair for an ``add``) instead of its output.
+        multiply_by_inputs: multiply the gradient by the activation (else the layer gradient).
+
+    Returns:
+        An array of the layer's shape (NHWC), or a tuple for a tuple of layers.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_gradient_x_activation(model, x, 0, layer="features.6").shape
+        (2, 4, 4, 32)
+    """
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradient_x_activation")
     return run(
         _layer_gradient_x_activation_core,
@@ -137,6 +179,30 @@ def internal_influence(
 
     ``sum_k w_k dF_t/dA (x' + a_k (x - x'))``: the layer gradient integrated along the
     input path (captum/attr/_core/layer/internal_influence.py).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: a layer's path (``"features.6"``), or a tuple of paths for one pass over several.
+        baselines: the path's start (None: zeros), as in :func:`jaxplain.integrated_gradients`.
+        n_steps: quadrature points.
+        method: the quadrature, as in :func:`jaxplain.integrated_gradients`.
+        batch_size: points evaluated at once (None: all).
+        attribute_to_layer_input: refer to the layer's input (a pair for an ``add``) instead of its output.
+
+    Returns:
+        An array of the layer's shape (NHWC), or a tuple for a tuple of layers.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.internal_influence(model, x, 0, layer="features.6", n_steps=4).shape
+        (2, 4, 4, 32)
     """
     _check_path_options(n_steps, method, batch_size, name="internal_influence")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="internal_influence")
@@ -186,6 +252,30 @@ def layer_conductance(
     ``sum_{k<n} (A(p_{k+1}) - A(p_k)) * dF_t/dA (p_k)``
     (captum/attr/_core/layer/layer_conductance.py). ``batch_size`` bounds how many
     points are evaluated at once; only layer-sized results are kept per point.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: a layer's path (``"features.6"``), or a tuple of paths for one pass over several.
+        baselines: the path's start (None: zeros), as in :func:`jaxplain.integrated_gradients`.
+        n_steps: path steps.
+        method: the quadrature, as in :func:`jaxplain.integrated_gradients`.
+        batch_size: points evaluated at once (None: all).
+        attribute_to_layer_input: refer to the layer's input (a pair for an ``add``) instead of its output.
+
+    Returns:
+        An array of the layer's shape (NHWC), or a tuple for a tuple of layers.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_conductance(model, x, 0, layer="features.6", n_steps=4).shape
+        (2, 4, 4, 32)
     """
     _check_path_options(n_steps, method, batch_size, name="layer_conductance")
     if method != "gausslegendre" and n_steps + 1 < 2:
@@ -247,6 +337,33 @@ def layer_gradient_shap(
     Per draw: ``(A(x~) - A(b)) * dF_t/dA (a x~ + (1 - a) b)`` with the draws of
     :func:`jaxplain.gradient_shap` (same keys, same baselines, noise and alphas);
     the mean over ``n_samples`` draws (captum/attr/_core/layer/layer_gradient_shap.py).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layer: a layer's path (``"features.6"``), or a tuple of paths for one pass over several.
+        baselines: a distribution of baselines ``[B, ...]``.
+        key: PRNG key of the draws (required).
+        n_samples: draws per example.
+        stdevs: std of the Gaussian noise added to the inputs.
+        batch_size: draws evaluated at once (None: all).
+        attribute_to_layer_input: refer to the layer's input (a pair for an ``add``) instead of its output.
+        multiply_by_inputs: multiply by ``A(x~) - A(b)`` (Captum's default).
+
+    Returns:
+        An array of the layer's shape (NHWC), or a tuple for a tuple of layers.
+
+    Raises:
+        ValueError: an unknown layer (the valid paths near it are named), a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_gradient_shap(model, x, 0, layer="features.6", baselines=jax.numpy.zeros((2, 16, 16, 3)),
+        ...                        key=jax.random.PRNGKey(0), n_samples=2).shape
+        (2, 4, 4, 32)
     """
     check_batch_size(batch_size, method="layer_gradient_shap")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradient_shap")
@@ -286,6 +403,26 @@ def layer_activation_guided_backprop(model: Any, inputs: Array, target: Target, 
 
     pytorch-cnn-visualizations' ``layer_activation_with_guided_backprop.py``: the
     "target" is a channel (filter) index of ``layer``, not a class.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: a channel of ``layer``: an int for every input or ``[N]`` ints.
+        layer: the layer's path.
+
+    Returns:
+        The attribution, shaped like ``inputs``.
+
+    Raises:
+        ValueError: an unknown layer, a channel out of range, a model whose layers keep
+            channels elsewhere than last.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_activation_guided_backprop(model, x, 5, layer="features.6").shape
+        (2, 16, 16, 3)
     """
     model, inputs, _, layer = prepare_layer(model, inputs, 0, layer, method="layer_activation_guided_backprop", several=False)
     if getattr(model, "layer_channel_axis", -1) != -1:
