@@ -153,3 +153,46 @@ def test_call_keywords_are_given_once(images):
     linen = forms.cnn_forms(weights)["linen"]
     assert dict(linen.call_kwargs) == {"train": False}
     np.testing.assert_allclose(linen(images), forms.cnn_forms(weights)["zoo"](images), rtol=1e-5, atol=1e-6)
+
+
+RELU_SPELLINGS = {
+    "jax.nn.relu": jax.nn.relu,
+    "jnp.maximum(x, 0)": lambda x: jnp.maximum(x, 0),
+    "jnp.maximum(0., x)": lambda x: jnp.maximum(0.0, x),
+    "jnp.where(x > 0, x, 0)": lambda x: jnp.where(x > 0, x, 0.0),
+    "x * (x > 0)": lambda x: x * (x > 0),
+    "jnp.clip(x, 0)": lambda x: jnp.clip(x, 0),
+}
+
+
+@pytest.mark.parametrize("spelling", sorted(RELU_SPELLINGS))
+def test_every_spelling_of_relu_is_one(spelling):
+    relu = RELU_SPELLINGS[spelling]
+    key1, key2, key3 = jax.random.split(jax.random.PRNGKey(4), 3)
+    params = {"w1": jax.random.normal(key1, (5, 7)), "w2": jax.random.normal(key2, (7, 3))}
+    x = jax.random.normal(key3, (4, 5))
+    model = jx.Model.from_function(lambda p, v: relu(v @ p["w1"]) @ p["w2"], params)
+    z = x @ params["w1"]
+    g = params["w2"][:, TARGETS[0]]
+    guided = jnp.where(z > 0, jnp.maximum(g, 0), 0.0) @ params["w1"].T
+    np.testing.assert_allclose(jx.guided_backprop(model, x, TARGETS[0]), guided, rtol=1e-5, atol=1e-6)
+    attributions, delta = jx.deeplift(model, x, TARGETS[0], baselines=0.5, return_convergence_delta=True)
+    np.testing.assert_allclose(delta, 0.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name, function, kind", [
+    ("leaky", lambda x: jnp.where(x > 0, x, 0.1 * x), "leaky_relu"),
+    ("leaky_max", lambda x: jnp.maximum(x, 0.2 * x), "leaky_relu"),
+    ("relu6", lambda x: jnp.clip(x, 0, 6), "relu6"),
+    ("gelu_tanh", jax.nn.gelu, "gelu"),
+    ("gelu_erf", lambda x: jax.nn.gelu(x, approximate=False), "gelu"),
+    ("silu", lambda x: x * jax.nn.sigmoid(x), "silu"),
+    ("softplus", jax.nn.softplus, "softplus"),
+    ("softmax", lambda x: jax.nn.softmax(x, axis=-1), "softmax"),
+    ("clip", lambda x: jnp.clip(x, -1, 1), "elementwise"),
+])
+def test_non_linearities_are_named_whatever_the_spelling(name, function, kind):
+    from jaxplain.program import graph_of
+
+    model = jx.Model.from_function(lambda p, v: function(v @ p["w"]) @ p["w"], {"w": 0.3 * jnp.ones((4, 4))})
+    assert [unit.kind for unit in graph_of(model, jnp.ones((2, 4))).unit_list()] == [kind]

@@ -256,10 +256,24 @@ def _is_zero(graph_consts: dict[int, Any], atom: Atom) -> bool:
     return array.size > 0 and bool(np.all(array == 0))
 
 
+def _static_value(graph: "_Builder", atom: Atom, depth: int = 8) -> Any:
+    """A literal or constant operand's value, through the casts and broadcasts of constants; else None."""
+    if isinstance(atom, jcore.Literal):
+        return atom.val
+    if atom in graph.consts:
+        return graph.consts[atom]
+    producer = graph.producer.get(atom)
+    if depth and producer is not None:
+        node = graph.nodes[producer]
+        if node.primitive in ("convert_element_type", "broadcast_in_dim") and len(node.ins) == 1:
+            return _static_value(graph, node.ins[0], depth - 1)
+    return None
+
+
 def _literal_values(graph: "_Builder", node: Node) -> list[float]:
     values = []
     for atom in node.ins:
-        value = atom.val if isinstance(atom, jcore.Literal) else graph.consts.get(atom) if isinstance(atom, int) else None
+        value = None if graph.dependent(atom) else _static_value(graph, atom)
         if value is not None and np.asarray(value).size == 1:
             values.append(float(np.asarray(value).reshape(())))
     return values
@@ -533,14 +547,15 @@ def _classify(builder: _Builder, indices: list[int], start: int) -> str | None:
     transcendental = nonlinear & {"exp", "log", "log1p", "expm1", "tanh", "logistic", "erf", "erfc", "integer_pow",
                                   "pow", "sqrt", "rsqrt"}
     if not transcendental:
-        if nonlinear <= {"max"} and 0.0 in literals:
-            return "relu"
-        if nonlinear <= {"max", "min", "gt", "ge", "lt", "le", "and", "select_n", "clamp"} and 6.0 in literals:
+        slopes = literals - {0.0, 1.0}
+        if nonlinear <= {"max", "min", "gt", "ge", "lt", "le", "and", "select_n", "clamp"} and 6.0 in literals \
+                and 0.0 in literals:
             return "relu6"
-        if nonlinear <= {"max", "gt", "ge", "lt", "le", "select_n"} and primitives["mul"]:
-            return "leaky_relu"
-        if nonlinear <= {"gt", "ge", "lt", "le", "select_n", "max"} and 0.0 in literals:
-            return "relu"
+        if nonlinear <= {"max", "gt", "ge", "lt", "le", "select_n"}:
+            if primitives["mul"] and slopes and slopes <= {v for v in slopes if 0 < v < 1}:
+                return "leaky_relu"
+            if 0.0 in literals and not slopes:
+                return "relu"
         return "elementwise"
     if transcendental == {"tanh"}:
         return "tanh"
