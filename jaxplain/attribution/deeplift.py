@@ -83,6 +83,8 @@ def deeplift(
     Args:
         model: any structured model form (``jx.Model``, NNX, Equinox, ``jx.Model.from_function``);
             the rules act on the non-linearities and max pools of its traced program.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         baselines: None (zeros), a scalar, per-channel ``[C]``, ``[1, ...]`` or ``[N, ...]``.
         eps: below this ``|x - x'|`` a layer keeps its ordinary derivative (Captum's 1e-10).
         multiply_by_inputs: return ``(x - x') * m`` (Captum's default) rather than ``m``.
@@ -94,10 +96,21 @@ def deeplift(
             windows keep one share, ReLU6 is left alone and the softmax mean spans the
             batch (see ``jaxplain.rules.deeplift.CaptumRules``).
 
+    Returns:
+        ``[N, H, W, C]`` attributions, and with ``return_convergence_delta`` the ``[N]`` gaps.
+
     Raises:
         TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``).
         ValueError: when the program has no non-linearity the rules cover (the answer would be
             input x gradient).
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> attributions, delta = jx.deeplift(model, x, 0, return_convergence_delta=True)
+        >>> attributions.shape, bool((abs(delta) < 1e-3).all())  # summation to delta
+        ((2, 16, 16, 3), True)
     """
     check_choice("flavour", flavour, FLAVOURS, method="deeplift")
     model, inputs, target = prepare(model, inputs, target, method="deeplift")
@@ -159,15 +172,28 @@ def deeplift_shap(
     mean, max-pool fallback row) act within each baseline's batch.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         baselines: a distribution ``[B, H, W, C]`` with ``B > 1``.
         batch_size: baselines evaluated at once (None: all).
         eps, multiply_by_inputs, flavour: as :func:`deeplift`.
         return_convergence_delta: also return the delta of every pair, ``[N, B]``
             (Captum returns it flat, ``reshape(N, B)``).
 
+    Returns:
+        ``[N, H, W, C]`` attributions, and with ``return_convergence_delta`` the ``[N, B]`` gaps.
+
     Raises:
         TypeError: for a bare function.
         ValueError: when ``baselines`` is not a distribution of at least two rows.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.deeplift_shap(model, x, 0, baselines=jax.numpy.zeros((3, 16, 16, 3))).shape
+        (2, 16, 16, 3)
     """
     check_choice("flavour", flavour, FLAVOURS, method="deeplift_shap")
     check_batch_size(batch_size, method="deeplift_shap")
@@ -261,6 +287,9 @@ def layer_deeplift(
     the gradient at a clone of the input), which ``flavour="captum"`` reproduces.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         layer: the module's path, as torchvision names it (``"layer4"``, ``"features.8"``).
         baselines, eps, multiply_by_inputs, return_convergence_delta, flavour: as :func:`deeplift`.
         attribute_to_layer_input: attribute to the layer's input rather than its output.
@@ -271,6 +300,13 @@ def layer_deeplift(
     Raises:
         TypeError: for a bare function.
         ValueError: for an unknown layer (naming close valid paths) or one called twice.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_deeplift(model, x, 0, layer="features.6").shape
+        (2, 4, 4, 32)
     """
     check_choice("flavour", flavour, FLAVOURS, method="layer_deeplift")
     model, inputs, target = prepare(model, inputs, target, method="layer_deeplift")

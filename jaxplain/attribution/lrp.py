@@ -71,16 +71,31 @@ def lrp(
     """Input relevance ``[N, H, W, C]`` of the target output under ``composite``.
 
     Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         composite: a :class:`~jaxplain.rules.composites.Composite` (``jx.composites.EpsilonPlusFlat()``)
             or a preset's snake_case name (``"epsilon_gamma_box"``) with its arguments as keywords
             (``low=..., high=...``).
         initial_relevance: ``"output"`` starts from the target output, so input relevance sums to about
             the target logit (Captum's convention, Zennit with ``attr_output=output * one_hot``);
             ``"one_hot"`` starts from 1 at the target (Zennit's one-hot ``attr_output``).
+        **composite_options: the arguments of a composite given by name.
+
+    Returns:
+        ``[N, H, W, C]`` input relevance.
 
     Raises:
         TypeError: for a bare function (rules need the layers).
         ValueError: for a layer with parameters or an unknown type that no rule covers, naming it.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> relevance = jx.lrp(model, x, 0, composite="epsilon_gamma_box", low=-3.0, high=3.0)
+        >>> relevance.shape
+        (2, 16, 16, 3)
     """
     check_choice("initial_relevance", initial_relevance, INITIAL_RELEVANCE, method="lrp")
     chosen = composites_module.get(composite, **composite_options)
