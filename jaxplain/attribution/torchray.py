@@ -48,7 +48,21 @@ def _without_sum_rule(rules: RuleMap) -> RuleMap:
 
 
 def gaussian_smooth(maps: Array, sigma: float) -> Array:
-    """TorchRay's ``imsmooth`` on NHWC maps: separable Gaussian, ``ceil(4 sigma)`` taps each side, replicate padding."""
+    """TorchRay's ``imsmooth`` on NHWC maps: separable Gaussian, ``ceil(4 sigma)`` taps each side, replicate padding.
+
+    Args:
+        maps: ``[N, H, W, C]``.
+        sigma: the Gaussian's standard deviation in pixels.
+
+    Returns:
+        The smoothed maps, ``[N, H, W, C]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> smoothed = gaussian_smooth(jnp.zeros((1, 9, 9, 1)).at[0, 4, 4, 0].set(1.0), 1.0)
+        >>> round(float(smoothed.sum()), 4), bool(smoothed[0, 4, 4, 0] < 1)
+        (1.0, True)
+    """
     width = math.ceil(4 * sigma)
     taps = np.arange(-width, width + 1, dtype=np.float32) / (np.float32(math.sqrt(2)) * np.float32(sigma)
                                                               + np.float32(1.1920929e-07))
@@ -131,28 +145,122 @@ def _saliency(method: str, rules: Any, reduction: str, model: Any, inputs: Array
 
 def torchray_gradient(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
                       resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
-    """TorchRay's ``gradient``: ``max_c |dF_t/dA|`` at ``saliency_layer`` (Simonyan et al. 2014)."""
+    """TorchRay's ``gradient``: ``max_c |dF_t/dA|`` at ``saliency_layer`` (Simonyan et al. 2014).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer's path (None: the input).
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        smooth: Gaussian smoothing, its sigma a fraction of the map's larger side (0: none).
+
+    Returns:
+        ``[N, h, w, 1]`` maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: an unknown layer, ``resize_mode`` or resize, a negative ``smooth``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.torchray_gradient(model, x, 0).shape
+        (2, 16, 16, 1)
+        >>> jx.torchray_gradient(model, x, 0, saliency_layer="features.6").shape
+        (2, 4, 4, 1)
+    """
     return _saliency("torchray_gradient", None, "max_abs", model, inputs, target, saliency_layer, resize,
                      resize_mode, smooth)
 
 
 def torchray_deconvnet(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
                        resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
-    """TorchRay's ``deconvnet`` (Zeiler & Fergus 2014): ReLUs pass back ``relu(g)``; ``max_c |g|``."""
+    """TorchRay's ``deconvnet`` (Zeiler & Fergus 2014): ReLUs pass back ``relu(g)``; ``max_c |g|``.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer's path (None: the input).
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        smooth: Gaussian smoothing, its sigma a fraction of the map's larger side (0: none).
+
+    Returns:
+        ``[N, h, w, 1]`` maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: an unknown layer, ``resize_mode`` or resize, a negative ``smooth``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.torchray_deconvnet(model, x, 0, saliency_layer="features.6", resize=True).shape
+        (2, 16, 16, 1)
+    """
     return _saliency("torchray_deconvnet", DECONVOLUTION, "max_abs", model, inputs, target, saliency_layer, resize,
                      resize_mode, smooth)
 
 
 def torchray_guided_backprop(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
                              resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
-    """TorchRay's ``guided_backprop`` (Springenberg et al. 2015): ``relu(g) [x >= 0]`` at ReLUs; ``max_c |g|``."""
+    """TorchRay's ``guided_backprop`` (Springenberg et al. 2015): ``relu(g) [x >= 0]`` at ReLUs; ``max_c |g|``.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer's path (None: the input).
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        smooth: Gaussian smoothing, its sigma a fraction of the map's larger side (0: none).
+
+    Returns:
+        ``[N, h, w, 1]`` maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: an unknown layer, ``resize_mode`` or resize, a negative ``smooth``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.torchray_guided_backprop(model, x, 0, smooth=0.05).shape
+        (2, 16, 16, 1)
+    """
     return _saliency("torchray_guided_backprop", GUIDED_BACKPROP_TORCHRAY, "max_abs", model, inputs, target,
                      saliency_layer, resize, resize_mode, smooth)
 
 
 def linear_approx(model: Any, inputs: Array, target: Target, *, saliency_layer: str, resize: Resize = False,
                   resize_mode: str = "bilinear", smooth: float = 0.0) -> Array:
-    """TorchRay's ``linear_approx``: ``sum_c A * dF_t/dA`` at ``saliency_layer`` (torchray/attribution/linear_approx.py)."""
+    """TorchRay's ``linear_approx``: ``sum_c A * dF_t/dA`` at ``saliency_layer`` (torchray/attribution/linear_approx.py).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer's path.
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        smooth: Gaussian smoothing, its sigma a fraction of the map's larger side (0: none).
+
+    Returns:
+        ``[N, h, w, 1]`` maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: an unknown layer, ``resize_mode`` or resize, a negative ``smooth``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.linear_approx(model, x, 0, saliency_layer="features.6").shape
+        (2, 4, 4, 1)
+    """
     return _saliency("linear_approx", None, "linear_approx", model, inputs, target, saliency_layer, resize,
                      resize_mode, smooth)
 
@@ -169,6 +277,29 @@ def excitation_backprop(model: Any, inputs: Array, target: Target, *, saliency_l
 
     ``split_residuals=True`` splits residual sums in proportion (TorchRay after ``update_resnet``);
     ``False`` gives them their gradient (TorchRay on an unmodified torchvision ResNet).
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer's path (None: the input).
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        smooth: Gaussian smoothing, its sigma a fraction of the map's larger side (0: none).
+        split_residuals: split residual sums in proportion (see above).
+
+    Returns:
+        ``[N, h, w, 1]`` maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: an unknown layer, ``resize_mode`` or resize, a negative ``smooth``, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.excitation_backprop(model, x, 0, saliency_layer="features.6", resize=True).shape
+        (2, 16, 16, 1)
     """
     return _saliency("excitation_backprop", _excitation_rules(split_residuals), "sum", model, inputs, target,
                      saliency_layer, resize, resize_mode, smooth)
@@ -217,6 +348,31 @@ def contrastive_excitation_backprop(model: Any, inputs: Array, target: Target, *
     true weights, subtracts that contrast where it meets ``contrast_layer``'s output,
     and returns ``max(sum_c, 0)`` at ``saliency_layer``. ``classifier_layer`` defaults
     to the last linear layer (convolution or dense) of the forward pass.
+
+    Args:
+        model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        saliency_layer: the layer whose map is returned.
+        contrast_layer: the layer where the contrast is subtracted (above ``saliency_layer``).
+        classifier_layer: the layer whose weights are negated (None: the last linear layer).
+        resize: False (the layer's size), True (the input's size) or a ``(width, height)`` pair.
+        resize_mode: ``"bilinear"`` or ``"nearest"`` (TorchRay's ``resize_mode``).
+        split_residuals: split residual sums in proportion, as :func:`excitation_backprop`.
+
+    Returns:
+        ``[N, h, w, 1]`` non-negative maps (the input's size with ``resize``).
+
+    Raises:
+        ValueError: unknown layers, ``resize_mode`` or resize, a bad target.
+
+    Example:
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.contrastive_excitation_backprop(model, x, 0, saliency_layer="features.6",
+        ...                                    contrast_layer="features.13").shape
+        (2, 4, 4, 1)
     """
     method = "contrastive_excitation_backprop"
     resize = _check_options(resize, resize_mode, 0.0, method)
