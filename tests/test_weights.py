@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from converters.core import variables_from_state_dict
+from jaxplain.weights import variables_from_state_dict
 from jaxplain import nets, weights
 
 
