@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-from jaxplain.weights import variables_from_state_dict
 from jaxplain import nets, weights
 
 
@@ -26,7 +25,7 @@ def test_summary_counts_and_examples_on_a_hand_made_mismatch():
 def test_wrong_architecture_checkpoint_gets_a_short_message_naming_its_architecture():
     state = {key: np.zeros(shape, np.float32) for key, shape in weights.zoo_keys("vgg11_bn").items()}
     with pytest.raises(ValueError) as raised:
-        variables_from_state_dict(state, nets.build("squeezenet1_1"), (1, 64, 64, 3))
+        weights.variables_from_state_dict(state, nets.build("squeezenet1_1"), (1, 64, 64, 3))
     lines = str(raised.value).splitlines()
     assert lines[0].startswith("state dict does not fit squeezenet1_1: ")
     assert len(lines) <= 6 and max(map(len, lines)) <= 200
