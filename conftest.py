@@ -8,6 +8,5 @@ The modules below hold illustrative examples that name objects they do not defin
 collect_ignore = [
     "jaxplain/attribution/cam_family.py",
     "jaxplain/nets/prototype.py",
-    "jaxplain/program/__init__.py",
     "jaxplain/road.py",
 ]

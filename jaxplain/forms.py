@@ -50,25 +50,29 @@ def _children(value: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 
 def _submodules(root: Any, kind: type) -> dict[int, tuple[Any, str]]:
-    """``id(module) -> (module, path relative to its parent module)`` for every submodule of ``root``."""
+    """``id(module) -> (module, dotted path from the root)`` for every submodule of ``root``."""
     found: dict[int, tuple[Any, str]] = {}
-    stack = [root]
+    stack = [(root, "")]
     while stack:
-        module = stack.pop()
+        module, prefix = stack.pop()
         attributes = getattr(module, "__dict__", {})
         for name, value in attributes.items():
             if name.startswith("_"):
                 continue
-            for path, child in _children(value, name):
+            for path, child in _children(value, f"{prefix}.{name}" if prefix else name):
                 if isinstance(child, kind) and id(child) not in found and child is not root:
                     found[id(child)] = (child, path)
-                    stack.append(child)
+                    stack.append((child, path))
     return found
 
 
 @contextlib.contextmanager
 def _scoped_calls(root: Any, kind: type) -> Iterator[None]:
-    """Patch each submodule class's ``__call__`` to run inside ``jax.named_scope(path)`` for the trace."""
+    """Patch each submodule class's ``__call__`` to run inside ``jax.named_scope(path)`` for the trace.
+
+    The scope carries the whole path from the root (the innermost one names an operation), so
+    containers that are never called themselves (NNX's ``Sequential.layers``) still name their items.
+    """
     modules = _submodules(root, kind)
     patched: dict[type, tuple[bool, Any]] = {}
     for module, _ in modules.values():
@@ -218,6 +222,11 @@ def from_equinox(module: Any, *, channel_axis: int = 1, **call_kwargs: Any) -> P
             static.append(leaf)
     apply = _EquinoxApply(treedef, tuple(static), tuple(slots), tuple(paths), tuple(sorted(call_kwargs.items())))
     return ProgramModel(apply, params, channel_axis, type(module).__name__)
+
+
+def module_scoped(apply: Any) -> bool:
+    """Whether ``apply`` opens module-call scopes while traced (NNX and Equinox forms): names come from those only."""
+    return isinstance(apply, (_NNXApply, _EquinoxApply))
 
 
 def is_nnx(model: Any) -> bool:

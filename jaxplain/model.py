@@ -24,7 +24,8 @@ class Model:
     Attributes:
         module: the unbound Flax module.
         variables: ``{"params": ..., "batch_stats": ...}``.
-        input_channels: channels of the expected NHWC input, used to catch NCHW input.
+        input_channels: channels of the expected NHWC image input, used to catch NCHW input; None
+            (a model of your own) checks no layout, and inputs may be any ``[N, ...]``.
         mean: per-channel mean the model expects inputs to be normalised with (metadata).
         std: per-channel std, likewise.
         name: architecture name, such as ``"resnet18"``.
@@ -35,7 +36,7 @@ class Model:
 
     module: nn.Module = struct.field(pytree_node=False)
     variables: Any
-    input_channels: int = struct.field(pytree_node=False, default=3)
+    input_channels: int | None = struct.field(pytree_node=False, default=None)
     mean: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     std: tuple[float, ...] | None = struct.field(pytree_node=False, default=None)
     name: str | None = struct.field(pytree_node=False, default=None)

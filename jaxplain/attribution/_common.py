@@ -62,7 +62,7 @@ def check_inputs(model: Model | FunctionModel, inputs: Any, *, method: str) -> A
         inputs = inputs.astype(jnp.float32)
     if inputs.ndim < 1 or inputs.shape[0] == 0:
         raise ValueError(f"{method}: inputs must have a leading batch axis with at least one example")
-    if isinstance(model, Model):
+    if isinstance(model, Model) and model.input_channels is not None:
         channels = model.input_channels
         if inputs.ndim != 4:
             raise ValueError(f"{method}: inputs must be NHWC [N, H, W, {channels}], got shape {tuple(inputs.shape)}")

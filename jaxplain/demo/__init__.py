@@ -58,7 +58,7 @@ def load_model() -> Model:
         flat.setdefault(collection, {})[path] = jax.device_put(value)
     variables = {collection: traverse_util.unflatten_dict(tree, sep="/") for collection, tree in flat.items()}
     module = build(info["arch"], num_classes=info["num_classes"])
-    return Model(module, variables, mean=tuple(info["mean"]), std=tuple(info["std"]), name="demo")
+    return Model(module, variables, input_channels=3, mean=tuple(info["mean"]), std=tuple(info["std"]), name="demo")
 
 
 def normalise(images: np.ndarray) -> np.ndarray:

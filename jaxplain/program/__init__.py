@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from jaxplain.model import FunctionModel, Model, as_model
-from jaxplain.forms import ProgramModel, scoping
+from jaxplain.forms import ProgramModel, module_scoped, scoping
 from jaxplain.program.graph import Graph, Unit, trace
 from jaxplain.program.interpret import (NodeRuleMap, RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_node_rules,
                                         no_rules, offset, region)
@@ -35,7 +35,7 @@ def _apply_and_params(model: StructuredModel) -> tuple[Callable[[Any, Array], Ar
             return module.apply(variables, inputs, **kwargs)
 
         return apply, model.variables, 1, None
-    return model.apply, model.params, 0, scoping
+    return model.apply, model.params, 0, scoping if module_scoped(model.apply) else None
 
 
 def structured(model: Any, method: str) -> StructuredModel:

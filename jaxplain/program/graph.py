@@ -241,8 +241,8 @@ class _Flattener:
                 env[var] = value_id
                 outs.append(value_id)
             parts = list(full[self.strip:])
-            if self.marked and any(part.startswith(SCOPE_MARK) for part in parts):
-                parts = [part[len(SCOPE_MARK):] for part in parts if part.startswith(SCOPE_MARK)]
+            if self.marked:
+                parts = [part[len(SCOPE_MARK):] for part in parts if part.startswith(SCOPE_MARK)][-1:]
             name = ".".join(parts)
             self.nodes.append(Node(len(self.nodes), eqn, ins, tuple(outs), name, functions,
                                    named_by="scope" if name else ""))
