@@ -86,7 +86,12 @@ def noisy_linear_imputation(
         ``[N, H, W, C]`` images with the imputed pixels replaced.
 
     Example:
-        >>> filled = noisy_linear_imputation(x, cams[..., 0] < 0.5, 0.01 * jax.random.normal(key, x.shape))
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.ones((1, 8, 8, 3))
+        >>> keep = jnp.arange(64).reshape(1, 8, 8) % 3 > 0
+        >>> filled = noisy_linear_imputation(x, keep, jnp.zeros_like(x))
+        >>> bool(jnp.allclose(filled, 1.0, atol=1e-4))  # a constant image is filled with its constant
+        True
     """
     missing = ~keep[..., None]
     diagonal = jnp.where(missing, _neighbour_sum(jnp.ones_like(images[..., :1])), 1.0)
@@ -178,8 +183,12 @@ def road(
         ``[N]`` score changes (negative: the score dropped).
 
     Example:
-        >>> cams = jx.grad_cam_plus_plus(model, x, t, layer="layer4", postprocess="pytorch_grad_cam")
-        >>> jx.metrics.road(model, x, cams, t, order="combined", key=jax.random.PRNGKey(0))
+        >>> import jax, jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> cams = jx.grad_cam_plus_plus(model, x, 0, layer="features.6", postprocess="pytorch_grad_cam")
+        >>> jx.metrics.road(model, x, cams, 0, order="combined", key=jax.random.PRNGKey(0)).shape
+        (2,)
     """
     check_choice("order", order, ORDERS, method="road")
     check_choice("scores", scores, SCORES, method="road")

@@ -233,7 +233,11 @@ def grad_cam_plus_plus(
         eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.grad_cam_plus_plus(model, x, target, layer="layer4", postprocess="pytorch_grad_cam")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.grad_cam_plus_plus(model, x, 0, layer="features.6", postprocess="pytorch_grad_cam").shape
+        (2, 16, 16, 1)
     """
     return _cam("grad_cam_plus_plus", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -257,7 +261,11 @@ def xgrad_cam(
         eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.xgrad_cam(model, x, target, layer="layer4")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.xgrad_cam(model, x, 0, layer="features.6").shape  # the layer's 4 x 4 map
+        (2, 4, 4, 1)
     """
     return _cam("xgrad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -279,7 +287,11 @@ def hires_cam(
         eigen_smooth: project ``G_k A_k`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.hires_cam(model, x, target, layer="layer4")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.hires_cam(model, x, 0, layer="features.6").shape
+        (2, 4, 4, 1)
     """
     return _cam("hires_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -301,7 +313,11 @@ def grad_cam_element_wise(
         eigen_smooth: project ``relu(G_k A_k)`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.grad_cam_element_wise(model, x, target, layer="layer4")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.grad_cam_element_wise(model, x, 0, layer="features.6").shape
+        (2, 4, 4, 1)
     """
     return _cam("grad_cam_element_wise", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -323,7 +339,11 @@ def layer_cam(
         eigen_smooth: project ``relu(G_k) A_k`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.layer_cam(model, x, target, layer=("layer3", "layer4"), postprocess="pytorch_grad_cam")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.layer_cam(model, x, 0, layer=("features.3", "features.6"), postprocess="pytorch_grad_cam").shape
+        (2, 16, 16, 1)
     """
     return _cam("layer_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
@@ -346,7 +366,11 @@ def eigen_cam(
     {args}
     {returns}
     Example:
-        >>> cam = jx.eigen_cam(model, x, None, layer="layer4")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.eigen_cam(model, x, None, layer="features.6").shape
+        (2, 4, 4, 1)
     """
     return _cam("eigen_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth)
@@ -366,7 +390,11 @@ def eigen_grad_cam(
     {args}
     {returns}
     Example:
-        >>> cam = jx.eigen_grad_cam(model, x, target, layer="layer4")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.eigen_grad_cam(model, x, 0, layer="features.6").shape
+        (2, 4, 4, 1)
     """
     return _cam("eigen_grad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
                 aug_smooth=aug_smooth)
@@ -450,7 +478,11 @@ def ablation_cam(
         eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
     {returns}
     Example:
-        >>> cam = jx.ablation_cam(model, x, target, layer="layer4", batch_size=64)
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.ablation_cam(model, x, 0, layer="features.6", batch_size=16).shape
+        (2, 4, 4, 1)
     """
     _check_options("ablation_cam", postprocess, upsample, batch_size)
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="ablation_cam")
@@ -558,7 +590,11 @@ def full_grad(
         ``[N, H, W, 1]``.
 
     Example:
-        >>> cam = jx.full_grad(model, x, target, postprocess="pytorch_grad_cam")
+        >>> import jaxplain as jx
+        >>> model = jx.demo.load_model()
+        >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
+        >>> jx.full_grad(model, x, 0, postprocess="pytorch_grad_cam").shape
+        (2, 16, 16, 1)
     """
     check_choice("postprocess", postprocess, POSTPROCESS, method="full_grad")
     model, inputs, target = prepare(model, inputs, target, method="full_grad")

@@ -490,7 +490,12 @@ class ProtoTree(_PrototypeNetwork):
 class PrototypeModel(Model):
     """A :class:`~jaxplain.model.Model` of a prototype network, with its similarity maps.
 
-    >>> maps = model.similarities(x)  # doctest: +SKIP  [N, h, w, P]
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain.nets import prototype
+        >>> model = prototype.protopnet("vgg11", "features.5", 3, 6, 128, input_shape=(1, 32, 32, 3))
+        >>> model.similarities(jnp.zeros((2, 32, 32, 3))).shape  # [N, h, w, P]
+        (2, 8, 8, 6)
     """
 
     def similarities(self, inputs: jax.Array) -> jax.Array:
