@@ -145,6 +145,12 @@ class _EquinoxApply:
 class ProgramModel:
     """A model as ``apply(params, x)`` with traced ``params``: NNX, Equinox and plain-function forms.
 
+    Example:
+        >>> import jax.numpy as jnp, jaxplain as jx
+        >>> model = jx.Model.from_function(lambda p, x: x @ p["w"], {"w": jnp.eye(3)})
+        >>> model.replace_params({"w": 2 * jnp.eye(3)})(jnp.ones((1, 3))).tolist()
+        [[2.0, 2.0, 2.0]]
+
     Attributes:
         apply: the batched forward function of the parameters and the inputs (static).
         params: the parameter pytree (traced).

@@ -21,6 +21,13 @@ class Model:
     passes through ``jax.jit`` as an ordinary argument and one compilation serves every
     set of weights of the same architecture.
 
+    Example:
+        >>> import flax.linen as nn, jax, jax.numpy as jnp, jaxplain as jx
+        >>> module = nn.Dense(3)
+        >>> model = jx.Model(module, module.init(jax.random.PRNGKey(0), jnp.ones((1, 4))))
+        >>> model(jnp.ones((2, 4))).shape
+        (2, 3)
+
     Attributes:
         module: the unbound Flax module.
         variables: ``{"params": ..., "batch_stats": ...}``.
@@ -95,7 +102,17 @@ class Model:
 
 @struct.dataclass
 class FunctionModel:
-    """A bare JAX callable as a pytree with no leaves (for ``jax.jit``); no structure."""
+    """A bare JAX callable as a pytree with no leaves (for ``jax.jit``); no structure.
+
+    Gradient, path and perturbation methods take it; structure-dependent methods ask for
+    ``jx.Model.from_function(fn, params)`` instead, whose weights are traced arguments.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxplain as jx
+        >>> model = jx.as_model(lambda x: x @ jnp.eye(3))
+        >>> type(model).__name__, jx.saliency(model, jnp.ones((2, 3)), 0).shape
+        ('FunctionModel', (2, 3))
+    """
 
     function: Callable[[Array], Array] = struct.field(pytree_node=False)
 
@@ -170,7 +187,23 @@ def require_linen(model: Model | ProgramModel | FunctionModel, method: str) -> M
 
 
 def init_model(module: nn.Module, input_shape: tuple[int, ...], key: Array | None = None, **metadata: Any) -> Model:
-    """Initialise ``module`` with PyTorch's default initialisers on an NHWC input shape."""
+    """Initialise ``module`` on an NHWC input shape (the zoo's layers use PyTorch's default initialisers).
+
+    Args:
+        module: an unbound Flax linen module.
+        input_shape: the NHWC shape to initialise on (its channels become ``input_channels``).
+        key: the ``jax.random`` key (``PRNGKey(0)`` by default); same key, same weights.
+        **metadata: further :class:`Model` fields (``mean``, ``std``, ``name``).
+
+    Returns:
+        The :class:`Model` with its variables.
+
+    Example:
+        >>> import jaxplain as jx
+        >>> model = jx.init_model(jx.nets.build("resnet18", num_classes=4), (1, 32, 32, 3))
+        >>> model.input_channels
+        3
+    """
     key = jax.random.PRNGKey(0) if key is None else key
     variables = jax.jit(module.init)(key, jnp.zeros(input_shape, jnp.float32))
     return Model(module, variables, input_channels=input_shape[-1], **metadata)
