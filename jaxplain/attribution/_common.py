@@ -69,7 +69,7 @@ def check_inputs(model: Model | FunctionModel, inputs: Any, *, method: str) -> A
         if inputs.shape[-1] != channels:
             hint = ""
             if inputs.shape[1] == channels:
-                hint = f"; this looks like NCHW, pass inputs.transpose(0, 2, 3, 1)"
+                hint = "; this looks like NCHW, pass inputs.transpose(0, 2, 3, 1)"
             raise ValueError(
                 f"{method}: inputs must be NHWC with {channels} channels last, got shape {tuple(inputs.shape)}{hint}"
             )

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -55,8 +55,6 @@ ELEMENTWISE_BINARY = {
     "and", "or", "xor", "nextafter", "select_n", "clamp", "add_any",
 }
 LINEAR_IN_INPUT = {"neg", "convert_element_type", "copy", "copy_p", "reduce_precision", "real", "imag"}
-NONNEGATIVE_KINDS = {"relu", "relu6", "sigmoid", "softplus", "softmax"}
-"""Unit kinds whose output is never negative."""
 
 
 @dataclass
@@ -246,14 +244,6 @@ class _Flattener:
             name = ".".join(parts)
             self.nodes.append(Node(len(self.nodes), eqn, ins, tuple(outs), name, functions,
                                    named_by="scope" if name else ""))
-
-
-def _is_zero(graph_consts: dict[int, Any], atom: Atom) -> bool:
-    value = atom.val if isinstance(atom, jcore.Literal) else graph_consts.get(atom)
-    if value is None:
-        return False
-    array = np.asarray(value)
-    return array.size > 0 and bool(np.all(array == 0))
 
 
 def _static_value(graph: "_Builder", atom: Atom, depth: int = 8) -> Any:

@@ -244,11 +244,6 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
     return jax.tree_util.tree_unflatten(graph.out_tree, outputs), [recorded[id(tap)] for tap in taps]
 
 
-def zeros_like(shapes: Any) -> Any:
-    """Zeros with the structure, shapes and dtypes of ``shapes``."""
-    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-
 def offset(graph: Graph, params: Any, layer: Region) -> tuple[Any, ...]:
     """The outputs of ``layer`` evaluated on zero inputs: an affine layer's bias, broadcast to its output.
 
