@@ -192,3 +192,9 @@ def test_non_linearities_are_named_whatever_the_spelling(name, function, kind):
 
     model = jx.Model.from_function(lambda p, v: function(v @ p["w"]) @ p["w"], {"w": 0.3 * jnp.ones((4, 4))})
     assert [unit.kind for unit in graph_of(model, jnp.ones((2, 4))).unit_list()] == [kind]
+
+
+def test_torchray_maps_refuse_channels_first_maps_instead_of_reducing_the_wrong_axis(cnn, images):
+    assert jx.torchray_guided_backprop(cnn["nnx"], images, TARGETS, saliency_layer="block").shape == (2, 4, 5, 1)
+    with pytest.raises(ValueError, match="channel.*axis 1"):
+        jx.torchray_gradient(cnn["equinox"], images.transpose(0, 3, 1, 2), TARGETS)

@@ -137,6 +137,10 @@ def _saliency(method: str, rules: Any, reduction: str, model: Any, inputs: Array
               saliency_layer: str | None, resize: Any, resize_mode: str, smooth: float) -> Array:
     resize = _check_options(resize, resize_mode, smooth, method)
     model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method, linen=not _unit_rules(rules))
+    axis = getattr(model, "channel_axis" if saliency_layer is None else "layer_channel_axis", -1)
+    if axis != -1:
+        raise ValueError(f"{method} reduces over the last (channel) axis of NHWC maps; this model keeps the channels "
+                         f"of its {'inputs' if saliency_layer is None else 'layers'} on axis {axis}")
     if rules is not None and _unit_rules(rules):
         program.require_units(model, inputs, rules, method=method)
     return run(_saliency_core, model, inputs, target, rules=rules, layer=saliency_layer, reduction=reduction,
