@@ -9,6 +9,7 @@ from jaxplain import _xla
 _xla.configure()
 
 from jaxplain import demo, metrics, nets, optimization, parallel, viz  # noqa: E402
+from jaxplain.attribution.attention import attention_maps, attention_rollout, gradient_rollout
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.cam_family import (
     ablation_cam,
@@ -69,6 +70,8 @@ __all__ = [
     "PrototypeModel",
     "as_model",
     "ablation_cam",
+    "attention_maps",
+    "attention_rollout",
     "composites",
     "contrastive_excitation_backprop",
     "convergence_delta",
@@ -86,6 +89,7 @@ __all__ = [
     "full_grad",
     "grad_cam_element_wise",
     "grad_cam_plus_plus",
+    "gradient_rollout",
     "gradient_shap",
     "gradient_to_saliency",
     "guided_backprop",
