@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxplain.attribution._common import check_batch_size, check_choice, run, target_gradient
 from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation
 from jaxplain.attribution.layer import prepare_layer
+from jaxplain.attribution.tokens import RESHAPES, layer_map
 from jaxplain.image import interpolate
 from jaxplain import program
 from jaxplain.rules.guided import GUIDED_BACKPROP
@@ -56,15 +57,25 @@ def require_channels_last(model: Any, method: str) -> None:
                          "(layer_gradcam takes either)")
 
 
+def require_channels_last_inputs(model: Any, method: str) -> None:
+    """Raise unless the model's inputs keep their channels last (NHWC), whatever its layers do."""
+    if channel_axis(model) != -1:
+        raise ValueError(f"{method} reads channels-last (NHWC) inputs; this model keeps them on axis {channel_axis(model)}")
+
+
 def _spatial_size(inputs: Array, axis: int) -> tuple[int, int]:
     return tuple(jnp.moveaxis(inputs, axis, -1).shape[1:3])
 
 
-def _layer_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, relu, sum_channels, upsample):
+def _layer_gradcam_core(model, inputs, target, key, arrays, *, layer, to_input, relu, sum_channels, upsample, reshape):
     gradient, activation = layer_gradient_and_activation(model, layer, inputs, target, attribute_to_layer_input=to_input)
-    axis = channel_axis(model)
-    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels, axis=axis,
-                   layer_axis=layer_channel_axis(model))
+    axis, layer_axis = channel_axis(model), layer_channel_axis(model)
+    if reshape is not None:
+        size = _spatial_size(inputs, axis)
+        gradient, activation = (layer_map(a, size, reshape, layer=layer, method="layer_gradcam")
+                                for a in (gradient, activation))
+        layer_axis = -1
+    cam = _gradcam(gradient, activation, relu=relu, sum_channels=sum_channels, axis=axis, layer_axis=layer_axis)
     return _upsample(cam, _spatial_size(inputs, axis), upsample, axis)
 
 
@@ -79,6 +90,7 @@ def layer_gradcam(
     attr_dim_summation: bool = True,
     upsample: str | None = None,
     flavour: str = "captum",
+    reshape: str | None = None,
 ) -> Array:
     """Grad-CAM (Selvaraju et al. 2017) at ``layer``.
 
@@ -91,6 +103,13 @@ def layer_gradcam(
     ``F.interpolate`` does. ``flavour="torchray"`` gives TorchRay's ``grad_cam``:
     ReLU applied, and bilinear resizing when ``upsample`` is set.
 
+    A vision transformer's block gives tokens ``[N, T, D]``: ``reshape="tokens"`` drops the
+    class token and reads the patch grid from the token count and the input size
+    (:func:`jaxplain.attribution.tokens.token_grid`), as pytorch-grad-cam's documented ViT
+    ``reshape_transform`` does by hand; ``reshape="channels_last"`` reads a ``[N, h, w, C]``
+    layer of a model whose layers are otherwise channels-first (a converted torchvision
+    Swin's stages). Either way the map is ``[N, h, w, 1]`` over the patch grid.
+
     Args:
         model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
         inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
@@ -101,13 +120,15 @@ def layer_gradcam(
         attr_dim_summation: sum the weighted channels (else ``[N, h, w, C]``).
         upsample: None (the layer's size), ``"nearest"`` or ``"bilinear"`` (the input's size).
         flavour: ``"captum"`` or ``"torchray"``.
+        reshape: None (the layer's own layout), ``"tokens"`` or ``"channels_last"``.
 
     Returns:
         ``[N, h, w, 1]`` at the layer's size, or ``[N, H, W, 1]`` with ``upsample``.
 
     Raises:
-        ValueError: an unknown layer (the valid paths near it are named), ``upsample`` or
-            ``flavour``, a bad target.
+        ValueError: an unknown layer (the valid paths near it are named), ``upsample``,
+            ``flavour`` or ``reshape``, a bad target, a layer that ``reshape`` cannot read as a
+            map (``"tokens"`` on a 4-d map, a token sequence without it).
 
     Example:
         >>> import jax, jaxplain as jx
@@ -120,7 +141,10 @@ def layer_gradcam(
     """
     check_choice("upsample", upsample, UPSAMPLE_MODES, method="layer_gradcam")
     check_choice("flavour", flavour, GRADCAM_FLAVOURS, method="layer_gradcam")
+    check_choice("reshape", reshape, RESHAPES, method="layer_gradcam")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="layer_gradcam", several=False)
+    if reshape is not None:
+        require_channels_last_inputs(model, "layer_gradcam")
     if flavour == "torchray":
         relu_attributions, upsample = True, (None if upsample is None else "bilinear")
     return run(
@@ -133,6 +157,7 @@ def layer_gradcam(
         relu=relu_attributions,
         sum_channels=attr_dim_summation,
         upsample=upsample,
+        reshape=reshape,
     )
 
 

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 
 from jaxplain.attribution._common import check_batch_size, check_choice, prepare, run, selected_output
 from jaxplain.attribution._layers import layer_activation_of, layer_gradient_and_activation, tapped_forward
-from jaxplain.attribution.cam import require_channels_last
+from jaxplain.attribution.tokens import RESHAPES, layer_map
+from jaxplain.attribution.cam import require_channels_last, require_channels_last_inputs
 from jaxplain.attribution.layer import prepare_layer
 from jaxplain.image import interpolate
 from jaxplain.model import require_structure
@@ -161,15 +162,24 @@ def _as_tuple(layers: Layers) -> tuple[str, ...]:
 # gradient- and activation-weighted CAMs
 
 
-def _cam_core(model, inputs, target, key, arrays, *, method, layer, eigen_smooth, postprocess, upsample, aug_smooth):
+def _as_maps(arrays: tuple[Array, ...], layers: tuple[str, ...], size: tuple[int, int], reshape, method) -> tuple:
+    """Each layer's array as a channels-last map ``[N, h, w, K]`` (:func:`~jaxplain.attribution.attention.layer_map`)."""
+    return tuple(layer_map(a, size, reshape, layer=name, method=method) for a, name in zip(arrays, layers))
+
+
+def _cam_core(model, inputs, target, key, arrays, *, method, layer, eigen_smooth, postprocess, upsample, aug_smooth,
+              reshape):
     layers = _as_tuple(layer)
 
     def maps_of(images, targets):
+        size = images.shape[1:3]
         if method == "eigen_cam":
-            activations = layer_activation_of(model, layers, images)
+            activations = _as_maps(layer_activation_of(model, layers, images), layers, size, reshape, method)
             cams = tuple(first_component(a) for a in activations)
         else:
             gradients, activations = layer_gradient_and_activation(model, layers, images, targets)
+            gradients = _as_maps(gradients, layers, size, reshape, method)
+            activations = _as_maps(activations, layers, size, reshape, method)
             smooth = eigen_smooth or method in ALWAYS_PROJECTED
             cams = tuple(_reduce(CHANNEL_MAPS[method](g, a), smooth) for g, a in zip(gradients, activations))
         return _finish(cams, layer, inputs.shape[1:3], postprocess, upsample)
@@ -177,10 +187,14 @@ def _cam_core(model, inputs, target, key, arrays, *, method, layer, eigen_smooth
     return _augmented(maps_of, inputs, target) if aug_smooth else maps_of(inputs, target)
 
 
-def _cam(method, model, inputs, target, layer, *, postprocess, upsample, aug_smooth, eigen_smooth=False):
+def _cam(method, model, inputs, target, layer, *, postprocess, upsample, aug_smooth, eigen_smooth=False, reshape=None):
     _check_options(method, postprocess, upsample)
+    check_choice("reshape", reshape, RESHAPES, method=method)
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method=method)
-    require_channels_last(model, method)
+    if reshape is None:
+        require_channels_last(model, method)
+    else:
+        require_channels_last_inputs(model, method)
     return run(
         _cam_core,
         model,
@@ -192,6 +206,7 @@ def _cam(method, model, inputs, target, layer, *, postprocess, upsample, aug_smo
         postprocess=postprocess,
         upsample=upsample,
         aug_smooth=bool(aug_smooth),
+        reshape=reshape,
     )
 
 
@@ -205,7 +220,12 @@ _COMMON_ARGS = """
             ``target_layers``).
         postprocess: ``None`` for the raw map, ``"pytorch_grad_cam"`` for the library's final map.
         upsample: ``None``, ``"nearest"`` or ``"bilinear"``: resize the raw map to the input.
-        aug_smooth: average over BaseCAM's six test-time augmentations."""
+        aug_smooth: average over BaseCAM's six test-time augmentations.
+        reshape: None (the layer's own layout), ``"tokens"`` for a vision transformer's
+            ``[N, T, D]`` block (the class token dropped, the patch grid read from the token
+            count and the input size, as the documented ViT ``reshape_transform``), or
+            ``"channels_last"`` for a ``[N, h, w, C]`` layer of a model whose layers are
+            channels-first (a converted torchvision Swin's stages)."""
 
 _RETURNS = """
     Returns:
@@ -223,6 +243,7 @@ def grad_cam_plus_plus(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
     eigen_smooth: bool = False,
 ) -> Any:
     """Grad-CAM++ (Chattopadhay et al. 2018), as pytorch-grad-cam's ``GradCAMPlusPlus``.
@@ -240,7 +261,7 @@ def grad_cam_plus_plus(
         (2, 16, 16, 1)
     """
     return _cam("grad_cam_plus_plus", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                aug_smooth=aug_smooth, reshape=reshape, eigen_smooth=eigen_smooth)
 
 
 def xgrad_cam(
@@ -252,6 +273,7 @@ def xgrad_cam(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
     eigen_smooth: bool = False,
 ) -> Any:
     """XGrad-CAM (Fu et al. 2020), as pytorch-grad-cam's ``XGradCAM``.
@@ -268,7 +290,7 @@ def xgrad_cam(
         (2, 4, 4, 1)
     """
     return _cam("xgrad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                aug_smooth=aug_smooth, reshape=reshape, eigen_smooth=eigen_smooth)
 
 
 def hires_cam(
@@ -280,6 +302,7 @@ def hires_cam(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
     eigen_smooth: bool = False,
 ) -> Any:
     """HiResCAM (Draelos and Carin 2020), as pytorch-grad-cam's ``HiResCAM``: map ``sum_k G_k A_k``.
@@ -294,7 +317,7 @@ def hires_cam(
         (2, 4, 4, 1)
     """
     return _cam("hires_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                aug_smooth=aug_smooth, reshape=reshape, eigen_smooth=eigen_smooth)
 
 
 def grad_cam_element_wise(
@@ -306,6 +329,7 @@ def grad_cam_element_wise(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
     eigen_smooth: bool = False,
 ) -> Any:
     """Element-wise Grad-CAM, as pytorch-grad-cam's ``GradCAMElementWise``: map ``sum_k relu(G_k A_k)``.
@@ -320,7 +344,7 @@ def grad_cam_element_wise(
         (2, 4, 4, 1)
     """
     return _cam("grad_cam_element_wise", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                aug_smooth=aug_smooth, reshape=reshape, eigen_smooth=eigen_smooth)
 
 
 def layer_cam(
@@ -332,6 +356,7 @@ def layer_cam(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
     eigen_smooth: bool = False,
 ) -> Any:
     """Layer-CAM (Jiang et al. 2021), as pytorch-grad-cam's ``LayerCAM``: map ``sum_k relu(G_k) A_k``.
@@ -346,7 +371,7 @@ def layer_cam(
         (2, 16, 16, 1)
     """
     return _cam("layer_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth, eigen_smooth=eigen_smooth)
+                aug_smooth=aug_smooth, reshape=reshape, eigen_smooth=eigen_smooth)
 
 
 def eigen_cam(
@@ -358,6 +383,7 @@ def eigen_cam(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
 ) -> Any:
     """Eigen-CAM (Muhammad and Yeasin 2020), as pytorch-grad-cam's ``EigenCAM``.
 
@@ -373,7 +399,7 @@ def eigen_cam(
         (2, 4, 4, 1)
     """
     return _cam("eigen_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth)
+                aug_smooth=aug_smooth, reshape=reshape)
 
 
 def eigen_grad_cam(
@@ -385,6 +411,7 @@ def eigen_grad_cam(
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
+    reshape: str | None = None,
 ) -> Any:
     """Eigen-Grad-CAM, as pytorch-grad-cam's ``EigenGradCAM``: ``G A`` projected on its first principal component.
     {args}
@@ -397,7 +424,7 @@ def eigen_grad_cam(
         (2, 4, 4, 1)
     """
     return _cam("eigen_grad_cam", model, inputs, target, layer, postprocess=postprocess, upsample=upsample,
-                aug_smooth=aug_smooth)
+                aug_smooth=aug_smooth, reshape=reshape)
 
 
 for _function in (
