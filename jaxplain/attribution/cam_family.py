@@ -437,40 +437,92 @@ for _function in (
 # Ablation-CAM
 
 
-def _ablation_weights(model, layer: str, inputs: Array, target: Array, activation: Array, batch_size) -> Array:
+def _channels_to_ablate(activation: Array, ratio: float) -> Array:
+    """``[N, M]``: the channels ablated on each image (``AblationLayer.activations_to_be_ablated``).
+
+    Every channel for ``ratio = 1``. Otherwise each channel ``A_k`` is scored by
+    ``sum(mask * n_k) / sum(n_k)``, with ``n_k = |A_k|`` min-max scaled (no epsilon) and ``mask``
+    the pixels where the |first principal component| of the activation, min-max scaled, exceeds
+    0.01; the ``int(K * ratio)`` highest-scoring channels and the ``int(K * ratio)``
+    lowest-scoring ones are ablated. A constant channel scores NaN, which ranks above every
+    score (NumPy's and JAX's sorts both put NaN last). Ties go by channel index (a stable sort).
+    """
+    count, channels = activation.shape[0], activation.shape[-1]
+    if ratio == 1.0:
+        return jnp.broadcast_to(jnp.arange(channels), (count, channels))
+    projection = jnp.abs(first_component(activation))
+    projection = projection - jnp.min(projection, axis=(1, 2), keepdims=True)
+    mask = projection / jnp.max(projection, axis=(1, 2), keepdims=True) > OBJECTIVENESS_THRESHOLD
+    magnitude = jnp.abs(activation)
+    magnitude = magnitude - jnp.min(magnitude, axis=(1, 2), keepdims=True)
+    magnitude = magnitude / jnp.max(magnitude, axis=(1, 2), keepdims=True)
+    inside = jnp.sum(jnp.where(mask, magnitude, 0.0), axis=(1, 2))
+    outside = jnp.sum(jnp.where(mask, 0.0, magnitude), axis=(1, 2))
+    # A channel with nothing outside the mask scores exactly 1 (a tie NumPy keeps), whatever
+    # order XLA sums in.
+    scores = jnp.where(outside == 0, 1.0, inside / (inside + outside))
+    order = jnp.argsort(scores, axis=-1)
+    kept = int(channels * ratio)
+    return jnp.concatenate([order[:, ::-1][:, :kept], order[:, :kept]], axis=-1)
+
+
+def _ablation_weights(
+    model, layer: str, inputs: Array, target: Array, activation: Array, batch_size, ratio: float
+) -> Array:
     """``w_k = (y - y_k) / y``: the target score's relative drop when channel ``k`` is ablated, ``[N, K]``.
 
-    Channel ``k`` is set to 0 (or to the image's minimum minus 1e7 when that minimum is not 0) by
-    adding ``value - A_k`` at the layer. The channels go through in chunks of ``batch_size``
-    (``lax.map``), each chunk one vmapped pass of ``N * batch_size`` ablated images; the layers
-    before the tapped one do not depend on the ablation and are computed once per chunk.
+    The ablated channels (:func:`_channels_to_ablate`; the others keep ``y_k = y``, weight 0) are
+    set to 0 (or to the image's minimum minus 1e7 when that minimum is not 0) by adding
+    ``value - A_k`` at the layer. They go through in chunks of ``batch_size`` (``lax.map``), each
+    chunk one vmapped pass of ``N * batch_size`` ablated images (the j-th ablated channel of
+    every image together); the layers before the tapped one do not depend on the ablation and
+    are computed once per chunk.
     """
     forward = tapped_forward(model, layer)
     original = selected_output(forward(inputs, 0.0)[0], target)
-    channels = activation.shape[-1]
+    count, channels = activation.shape[0], activation.shape[-1]
+    chosen = _channels_to_ablate(activation, ratio)
+    slots = chosen.shape[1]
+    if slots == 0:
+        return jnp.zeros((count, channels), inputs.dtype)
     low = jnp.min(activation, axis=(1, 2, 3), keepdims=True)
     value = jnp.where(low == 0, 0.0, low - ABLATION_OFFSET)
-    chunk = channels if batch_size is None else min(batch_size, channels)
-    chunks = -(-channels // chunk)
+    chunk = slots if batch_size is None else min(batch_size, slots)
+    chunks = -(-slots // chunk)
+    padded = jnp.pad(chosen, ((0, 0), (0, chunks * chunk - slots)))
 
-    def ablated_score(channel):
+    def ablated_score(slot):
+        channel = padded[:, slot][:, None, None, None]
         delta = jnp.where(jnp.arange(channels) == channel, value - activation, 0.0)
         return selected_output(forward(inputs, delta)[0], target)
 
-    indices = jnp.arange(chunks * chunk).reshape(chunks, chunk)
-    scores = jax.lax.map(jax.vmap(ablated_score), indices).reshape(chunks * chunk, -1)[:channels]
-    return (original[:, None] - scores.T) / original[:, None]
+    slot_indices = jnp.arange(chunks * chunk).reshape(chunks, chunk)
+    scores = jax.lax.map(jax.vmap(ablated_score), slot_indices).reshape(chunks * chunk, count)[:slots]
+    ablated = jnp.broadcast_to(original[:, None], (count, channels))
+    ablated = ablated.at[jnp.arange(count)[:, None], chosen].set(scores.T)
+    return (original[:, None] - ablated) / original[:, None]
+
+
+def _check_ratio(ratio: Any) -> None:
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < ratio <= 0.5 or ratio == 1):
+        raise ValueError(
+            f"ablation_cam: ratio_channels_to_ablate must be in (0, 0.5] or 1.0, got {ratio!r}. pytorch-grad-cam "
+            "ablates the int(K * ratio) highest-ranked and as many lowest-ranked channels; above 0.5 the two "
+            "sets overlap, and its score assembly (assemble_ablation_scores) then gives every channel after the "
+            "first one ablated twice its unablated score (weight 0), a map that is not Ablation-CAM"
+        )
 
 
 def _ablation_cam_core(
-    model, inputs, target, key, arrays, *, layer, eigen_smooth, postprocess, upsample, aug_smooth, batch_size
+    model, inputs, target, key, arrays, *, layer, eigen_smooth, postprocess, upsample, aug_smooth, batch_size, ratio
 ):
     layers = _as_tuple(layer)
 
     def maps_of(images, targets):
         activations = layer_activation_of(model, layers, images)
         cams = tuple(
-            _reduce(_ablation_weights(model, name, images, targets, a, batch_size)[:, None, None, :] * a, eigen_smooth)
+            _reduce(_ablation_weights(model, name, images, targets, a, batch_size, ratio)[:, None, None, :] * a,
+                    eigen_smooth)
             for name, a in zip(layers, activations)
         )
         return _finish(cams, layer, inputs.shape[1:3], postprocess, upsample)
@@ -485,6 +537,7 @@ def ablation_cam(
     *,
     layer: Layers,
     batch_size: int | None = 32,
+    ratio_channels_to_ablate: float = 1.0,
     postprocess: str | None = None,
     upsample: str | None = None,
     aug_smooth: bool = False,
@@ -494,14 +547,25 @@ def ablation_cam(
 
     ``w_k = (y_t - y_t^(k)) / y_t`` with ``y_t^(k)`` the target logit when channel ``k`` of the
     layer is ablated (set to 0; to the image's minimum minus 1e7 when the layer's minimum on the
-    image is not 0), map ``sum_k w_k A_k`` (ablation_cam.py, ablation_layer.py; every channel is
-    ablated, ``ratio_channels_to_ablate=1``). pytorch-grad-cam loops over images and over
-    chunks of channels; here every chunk is one vmapped pass over all images.
+    image is not 0), map ``sum_k w_k A_k`` (ablation_cam.py, ablation_layer.py).
+    pytorch-grad-cam loops over images and over chunks of channels; here every chunk is one
+    vmapped pass over all images.
     Where the minimum is not 0, pytorch-grad-cam reads the minimum after writing the previous
     channel of the chunk, so its k-th ablated channel in a chunk gets ``min - k * 1e7``; here
     every channel gets ``min - 1e7`` (chunking does not change the result).
+
+    ``ratio_channels_to_ablate < 1`` is the library's experimental shortcut: per image, each
+    channel is scored by the share of its scaled magnitude ``|A_k|`` inside the mask where the
+    activation's |first principal component|, min-max scaled, exceeds 0.01; only the
+    ``int(K * ratio)`` highest- and the ``int(K * ratio)`` lowest-scoring channels are ablated
+    (constant channels score NaN and rank highest), and every other channel keeps the original
+    score, so its weight is 0. Ratios in ``(0.5, 1)`` raise a ``ValueError``: there the two sets
+    overlap, and pytorch-grad-cam's score assembly gives every channel after the first one
+    ablated twice weight 0, a map that is not Ablation-CAM. Channels with equal scores are
+    ranked by index here; NumPy's unstable sort may rank them otherwise.
     {args}
         batch_size: channels per pass (``None``: all at once); memory grows with ``N * batch_size``.
+        ratio_channels_to_ablate: ``1.0`` (every channel) or a share in ``(0, 0.5]``, as above.
         eigen_smooth: project ``w_k A_k`` on its first principal component instead of summing.
     {returns}
     Example:
@@ -510,8 +574,11 @@ def ablation_cam(
         >>> x = jx.demo.normalise(jx.demo.load_samples().images[:2, ::4, ::4])  # two 16x16 images
         >>> jx.ablation_cam(model, x, 0, layer="features.6", batch_size=16).shape
         (2, 4, 4, 1)
+        >>> jx.ablation_cam(model, x, 0, layer="features.6", ratio_channels_to_ablate=0.25).shape
+        (2, 4, 4, 1)
     """
     _check_options("ablation_cam", postprocess, upsample, batch_size)
+    _check_ratio(ratio_channels_to_ablate)
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="ablation_cam")
     require_channels_last(model, "ablation_cam")
     return run(
@@ -525,6 +592,7 @@ def ablation_cam(
         upsample=upsample,
         aug_smooth=bool(aug_smooth),
         batch_size=batch_size,
+        ratio=float(ratio_channels_to_ablate),
     )
 
 

@@ -108,6 +108,25 @@ def test_final_maps(models, images, arch, method):
     assert_close(np.asarray(ours)[..., 0], theirs)
 
 
+def test_ablation_cam_ratio_channels_to_ablate(models, images, monkeypatch):
+    """Only the ranked top and bottom 30% of the channels ablated, the rest weighted 0.
+
+    Many channels tie (every ReLU channel that is 0 on the pixels outside the mask scores
+    exactly 1), and NumPy's default argsort orders ties in an implementation-defined way; the
+    peer's sort is made stable here, the order jaxplain documents (ties by channel index)."""
+    torch_model, model = models["resnet18"]
+    ours = jx.ablation_cam(model, images, TARGETS, layer="layer3", ratio_channels_to_ablate=0.3,
+                           postprocess="pytorch_grad_cam")
+    argsort = np.argsort
+    monkeypatch.setattr(np, "argsort", lambda a, **options: argsort(a, kind="stable"))
+    explainer = AblationCAM(torch_model, [torch_model.layer3], ratio_channels_to_ablate=0.3)
+    theirs = explainer(nchw(images), peer_targets())
+    monkeypatch.undo()
+    assert_close(np.asarray(ours)[..., 0], theirs)
+    with pytest.raises(ValueError, match="ablated twice"):
+        jx.ablation_cam(model, images, TARGETS, layer="layer3", ratio_channels_to_ablate=0.75)
+
+
 @pytest.mark.parametrize("arch", list(LAYER))
 def test_full_grad(models, images, arch):
     torch_model, model = models[arch]
