@@ -43,6 +43,9 @@ AUGMENTATION_FACTORS = (0.9, 1.0, 1.1)
 ABLATION_OFFSET = 1e7
 """Ablation-CAM's ablated value below the minimum when a layer's minimum is not 0 (``AblationLayer``)."""
 
+OBJECTIVENESS_THRESHOLD = 0.01
+"""``AblationLayer.objectiveness_mask_from_svd``'s threshold on the scaled |first principal component|."""
+
 Layers = str | tuple[str, ...]
 
 
