@@ -166,6 +166,14 @@ def _full_grad(model, inputs, target, key, layer):
     return jx.full_grad(model, inputs, target, postprocess="pytorch_grad_cam")
 
 
+def _rollout(model, inputs, target, key, layer):
+    return jx.attention_rollout(model, inputs, upsample="bilinear")
+
+
+def _gradient_rollout(model, inputs, target, key, layer):
+    return jx.gradient_rollout(model, inputs, target, upsample="bilinear")
+
+
 def _lrp(model, inputs, target, key, layer):
     return jx.lrp(model, inputs, target, composite="epsilon_plus_flat")
 
@@ -226,6 +234,10 @@ RECIPES: dict[str, Recipe] = {
         Recipe("ablation_cam", _pytorch_grad_cam("ablation_cam", batch_size=32), "positive",
                "ablation_cam(layer, batch_size=32, postprocess='pytorch_grad_cam')"),
         Recipe("full_grad", _full_grad, "positive", "full_grad(postprocess='pytorch_grad_cam'), every bias layer"),
+        Recipe("rollout", _rollout, "positive", "attention_rollout(head_fusion='mean', upsample='bilinear'), "
+               "every attention layer (vision transformers)", aliases=("attention_rollout",)),
+        Recipe("gradient_rollout", _gradient_rollout, "positive",
+               "gradient_rollout(upsample='bilinear'), every attention layer (vision transformers)"),
         Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
         Recipe("excitation_backprop", _excitation_backprop, "positive",
                "excitation_backprop(saliency_layer=layer, resize=True)"),

@@ -51,7 +51,7 @@ def attention_units(graph: Graph, layers: Sequence[str] | None, *, method: str) 
         method: the calling method's name, for the messages.
 
     Returns:
-        The softmax units, one per layer.
+        The softmax units, one per layer, in execution order whatever the order of ``layers``.
 
     Raises:
         ValueError: an unknown layer, a layer holding no or several attention softmaxes, or a
@@ -73,7 +73,7 @@ def attention_units(graph: Graph, layers: Sequence[str] | None, *, method: str) 
             raise ValueError(f"{method}: layer {name!r} holds {what} attention softmaxes; name layers that hold one "
                              f"each (attention softmaxes at: {', '.join(dict.fromkeys(u.name for u in found)) or 'none'})")
         chosen.append(inside[0])
-    return chosen
+    return sorted({unit.output: unit for unit in chosen}.values(), key=lambda unit: unit.nodes[0])
 
 
 def _unit_region(unit: Unit) -> Region:
@@ -139,7 +139,7 @@ def attention_maps(model: Any, inputs: Array, *, layers: Sequence[str] | str | N
             engine reads (NNX, Equinox, ``jx.Model.from_function``).
         inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
         layers: None (every attention softmax), or paths of layers holding one each
-            (``"encoder.layers.encoder_layer_0.self_attention"``).
+            (``"encoder.layers.encoder_layer_0.self_attention"``), in any order.
 
     Returns:
         A tuple of ``[N, heads, T, T]`` arrays, rows summing to 1.

@@ -30,6 +30,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import converters
 import jaxplain as jx
+from jaxplain import recipes
 from tests.parity._torch import assert_close, nchw
 
 TARGETS = np.array([1, 4, 7])
@@ -128,8 +129,9 @@ def _numpy_rollout(maps, fusion, ratio, flavour):
 def test_attention_maps_equal_torch(vit):
     torch_model, model, images = vit
     theirs, _ = _torch_attention(torch_model, images)
-    ours = jx.attention_maps(model, images)
-    assert len(ours) == 2
+    ours = jx.attention_maps(model, images, layers=("encoder.layers.encoder_layer_1",
+                                                    "encoder.layers.encoder_layer_0.self_attention"))
+    assert len(ours) == 2  # in execution order
     for mine, reference in zip(ours, theirs):
         assert_close(mine, reference, rtol=1e-5)
 
@@ -151,11 +153,12 @@ def test_rollout_equals_numpy(vit, fusion, ratio, flavour):
     assert not np.allclose(expected[0], expected[1])
 
 
-def test_rollout_of_chosen_layers_upsampled(vit):
+def test_rollout_recipe_of_the_command_line(vit):
     torch_model, model, images = vit
     maps, _ = _torch_attention(torch_model, images)
-    ours = jx.attention_rollout(model, images, layers=("encoder.layers.encoder_layer_1",), upsample="nearest")
-    expected = _numpy_rollout(maps[1:], "mean", 0.0, "paper").repeat(8, axis=1).repeat(8, axis=2)
+    ours = recipes.RECIPES[recipes.resolve(["attention_rollout"])[0]].run(model, images, TARGETS, None, None)
+    grid = torch.from_numpy(_numpy_rollout(maps, "mean", 0.0, "paper").transpose(0, 3, 1, 2))
+    expected = F.interpolate(grid, size=(32, 32), mode="bilinear", align_corners=False).numpy().transpose(0, 2, 3, 1)
     assert_close(ours, expected, rtol=1e-4)
 
 
