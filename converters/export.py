@@ -52,6 +52,21 @@ def _module_path(node: torch.fx.Node) -> str:
     return "" if path.startswith("_empty_nn_module_stack") else path
 
 
+def _calls(node: torch.fx.Node) -> tuple[tuple[str, int], ...]:
+    """``(module path, call index)`` for every module of the node's ``nn_module_stack`` below the root.
+
+    ``torch.export`` keys a module's second and later calls in one forward pass with an
+    ``@k`` suffix (``"L__self__relu@1"``); the first call's key has none.
+    """
+    calls = []
+    for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
+        if not path or path.startswith("_empty_nn_module_stack"):
+            continue
+        _, at, index = key.rpartition("@")
+        calls.append((path, int(index) if at and index.isdigit() else 0))
+    return tuple(calls)
+
+
 def _argument(value: Any, where: str) -> Any:
     if isinstance(value, torch.fx.Node):
         return Ref(value.name)
@@ -218,7 +233,7 @@ def export_program(
             )
         )
         ops_of[node.name] = name
-        nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path))
+        nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path, _calls(node)))
     if missing:
         listed = "; ".join(f"{op} (in {path})" for op, path in missing.items())
         raise ValueError(f"{type(module).__name__}: no JAX implementation of {listed}")

@@ -14,6 +14,7 @@ Nothing here imports torch: a converted model runs without it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from typing import Any, Mapping
@@ -53,6 +54,9 @@ class Node:
         args: positional arguments: :class:`Ref`, :class:`DType`, numbers, strings, None, tuples.
         kwargs: keyword arguments as sorted ``(name, value)`` pairs.
         path: the innermost torch module path the op runs in (``""`` for the root module).
+        calls: ``(module path, call index)`` of every module the op runs in, outermost first
+            (the root left out); the index counts that module's earlier calls in the forward
+            pass (``("layer1.0", 0), ("layer1.0.relu", 1)``: a block's shared ReLU, second call).
     """
 
     name: str
@@ -60,6 +64,7 @@ class Node:
     args: tuple
     kwargs: tuple
     path: str
+    calls: tuple[tuple[str, int], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +116,25 @@ class Program:
 _COLLECTIONS = (("params", "params"), ("buffers", "buffers"), ("constants", "constants"))
 
 
+def _refs(value: Any) -> tuple[str, ...]:
+    if isinstance(value, Ref):
+        return (value.name,)
+    if isinstance(value, tuple):
+        return tuple(name for item in value for name in _refs(item))
+    return ()
+
+
+def _enclosing_calls(live: tuple[tuple[str, int], ...], calls: tuple[tuple[str, int], ...]) -> int | None:
+    """How many calls of ``calls`` enclose both ops when the op of ``calls`` would continue a run
+    of another call of the same module (``live``: the calls of the latest op that computed a new
+    input-dependent value); None when it would not."""
+    shared = 0
+    while shared < min(len(live), len(calls)) and live[shared] == calls[shared]:
+        shared += 1
+    earlier = dict(live[shared:])
+    return shared if any(earlier.get(path, index) != index for path, index in calls[shared:]) else None
+
+
 def _resolve(value: Any, env: dict[str, Any]) -> Any:
     if isinstance(value, Ref):
         return env[value.name]
@@ -123,6 +147,14 @@ def _resolve(value: Any, env: dict[str, Any]) -> Any:
 
 class ExportedGraph(nn.Module):
     """Runs a :class:`Program` on NHWC inputs (moved to channels-first once, at the start).
+
+    A module that ``forward`` calls more than once runs all its calls under its one path.
+    Where one call's ops would directly follow another call's of the same module
+    (``self.block(self.block(x))``, ``self.act(self.act(x))``), a copy of the latest
+    input-dependent value, under the enclosing module's scope, separates them, so that the
+    layer methods see the calls apart and refuse the path (``layer 'block' is called 2
+    times``) instead of taking both calls for one layer. The copy is an identity, which XLA
+    removes; models without such calls trace as before.
 
     Example:
         >>> model = converters.from_torch(my_torch_classifier, input_shape=(1, 32, 32, 3))  # doctest: +SKIP
@@ -146,15 +178,27 @@ class ExportedGraph(nn.Module):
                     env[tensor.name] = self.param(tensor.name, lambda key, init=init: init())
                 else:
                     env[tensor.name] = self.variable(collection, tensor.name, init).value
+        dependent, latest, live = {program.input}, program.input, ()
         for node in program.nodes:
+            shared = _enclosing_calls(live, node.calls)
+            if shared is not None:
+                with jax.named_scope(node.calls[shared - 1][0]) if shared else contextlib.nullcontext():
+                    env[latest] = jnp.array(env[latest], copy=True)
+                live = node.calls[:shared]
             function = aten.OPS[node.op]
             args = _resolve(node.args, env)
             kwargs = {key: _resolve(value, env) for key, value in node.kwargs}
             if node.path:
                 with jax.named_scope(node.path):
-                    env[node.name] = function(*args, **kwargs)
+                    value = function(*args, **kwargs)
             else:
-                env[node.name] = function(*args, **kwargs)
+                value = function(*args, **kwargs)
+            env[node.name] = value
+            if any(name in dependent for name in _refs(node.args) + _refs(node.kwargs)):
+                dependent.add(node.name)
+                operands = jax.tree_util.tree_leaves((args, kwargs))
+                if isinstance(value, jax.Array) and not any(value is operand for operand in operands):
+                    latest, live = node.name, node.calls
         return env[program.output.name]
 
 

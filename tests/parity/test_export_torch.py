@@ -28,7 +28,7 @@ from torchvision.models import convnext, densenet, efficientnet, mobilenetv3, re
 import converters
 import jaxplain as jx
 from jaxplain.nets.exported import ExportedGraph
-from tests.parity._torch import assert_close, nchw
+from tests.parity._torch import assert_close, nchw, nhwc
 
 TOLERANCE = 1e-4
 forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_backend_optimization_level": 0})
@@ -281,14 +281,32 @@ def test_logits_equal_torch(family):
     assert_close(forward(model, images), expected, rtol=TOLERANCE)
 
 
-@pytest.mark.parametrize("family", ["vit", "user_module"])
+@pytest.mark.parametrize("family", ["convnext", "efficientnet_v1", "swin_v1", "user_module", "vit"])
 def test_saliency_equals_captum(family):
     torch_model, model, images = _pair(family)
     targets = [1, 4, 7]
     theirs = ca.Saliency(torch_model).attribute(nchw(images).requires_grad_(), target=targets, abs=True)
-    assert_close(
-        jx.saliency(model, images, np.asarray(targets)), theirs.detach().numpy().transpose(0, 2, 3, 1), rtol=TOLERANCE
-    )
+    assert_close(jx.saliency(model, images, np.asarray(targets)), nhwc(theirs), rtol=TOLERANCE)
+
+
+@pytest.mark.parametrize(
+    ("family", "path"),
+    [
+        ("convnext", "features.1"),  # a stage
+        ("convnext", "features.3.0"),  # a CNBlock: layer scale and the residual sum in its own forward
+        ("efficientnet_v1", "features.2.0.block.2"),  # a squeeze-excitation gate's output
+        ("efficientnet_v1", "features.3"),  # the last convolution, batch norm and SiLU
+        ("user_module", "left"),  # a grouped convolution of the sigmoid(x) * x gate
+        ("user_module", "mix"),  # a strided convolution of the concatenation
+    ],
+)
+def test_layer_gradcam_at_a_torch_module_path_equals_captum(family, path):
+    """The converted model's layers keep torch's NCHW maps (``layer_channel_axis=1``); its Grad-CAM
+    map comes back NHWC, Captum's ``[N, 1, h, w]`` transposed."""
+    torch_model, model, images = _pair(family)
+    targets = [1, 4, 7]
+    theirs = ca.LayerGradCam(torch_model, torch_model.get_submodule(path)).attribute(nchw(images), target=targets)
+    assert_close(jx.layer_gradcam(model, images, np.asarray(targets), layer=path), nhwc(theirs), rtol=TOLERANCE)
 
 
 def test_ops_run_under_their_torch_module_paths():
