@@ -104,6 +104,10 @@ def _example(module: torch.nn.Module, input_shape: tuple[int, ...]) -> torch.Ten
     return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
 
 
+def _few(names: list[str], limit: int = 4) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
@@ -200,7 +204,8 @@ def export_program(
             return tuple(rename(item) for item in value)
         return value
 
-    nodes, missing = [], {}
+    nodes: list[Node] = []
+    missing: dict[str, dict[str, None]] = {}
     ops_of: dict[str, str] = {}
     output = None
     for node in graph.nodes:
@@ -214,10 +219,10 @@ def export_program(
         path = _module_path(node)
         where = f"{name} at {path or type(module).__name__}"
         if name not in aten.OPS:
-            missing.setdefault(name, path or "<root>")
+            missing.setdefault(name, {})[path or "<root>"] = None
             continue
         if name == "aten.convolution.default" and node.args[6]:
-            missing.setdefault(f"{name} with transposed=True", path or "<root>")
+            missing.setdefault(f"{name} with transposed=True", {})[path or "<root>"] = None
             continue
         if node.target is operator.getitem and node.users:
             source, position = node.args
@@ -235,7 +240,7 @@ def export_program(
         ops_of[node.name] = name
         nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path, _calls(node)))
     if missing:
-        listed = "; ".join(f"{op} (in {path})" for op, path in missing.items())
+        listed = "; ".join(f"{op} (in {_few(list(paths))})" for op, paths in missing.items())
         raise ValueError(f"{type(module).__name__}: no JAX implementation of {listed}")
     if not isinstance(output, Ref):
         raise ValueError(f"{type(module).__name__}.forward does not return a tensor")

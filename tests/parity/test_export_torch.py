@@ -6,8 +6,11 @@ edited ResNets the zoo refuses, in small configurations at 32 px (AlexNet 64, In
 shape replaced by identities), with seeded random weights: parameters torch initialises to zero (ViT's head, layer
 scales) and every batch norm's running statistics are drawn at random so no branch is
 vacuous. Tolerance: ``max |ours - torch| <= 1e-4 * max |torch|`` on a batch of three (the
-models are converted for a batch of one: the batch size stays free). Captum ``Saliency``
-on a converted ViT and on the user module is the peer for gradients.
+models are converted for a batch of one: the batch size stays free). Captum is the peer
+for gradients at the input and at torch module paths: ``Saliency`` on ConvNeXt,
+EfficientNet, Swin, ViT and the user module, ``LayerGradCam`` at stages, blocks, a
+squeeze-excitation gate and the user module's convolutions (their maps NCHW inside, NHWC
+out).
 """
 
 from __future__ import annotations
@@ -325,13 +328,19 @@ def test_ops_run_under_their_torch_module_paths():
     assert model.variables["params"]["conv_proj.weight"].shape == (32, 3, 8, 8)
 
 
-class _TopK(torch.nn.Module):
+class _Sort(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sort(x, dim=1).values
+
+
+class _Sorted(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+        self.head = torch.nn.Sequential(torch.nn.Linear(144, 10), _Sort())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sort(self.features(x), dim=1).values
+        return torch.sort(self.head(self.features(x)), dim=1).values
 
 
 class _DataDependent(torch.nn.Module):
@@ -347,8 +356,8 @@ class _DataDependent(torch.nn.Module):
 
 
 def test_op_without_jax_implementation_is_named_with_its_path():
-    with pytest.raises(ValueError, match=r"no JAX implementation of aten\.sort\.\w+ \(in <root>\)"):
-        converters.from_torch(_TopK().eval(), input_shape=(1, 8, 8, 3))
+    with pytest.raises(ValueError, match=r"_Sorted: no JAX implementation of aten\.sort\.\w+ \(in head\.1, <root>\)"):
+        converters.from_torch(_Sorted().eval(), input_shape=(1, 8, 8, 3))
 
 
 def test_transposed_convolution_is_named_with_its_path():
