@@ -254,7 +254,8 @@ def _score_cam_core(model, inputs, target, key, arrays, *, layer, batch_size, fl
     return shifted / jnp.where(spread == 0, 1.0, spread)
 
 
-SCORE_CAM_FLAVOURS = ("paper", "pytorch_cnn_visualizations")
+SCORE_CAM_FLAVOURS = ("paper", "pytorch_cnn_visualizations", "pytorch_grad_cam")
+SCORE_CAM_POSTPROCESS = (None, "pytorch_grad_cam")
 
 
 def score_cam(
@@ -265,6 +266,9 @@ def score_cam(
     layer: str,
     batch_size: int | None = 16,
     flavour: str = "paper",
+    postprocess: str | None = None,
+    aug_smooth: bool = False,
+    eigen_smooth: bool = False,
 ) -> Array:
     """Score-CAM (Wang et al. 2020): channels weighted by the score of the input they mask.
 
@@ -279,7 +283,17 @@ def score_cam(
     resize. Its uint8 quantisation and PIL antialiased resize are not reproduced:
     the resize here is bilinear.
 
-    Channels whose map is constant on an image (dead ReLU channels) weigh 0 and cost
+    ``flavour="pytorch_grad_cam"`` is grad-cam 1.5.7's ``ScoreCAM`` (score_cam.py, base_cam.py):
+    ``M_k`` resized with ``UpsamplingBilinear2d`` (``align_corners=True``) and scaled
+    ``(u - min) / (max - min + 1e-8)``, every channel scored (a constant one by its zero mask)
+    by the target logit, ``w = softmax_k(y_t(x * M_k))`` over the channels, and the raw map
+    ``sum_k w_k A_k`` at the layer's resolution, ``[N, h, w, 1]``; ``postprocess="pytorch_grad_cam"``
+    gives the library's final map (ReLU, min-max, OpenCV's bilinear resize to ``[N, H, W, 1]``),
+    ``aug_smooth`` and ``eigen_smooth`` its options, as in
+    :func:`~jaxplain.attribution.cam_family.grad_cam_plus_plus`. The channels go through in
+    chunks of ``batch_size``, each one vmapped pass of ``N * batch_size`` masked images.
+
+    In the other flavours, channels whose map is constant on an image (dead ReLU channels) weigh 0 and cost
     no forward pass (how many there are depends on the network: none on the shipped
     demo model, 2% on a random ResNet-18's ``layer4``): the varying
     (image, channel) pairs of the whole batch are packed into forward passes of
@@ -291,13 +305,21 @@ def score_cam(
         target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         layer: the layer's path.
         batch_size: masked images per forward pass and image (``None``: all at once).
-        flavour: ``"paper"`` or ``"pytorch_cnn_visualizations"``.
+        flavour: ``"paper"``, ``"pytorch_cnn_visualizations"`` or ``"pytorch_grad_cam"``.
+        postprocess: ``flavour="pytorch_grad_cam"`` only: ``None`` for the raw map,
+            ``"pytorch_grad_cam"`` for the library's final map.
+        aug_smooth: ``flavour="pytorch_grad_cam"`` only: average over BaseCAM's six test-time
+            augmentations.
+        eigen_smooth: ``flavour="pytorch_grad_cam"`` only: project ``w_k A_k`` on its first
+            principal component instead of summing.
 
     Returns:
-        ``[N, H, W, 1]`` maps in [0, 1].
+        ``[N, H, W, 1]`` maps in [0, 1]; with ``flavour="pytorch_grad_cam"`` the raw map
+        ``[N, h, w, 1]``, or the final map ``[N, H, W, 1]`` in [0, 1] with ``postprocess``.
 
     Raises:
-        ValueError: an unknown layer or ``flavour``, a bad batch size or target.
+        ValueError: an unknown layer, ``flavour`` or ``postprocess``, a bad batch size or
+            target, pytorch-grad-cam's options with another flavour.
 
     Example:
         >>> import jax, jaxplain as jx
@@ -306,9 +328,20 @@ def score_cam(
         >>> maps = jx.score_cam(model, x, 0, layer="features.6")
         >>> maps.shape, float(maps.max()) <= 1.0
         ((2, 16, 16, 1), True)
+        >>> jx.score_cam(model, x, 0, layer="features.6", flavour="pytorch_grad_cam").shape  # raw map
+        (2, 4, 4, 1)
     """
     check_batch_size(batch_size, method="score_cam")
     check_choice("flavour", flavour, SCORE_CAM_FLAVOURS, method="score_cam")
+    check_choice("postprocess", postprocess, SCORE_CAM_POSTPROCESS, method="score_cam")
+    if flavour != "pytorch_grad_cam" and (postprocess is not None or aug_smooth or eigen_smooth):
+        raise ValueError(f"score_cam: postprocess, aug_smooth and eigen_smooth are pytorch-grad-cam's options "
+                         f"(flavour='pytorch_grad_cam'); flavour={flavour!r} returns its own final map")
     model, inputs, target, layer = prepare_layer(model, inputs, target, layer, method="score_cam", several=False)
     require_channels_last(model, "score_cam")
+    if flavour == "pytorch_grad_cam":
+        from jaxplain.attribution import cam_family  # imported here: cam_family imports this module
+
+        return run(cam_family._score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size,
+                   eigen_smooth=bool(eigen_smooth), postprocess=postprocess, aug_smooth=bool(aug_smooth))
     return run(_score_cam_core, model, inputs, target, layer=layer, batch_size=batch_size, flavour=flavour)

@@ -603,6 +603,55 @@ ablation_cam.__doc__ = ablation_cam.__doc__.format(args=_COMMON_ARGS, returns=_R
 
 
 # --------------------------------------------------------------------------------------------
+# Score-CAM (score_cam's flavour="pytorch_grad_cam")
+
+SCORE_CAM_EPSILON = 1e-8
+"""``ScoreCAM``'s epsilon in the masks' min-max scaling ``(u - min) / (max - min + 1e-8)``."""
+
+
+def _score_cam_weights(model, inputs: Array, target: Array, activation: Array, batch_size) -> Array:
+    """``w_k = softmax_k(y_t(x * M_k))``, ``[N, K]``: pytorch-grad-cam's ``ScoreCAM.get_cam_weights``.
+
+    ``M_k`` is channel ``k`` resized to the input as ``UpsamplingBilinear2d`` resizes
+    (``align_corners=True``) and scaled ``(u - min) / (max - min + 1e-8)`` per image (a constant
+    channel gives a zero mask, which is scored too); ``y_t`` is the target logit and the softmax
+    runs over the channels. The channels go through in chunks of ``batch_size`` (``lax.map``),
+    each chunk one vmapped pass of ``N * batch_size`` masked images.
+    """
+    count, channels = activation.shape[0], activation.shape[-1]
+    size = inputs.shape[1:3]
+    chunk = channels if batch_size is None else min(batch_size, channels)
+    chunks = -(-channels // chunk)
+
+    def masked_score(channel):
+        upsampled = interpolate(jax.lax.dynamic_index_in_dim(activation, channel, axis=-1), size, "bilinear",
+                                align_corners=True)
+        low = jnp.min(upsampled, axis=(1, 2, 3), keepdims=True)
+        high = jnp.max(upsampled, axis=(1, 2, 3), keepdims=True)
+        return selected_output(model(inputs * ((upsampled - low) / (high - low + SCORE_CAM_EPSILON))), target)
+
+    indices = jnp.minimum(jnp.arange(chunks * chunk), channels - 1).reshape(chunks, chunk)
+    scores = jax.lax.map(jax.vmap(masked_score), indices).reshape(chunks * chunk, count)[:channels]
+    return jax.nn.softmax(scores.T, axis=-1)
+
+
+def _score_cam_core(model, inputs, target, key, arrays, *, layer, batch_size, eigen_smooth, postprocess, aug_smooth):
+    """The core of ``score_cam(flavour="pytorch_grad_cam")``: ``sum_k w_k A_k`` at the layer (``BaseCAM``).
+
+    With ``eigen_smooth`` the weighted channels are projected on their first principal
+    component; ``postprocess`` and ``aug_smooth`` as in the rest of the family.
+    """
+
+    def maps_of(images, targets):
+        activation = layer_activation_of(model, layer, images)
+        weights = _score_cam_weights(model, images, targets, activation, batch_size)
+        cam = _reduce(weights[:, None, None, :] * activation, eigen_smooth)
+        return _finish((cam,), layer, images.shape[1:3], postprocess, None)
+
+    return _augmented(maps_of, inputs, target) if aug_smooth else maps_of(inputs, target)
+
+
+# --------------------------------------------------------------------------------------------
 # FullGrad
 
 

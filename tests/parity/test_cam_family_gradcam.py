@@ -27,6 +27,7 @@ from pytorch_grad_cam import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ScoreCAM,
     XGradCAM,
 )
 from pytorch_grad_cam.metrics import road as peer_road
@@ -125,6 +126,17 @@ def test_ablation_cam_ratio_channels_to_ablate(models, images, monkeypatch):
     assert_close(np.asarray(ours)[..., 0], theirs)
     with pytest.raises(ValueError, match="ablated twice"):
         jx.ablation_cam(model, images, TARGETS, layer="layer3", ratio_channels_to_ablate=0.75)
+
+
+def test_score_cam_pytorch_grad_cam(models, images):
+    """ScoreCAM's final map; 256 channels in chunks of 96 (the last one padded)."""
+    torch_model, model = models["resnet18"]
+    theirs, _ = peer_cam(ScoreCAM, torch_model, ["layer3"], images)
+    ours = jx.score_cam(model, images, TARGETS, layer="layer3", flavour="pytorch_grad_cam", batch_size=96,
+                        postprocess="pytorch_grad_cam")
+    assert_close(np.asarray(ours)[..., 0], theirs)
+    with pytest.raises(ValueError, match="flavour='pytorch_grad_cam'"):
+        jx.score_cam(model, images, TARGETS, layer="layer3", postprocess="pytorch_grad_cam")
 
 
 @pytest.mark.parametrize("arch", list(LAYER))
