@@ -56,6 +56,13 @@ def attention_units(graph: Graph, layers: Sequence[str] | None, *, method: str) 
     Raises:
         ValueError: an unknown layer, a layer holding no or several attention softmaxes, or a
             program with none.
+
+    Example:
+        >>> from jaxplain import program
+        >>> from jaxplain.attribution.attention import _tiny_vit, attention_units
+        >>> model, x = _tiny_vit()
+        >>> [unit.kind for unit in attention_units(program.graph_of(model, x), None, method="example")]
+        ['softmax', 'softmax']
     """
     found = [unit for unit in graph.unit_list() if _is_attention(graph, unit)]
     if layers is None:
@@ -114,8 +121,27 @@ def _prepare(model: Any, inputs: Any, target: Target, layers: Sequence[str] | st
     return model, inputs, target, layers
 
 
-def _cls_map(matrix: Array, size: tuple[int, int], method: str) -> Array:
-    """The class token's row over the patches, as ``[N, h, w, 1]``."""
+def cls_map(matrix: Array, size: tuple[int, int], method: str) -> Array:
+    """The class token's row of a ``[N, T, T]`` token matrix over the patches, as ``[N, h, w, 1]``.
+
+    Args:
+        matrix: ``[N, T, T]``.
+        size: the input's spatial size ``(H, W)``.
+        method: the calling method's name, for the message.
+
+    Returns:
+        ``[N, h, w, 1]``: row 0 over the patch tokens (:func:`~jaxplain.attribution.tokens.token_grid`).
+
+    Raises:
+        ValueError: when the tokens are all patches (no class token).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain.attribution.attention import cls_map
+        >>> cls_map(jnp.eye(5)[None], (4, 4), "example")[0, ..., 0]
+        Array([[0., 0.],
+               [0., 0.]], dtype=float32)
+    """
     prefix, height, width = token_grid(matrix.shape[-1], size, method=method)
     if prefix == 0:
         raise ValueError(f"{method}: {matrix.shape[-1]} tokens are all patches ({height}x{width}): the model has "
@@ -193,7 +219,7 @@ def _rollout_core(model, inputs, target, key, arrays, *, layers, head_fusion, di
         else:
             mixed = mixed / jnp.sum(mixed, axis=-1)[:, None, :]
         result = mixed @ result
-    cam = _cls_map(result, inputs.shape[1:3], "attention_rollout")
+    cam = cls_map(result, inputs.shape[1:3], "attention_rollout")
     if flavour == "vit_explain":
         cam = cam / jnp.max(cam, axis=(1, 2, 3), keepdims=True)
     return _upsample(cam, inputs.shape[1:3], upsample)
@@ -264,7 +290,27 @@ def attention_rollout(
 
 
 def attention_gradients(model: Any, inputs: Array, target: Array, units: Sequence[Unit]) -> tuple[list[Array], list[Array]]:
-    """``(dF_t/dA_l, A_l)`` at each attention unit, for every row (inside a jit-compiled core)."""
+    """``(dF_t/dA_l, A_l)`` at each attention unit, for every row (inside a jit-compiled core).
+
+    Args:
+        model: a structured model.
+        inputs: the batch.
+        target: ``[N]`` target classes.
+        units: attention units (:func:`attention_units`).
+
+    Returns:
+        Per unit, the gradient of the target logit with respect to its output, and the output.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain import program
+        >>> from jaxplain.attribution.attention import _tiny_vit, attention_gradients, attention_units
+        >>> model, x = _tiny_vit()
+        >>> units = attention_units(program.graph_of(model, x), None, method="example")
+        >>> gradients, maps = attention_gradients(model, x, jnp.array([0, 2]), units)
+        >>> gradients[1].shape, maps[1].shape
+        ((2, 2, 5, 5), (2, 2, 5, 5))
+    """
     forward = _attention_forward(model, units)
     graph = program.graph_of(model, inputs)
     zeros = [jnp.zeros(graph.aval(unit.output).shape, graph.aval(unit.output).dtype) for unit in units]
@@ -276,14 +322,38 @@ def attention_gradients(model: Any, inputs: Array, target: Array, units: Sequenc
     return jax.grad(score, has_aux=True)(zeros)
 
 
+def relevance_rollout(products: Sequence[Array]) -> Array:
+    """Chefer et al.'s accumulation over layers: ``R = I``, then ``R <- R + mean_h relu(P_l) R`` per layer.
+
+    ``P_l = dF_t/dA_l * A_l`` gives the generic (ICCV 2021) rollout; ``P_l = dF_t/dA_l * R^(A_l)``,
+    with ``R^(A_l)`` the LRP relevance of the attention map, the CVPR 2021 one.
+
+    Args:
+        products: per layer, in execution order, ``[N, heads, T, T]``.
+
+    Returns:
+        ``R``, ``[N, T, T]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain.attribution.attention import relevance_rollout
+        >>> relevance_rollout([jnp.ones((1, 2, 3, 3))])[0]  # I + (1/1) ones(3, 3) @ I
+        Array([[2., 1., 1.],
+               [1., 2., 1.],
+               [1., 1., 2.]], dtype=float32)
+    """
+    count, _, tokens, _ = products[0].shape
+    relevance = jnp.broadcast_to(jnp.eye(tokens, dtype=products[0].dtype), (count, tokens, tokens))
+    for product in products:
+        relevance = relevance + jnp.mean(jax.nn.relu(product), axis=1) @ relevance
+    return relevance
+
+
 def _gradient_rollout_core(model, inputs, target, key, arrays, *, layers, upsample):
     units = _units(model, inputs, layers, "gradient_rollout")
     gradients, maps = attention_gradients(model, inputs, target, units)
-    tokens = maps[0].shape[-1]
-    relevance = jnp.broadcast_to(jnp.eye(tokens, dtype=maps[0].dtype), (inputs.shape[0], tokens, tokens))
-    for gradient, attention in zip(gradients, maps):
-        relevance = relevance + jnp.mean(jax.nn.relu(gradient * attention), axis=1) @ relevance
-    return _upsample(_cls_map(relevance, inputs.shape[1:3], "gradient_rollout"), inputs.shape[1:3], upsample)
+    relevance = relevance_rollout([gradient * attention for gradient, attention in zip(gradients, maps)])
+    return _upsample(cls_map(relevance, inputs.shape[1:3], "gradient_rollout"), inputs.shape[1:3], upsample)
 
 
 def gradient_rollout(
@@ -362,4 +432,5 @@ def _tiny_vit(seed: int = 0) -> tuple[Any, Array]:
     return Model.from_function(apply, params), images
 
 
-__all__ = ["attention_maps", "attention_gradients", "attention_rollout", "attention_units", "gradient_rollout"]
+__all__ = ["attention_gradients", "attention_maps", "attention_rollout", "attention_units", "cls_map", "gradient_rollout",
+           "relevance_rollout"]

@@ -80,9 +80,25 @@ def layer_map(activation: Array, size: tuple[int, int], reshape: str | None, *, 
     ``reshape="tokens"`` reads a ``[N, T, D]`` token sequence (:func:`token_map`);
     ``"channels_last"`` and None take a 4-d array as it is (the caller has put its channels last).
 
+    Args:
+        activation: the layer's output or its gradient.
+        size: the input's spatial size ``(H, W)``.
+        reshape: None, ``"tokens"`` or ``"channels_last"``.
+        layer: the layer's path, for the message.
+        method: the calling method's name, for the message.
+
+    Returns:
+        ``[N, h, w, C]``.
+
     Raises:
         ValueError: when the output cannot be read so (a token sequence without ``"tokens"``,
             a map with it, a 2-d output).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain.attribution.tokens import layer_map
+        >>> layer_map(jnp.zeros((2, 18, 8)), (32, 32), "tokens", layer="blocks.1", method="example").shape
+        (2, 4, 4, 8)
     """
     check_choice("reshape", reshape, RESHAPES, method=method)
     if reshape == "tokens":
