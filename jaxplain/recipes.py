@@ -36,7 +36,7 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("deeplift_shap", "gradient", "Captum DeepLiftShap"),
     ("layer_gradcam", "cam", "Captum LayerGradCam; TorchRay grad_cam"),
     ("guided_gradcam", "cam", "Captum GuidedGradCam"),
-    ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam"),
+    ("score_cam", "cam", "Score-CAM authors' code; pytorch-cnn-visualizations ScoreCam; pytorch-grad-cam ScoreCAM"),
     ("grad_cam_plus_plus", "cam", "pytorch-grad-cam GradCAMPlusPlus"),
     ("xgrad_cam", "cam", "pytorch-grad-cam XGradCAM"),
     ("hires_cam", "cam", "pytorch-grad-cam HiResCAM"),
