@@ -8,11 +8,12 @@ warm-up minus the steady median), then timed in interleaved rounds (``_harness.c
 ``--idle-wait-s`` is set (it waits that long at most for an idle machine). Ablation-CAM and Score-CAM pass ``--channel-batch``
 channels per forward pass on both sides.
 
-Score-CAM: jaxplain's ``score_cam`` (the authors' weights, a softmax over classes) against
-pytorch-grad-cam's ``ScoreCAM`` (a softmax over channels of the target logit): the same
-masked forward passes, different weights; jaxplain's skips channels whose map is constant.
+Score-CAM: jaxplain's ``score_cam(flavour="pytorch_grad_cam")`` against pytorch-grad-cam's
+``ScoreCAM``: the same computation (every channel scored, a softmax over channels of the target
+logit). All four methods use ``layer4`` (FullGrad uses every bias layer).
 
-    python benchmarks/bench_cam_family.py
+    python benchmarks/bench_cam_family.py                       # the target: ResNet-50, 224 px, batch 8
+    taskset -c 0 python benchmarks/bench_cam_family.py --models resnet18 --size 64 --batch 2 --reps 1 --torch-threads 1
     python benchmarks/bench_cam_family.py --models resnet18 --size 64 --batch 2 --methods gradcampp,fullgrad
 """
 
@@ -52,7 +53,8 @@ def calls(
         ours = lambda: jx.ablation_cam(flax_model, xj, tj, layer="layer4", batch_size=channel_batch, **final)  # noqa: E731
         peer = AblationCAM(model, [model.layer4], batch_size=channel_batch)
     elif method == "scorecam":
-        ours = lambda: jx.score_cam(flax_model, xj, tj, layer="layer4", batch_size=channel_batch)  # noqa: E731
+        ours = lambda: jx.score_cam(flax_model, xj, tj, layer="layer4", batch_size=channel_batch,  # noqa: E731
+                                    flavour="pytorch_grad_cam", **final)
         peer = ScoreCAM(model, [model.layer4])
         peer.batch_size = channel_batch
     else:
@@ -72,6 +74,9 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=600.0)
     parser.add_argument("--idle-wait-s", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch's intra-op threads (default: torch's own); on a loaded CPU torch's thread "
+                             "pool slows down several times over, so pin the process (taskset) and pass 1")
     args = parser.parse_args()
 
     import jax
@@ -81,6 +86,8 @@ def main() -> None:
 
     import converters
 
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     print(f"# bench_cam_family: {h.device_description()}; "
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px\n")
     headers = ["model", "batch", "method", "jaxplain img/s", "pytorch-grad-cam img/s", "jaxplain / peer",
