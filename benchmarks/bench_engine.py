@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("saliency", "guided_backprop", "deeplift", "layer_gradcam", "ig_chunked", "conductance_chunked")
+METHODS = ("saliency", "guided_backprop", "deeplift", "layer_gradcam", "ig_chunked", "conductance_chunked", "lrp")
 
 
 def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: int) -> dict:
@@ -34,7 +34,8 @@ def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: in
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3))
     target = jnp.arange(batch) % 10
     last = "layer4" if model_name.startswith("resnet") else "features"
-    middle = "layer3" if model_name.startswith("resnet") else "features.10"
+    middle = "layer3" if model_name.startswith("resnet") else ("features.denseblock3" if model_name.startswith(
+        "densenet") else "features.10")
     calls = {
         "saliency": lambda: jx.saliency(model, x, target),
         "guided_backprop": lambda: jx.guided_backprop(model, x, target),
@@ -42,6 +43,7 @@ def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: in
         "layer_gradcam": lambda: jx.layer_gradcam(model, x, target, layer=last),
         "ig_chunked": lambda: jx.integrated_gradients(model, x, target, n_steps=16, batch_size=4),
         "conductance_chunked": lambda: jx.layer_conductance(model, x, target, layer=middle, n_steps=8, batch_size=4),
+        "lrp": lambda: jx.lrp(model, x, target, composite="epsilon_plus_flat"),
     }
     results = {}
     for name in methods:

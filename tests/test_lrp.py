@@ -13,7 +13,9 @@ from jaxplain.nets import build
 from jaxplain.nets.layers import Conv2d, Flatten, Linear, ReLU, Tanh
 from jaxplain.rules import composites as cs
 from jaxplain.rules import lrp as rules
-from jaxplain.rules.engine import forward_with_rules, module_calls
+from jaxplain import program
+from jaxplain.program.interpret import evaluate
+from jaxplain.rules.relevance import folded
 from tests.tiny import tiny_inputs, tiny_model
 
 TARGET = jnp.array([0, 3, 4])
@@ -73,21 +75,31 @@ def test_composite_by_name_equals_composite_object_and_options_reach_it():
     assert not np.allclose(by_name, other_gamma)
 
 
+def _blocks(model, inputs, merge=True):
+    return program.blocks_of(program.structured(model, "test"), inputs, merge=merge)
+
+
 def test_first_layer_rule_applies_to_the_first_linear_layer_only():
     """EpsilonPlusFlat: relevance of the first conv is Flat, which ignores the input values."""
     model = tiny_model()
     composite = jx.composites.EpsilonPlusFlat()
-    calls = [(".".join(path), module) for path, module in module_calls(model, tiny_inputs()) if path]
-    assert composite.first_layer(calls) == "conv1"
-    assert isinstance(composite.rule_for(calls[0][1], "conv1", "conv1"), rules.Flat)
-    conv2 = dict(calls)["conv2"]
-    assert isinstance(composite.rule_for(conv2, "conv2", "conv1"), rules.ZPlus)
+    layers = [(block.name, block.kind) for block in _blocks(model, tiny_inputs()).blocks]
+    assert composite.first_layer(layers) == "conv1"
+    assert isinstance(composite.rule_for("convolution", "conv1", "conv1"), rules.Flat)
+    assert isinstance(composite.rule_for("convolution", "conv2", "conv1"), rules.ZPlus)
+
+
+def test_composites_take_layer_kinds_not_classes():
+    with pytest.raises(TypeError, match="layer kinds"):
+        cs.Composite(layer_map=(((Conv2d,), rules.Epsilon()),))
+    with pytest.raises(ValueError, match="unknown layer kind 'convolutions'"):
+        cs.Composite(layer_map=((("convolutions",), rules.Epsilon()),))
 
 
 def test_batch_norm_pairs_follow_data_flow_in_densenet():
     """Each dense layer's conv1 feeds norm2; its conv2 does not feed the next norm1 (that reads a concatenation)."""
     model = jx.init_model(build("densenet121", num_classes=4), (1, 32, 32, 3))
-    pairs = {(linear, norm) for linear, norm, _ in cs.batch_norm_pairs(model, jnp.zeros((1, 32, 32, 3)))}
+    pairs = {(linear, norm) for norm, linear in _blocks(model, jnp.zeros((1, 32, 32, 3))).merged}
     assert ("features.conv0", "features.norm0") in pairs
     assert ("features.denseblock1.denselayer1.conv1", "features.denseblock1.denselayer1.norm2") in pairs
     assert not any(linear.endswith("conv2") for linear, _ in pairs)
@@ -95,34 +107,42 @@ def test_batch_norm_pairs_follow_data_flow_in_densenet():
 
 
 class SignNet(nn.Module):
-    """conv1 reads the image, conv2 a tanh (negative values), conv3 a ReLU, fc an array operation (unknown sign)."""
+    """conv1 reads the image, conv2 a tanh (negative values), conv3 a ReLU, fc a ReLU times -1 (non-positive)."""
 
     @nn.compact
     def __call__(self, x):
         x = Tanh(name="tanh")(Conv2d(4, 3, padding=1, name="conv1")(x))
         x = ReLU(name="relu")(Conv2d(4, 3, padding=1, name="conv2")(x))
         x = Conv2d(4, 3, padding=1, name="conv3")(x)
-        return Linear(3, name="fc")(Flatten(name="flatten")(ReLU(name="relu3")(x)) * 1.0)
+        return Linear(3, name="fc")(Flatten(name="flatten")(ReLU(name="relu3")(x)) * -1.0)
 
 
 def test_nonnegative_inputs_follow_data_flow():
     """Only layers that read a ReLU (or a pool, sum, concatenation or flatten of ReLUs) are promised x >= 0."""
     signnet = jx.init_model(SignNet(), (1, 6, 6, 3))
-    assert cs.nonnegative_inputs(signnet, jnp.zeros((1, 6, 6, 3))) == ("conv3",)
+    assert _blocks(signnet, jnp.zeros((1, 6, 6, 3))).nonnegative == ("conv3",)
     for arch, stem in (("resnet18", "conv1"), ("densenet121", "features.conv0")):
         model = jx.init_model(build(arch, num_classes=4), (1, 32, 32, 3))
-        linear = {".".join(path) for path, module in module_calls(model, jnp.zeros((1, 32, 32, 3)))
-                  if isinstance(module, cs.LINEAR)}
-        assert set(cs.nonnegative_inputs(model, jnp.zeros((1, 32, 32, 3)))) == linear - {stem}
+        view = _blocks(model, jnp.zeros((1, 32, 32, 3)))
+        linear = {block.name for block in view.blocks if block.kind in cs.LINEAR}
+        assert set(view.nonnegative) == linear - {stem}
 
 
 def test_batch_norm_merge_leaves_the_forward_unchanged():
-    """The canonized network (merged parameters, identity batch norms) computes the same logits."""
+    """The canonized network (folded parameters, the batch norm inside the conv's block) computes the same logits."""
     model, inputs = tiny_model(), tiny_inputs()
-    pairs = cs.batch_norm_pairs(model, inputs)
-    assert [(linear, norm) for linear, norm, _ in pairs] == [("conv1", "bn1")]
-    forward = forward_with_rules(model, cs.rule_map(cs.Composite(), model, None, pairs))
-    np.testing.assert_allclose(forward(inputs), model(inputs), rtol=1e-5, atol=1e-6)
+    structured = program.structured(model, "test")
+    view = _blocks(model, inputs)
+    assert view.merged == (("bn1", "conv1"),)
+
+    def folded_forward(block, call, x):
+        forward, params = folded(block, call)
+        return forward(params, x)
+
+    rules_map = lambda block: folded_forward if block.kind in cs.LINEAR else None  # noqa: E731
+    outputs = evaluate(program.graph_of(structured, inputs), program.params_of(structured), inputs,
+                       rules=rules_map, units=view.blocks)[0]
+    np.testing.assert_allclose(outputs, model(inputs), rtol=1e-5, atol=1e-6)
 
 
 def test_jit_and_plain_calls_agree():
@@ -132,11 +152,20 @@ def test_jit_and_plain_calls_agree():
     np.testing.assert_allclose(plain, jitted, rtol=1e-5, atol=1e-7)
 
 
-class WithFlaxDense(nn.Module):
+class WithMaxHead(nn.Module):
+    """A flax Dense head (a dense block like any other) after a spatial max: no rule can reach the max."""
+
     @nn.compact
     def __call__(self, x):
         x = ReLU(name="relu")(Conv2d(4, 3, name="conv")(x))
-        return nn.Dense(3, name="head")(Flatten(name="flatten")(x))
+        return nn.Dense(3, name="head")(jnp.max(x, axis=(1, 2)))
+
+
+class WithGate(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = Flatten(name="flatten")(x)
+        return nn.Dense(3, name="head")(nn.Dense(4, name="a")(x) * nn.sigmoid(nn.Dense(4, name="b")(x)))
 
 
 def test_errors_name_the_problem():
@@ -151,11 +180,16 @@ def test_errors_name_the_problem():
         jx.lrp(model, inputs, TARGET, initial_relevance="ones")
     with pytest.raises(TypeError, match="lrp"):
         jx.lrp(lambda x: x.reshape(x.shape[0], -1)[:, :5], inputs, TARGET)
-    foreign = jx.init_model(WithFlaxDense(), (1, 6, 6, 3))
-    with pytest.raises(ValueError, match="no relevance rule for layer 'head' \\(Dense\\)"):
+    foreign = jx.init_model(WithMaxHead(), (1, 6, 6, 3))
+    with pytest.raises(ValueError, match="reduce_max.*plain gradient"):
         jx.lrp(foreign, jnp.ones((1, 6, 6, 3)), 0)
-    covered = jx.lrp(foreign, jnp.ones((1, 6, 6, 3)), 0, composite="epsilon_plus",
-                     name_map=((("head",), rules.Gradient()),))
+    gated = jx.init_model(WithGate(), (1, 6, 6, 3))
+    with pytest.raises(ValueError, match="no rule for the product layer at the top level.*attn_lrp"):
+        jx.lrp(gated, jnp.ones((1, 6, 6, 3)), 0)
+    with pytest.raises(TypeError, match="ZPlus applies to convolution and dense layers, not to the sum layer"):
+        jx.lrp(model, inputs, TARGET, composite="epsilon_plus", layer_map=((("sum",), rules.ZPlus()),))
+    covered = jx.lrp(gated, jnp.ones((1, 6, 6, 3)), 0, composite="epsilon_plus",
+                     layer_map=((("product",), rules.Gradient()),))
     assert covered.shape == (1, 6, 6, 3)
 
 

@@ -1,10 +1,11 @@
 """Layer-wise relevance propagation (Bach et al. 2015) under a composite of rules.
 
-The model runs once with each layer's rule (``jaxplain.rules.lrp``) wrapped around
-it; the backward pass seeded at the target carries relevance instead of gradient, so
-the "gradient" at the input is the input relevance. Rules per layer come from a
-composite (``jaxplain.rules.composites``), batch norms folded into their linear layers
-first. Zennit computes the same (zennit/attribution.py, with ``attr_output`` set to
+The model's traced program runs once with each layer's rule (``jaxplain.rules.lrp``)
+wrapped around it; the backward pass seeded at the target carries relevance instead of
+gradient, so the "gradient" at the input is the input relevance. Layers are the program's
+blocks (:mod:`jaxplain.program.blocks`: convolutions, dense layers, sums, pools, norms...,
+found the same way in every model form); rules per layer come from a composite
+(``jaxplain.rules.composites``), batch norms folded into their linear layers first. Zennit computes the same (zennit/attribution.py, with ``attr_output`` set to
 the target output); Captum's ``LRP`` starts from the target logit as well.
 """
 
@@ -14,45 +15,68 @@ from typing import Any
 
 import jax
 
-from jaxplain.attribution._common import check_choice, prepare, run, traced_once
-from jaxplain.model import Model, require_linen
-from jaxplain.nets import layers
+from jaxplain import program
+from jaxplain.attribution._common import check_choice, prepare, run
+from jaxplain.program.blocks import LINEAR_KINDS, Blocks, unclassified
+from jaxplain.program.interpret import evaluate
 from jaxplain.rules import composites as composites_module
+from jaxplain.rules import lrp as lrp_rules
 from jaxplain.rules.composites import Composite
-from jaxplain.rules.engine import forward_with_rules, module_calls
+from jaxplain.rules.relevance import OnBlock, with_channel_axis
 from jaxplain.typing import Array, Target
 
 INITIAL_RELEVANCE = ("output", "one_hot")
 
-HANDLED = (
-    composites_module.LINEAR
-    + composites_module.ACTIVATION
-    + composites_module.SUM
-    + composites_module.AVG_POOL
-    + composites_module.BATCH_NORM
-    + (layers.MaxPool2d, layers.Flatten, layers.Identity, layers.Concat, layers.Softmax)
-)
-"""Leaf layers with a relevance rule or whose gradient routes relevance correctly."""
 
+def check_rules(composite: Composite, view: Blocks, first_path: str | None, graph: Any, *, method: str) -> None:
+    """Raise unless every block that needs a rule gets one and every operation is classified.
 
-def _leaf_calls(model: Model, inputs: Array) -> list[tuple[str, Any]]:
-    calls = [(".".join(path), module) for path, module in module_calls(model, inputs) if path]
-    paths = [path for path, _ in calls]
-    return [(path, module) for path, module in calls if not any(other.startswith(path + ".") for other in paths)]
-
-
-def _check_layers(composite: Composite, calls: list[tuple[str, Any]], first_path: str | None) -> None:
-    for path, module in calls:
-        if not isinstance(module, HANDLED) and composite.rule_for(module, path, first_path) is None:
+    Raises:
+        ValueError: naming the operation, its layer path and what to do.
+    """
+    for node in unclassified(graph, view):
+        raise ValueError(
+            f"{method}: no relevance rule can reach the operation {node.describe()} (kind {node.kind!r}): "
+            "LRP would pass its plain gradient; give its layer a rule with name_map=((path,), rule) "
+            "or write it with operations LRP knows"
+        )
+    for block in view.blocks:
+        rule = composite.rule_for(block.kind, block.name, first_path)
+        if rule is None and block.kind not in composites_module.GRADIENT_OK:
+            where = repr(block.name) if block.name else "the top level"
             raise ValueError(
-                f"lrp: no relevance rule for layer {path!r} ({type(module).__name__}); give it one with "
-                f"name_map=(({path!r},), rule) or layer_map=(({type(module).__name__},), rule)"
+                f"{method}: the composite has no rule for the {block.kind} layer at {where}; give it one with "
+                f"name_map=(({block.name!r},), rule) or layer_map=((\"{block.kind}\",), rule)"
+                + (" (composite=\"attn_lrp\" has rules for it)" if block.kind in ("softmax", "product", "norm")
+                   else "")
             )
+        if isinstance(rule, lrp_rules.LinearRule) and block.kind not in LINEAR_KINDS:
+            raise TypeError(f"{method}: {type(rule).__name__} applies to convolution and dense layers, "
+                            f"not to the {block.kind} layer at {block.name!r}")
 
 
-def _lrp_core(model, inputs, target, key, arrays, *, composite, initial, first_path, pairs, nonnegative):
-    rules = composites_module.rule_map(composite, model, first_path, pairs, nonnegative)
-    outputs, pullback = jax.vjp(forward_with_rules(model, rules), inputs)
+def block_rules(composite: Composite, view: Blocks, first_path: str | None, channel_axis: int):
+    """The unit rule map of ``composite`` over ``view``'s blocks."""
+    nonnegative = set(view.nonnegative)
+
+    def choose(block):
+        rule = composite.rule_for(block.kind, block.name, first_path)
+        if isinstance(rule, lrp_rules.LinearRule):
+            return OnBlock(with_channel_axis(rule, channel_axis), block.name in nonnegative)
+        return rule
+
+    return choose
+
+
+def _lrp_core(model, inputs, target, key, arrays, *, composite, initial, first_path, channel_axis):
+    graph = program.graph_of(model, inputs)
+    view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
+    rules = block_rules(composite, view, first_path, channel_axis)
+
+    def forward(x):
+        return evaluate(graph, program.params_of(model), x, rules=rules, units=view.blocks)[0]
+
+    outputs, pullback = jax.vjp(forward, inputs)
     seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
     if initial == "output":
         seed = seed * outputs
@@ -68,11 +92,17 @@ def lrp(
     initial_relevance: str = "output",
     **composite_options: Any,
 ) -> Array:
-    """Input relevance ``[N, H, W, C]`` of the target output under ``composite``.
+    """Input relevance of the target output under ``composite``, on any model form.
+
+    The layers are read from the model's traced program, so Flax linen (zoo layers or
+    ``nn.Conv``/``nn.BatchNorm``/``nn.relu``), NNX, Equinox, plain functions
+    (``jx.Model.from_function``) and converted torch models get the same rules: convolutions and
+    dense layers by kind, inference batch norms folded into the layer they read, inline residual
+    sums and means split in proportion.
 
     Args:
         model: a ``jx.Model``, or any model form :func:`jaxplain.as_model` takes.
-        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        inputs: ``[N, ...]`` inputs in the model's own layout, normalised as the model expects.
         target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
         composite: a :class:`~jaxplain.rules.composites.Composite` (``jx.composites.EpsilonPlusFlat()``)
             or a preset's snake_case name (``"epsilon_gamma_box"``) with its arguments as keywords
@@ -83,11 +113,14 @@ def lrp(
         **composite_options: the arguments of a composite given by name.
 
     Returns:
-        ``[N, H, W, C]`` input relevance.
+        The input relevance, shaped like ``inputs``.
 
     Raises:
-        TypeError: for a bare function (rules need the layers).
-        ValueError: for a layer with parameters or an unknown type that no rule covers, naming it.
+        TypeError: for a bare function closing over its weights (use ``jx.Model.from_function``),
+            or a linear rule given to a layer that is not linear.
+        ValueError: naming the operation and its layer path, for a layer kind the composite gives
+            no rule (a gate, a softmax, a LayerNorm under a CNN composite) and for an operation no
+            rule can reach (a ``reduce_max``).
 
     Example:
         >>> import jax, jaxplain as jx
@@ -100,13 +133,9 @@ def lrp(
     check_choice("initial_relevance", initial_relevance, INITIAL_RELEVANCE, method="lrp")
     chosen = composites_module.get(composite, **composite_options)
     model, inputs, target = prepare(model, inputs, target, method="lrp")
-    model = require_linen(model, "lrp")
-    calls = traced_once("leaf_calls", model, inputs, lambda: _leaf_calls(model, inputs))
-    first_path = chosen.first_layer(calls)
-    _check_layers(chosen, calls, first_path)
-    pairs = traced_once("batch_norm_pairs", model, inputs, lambda: composites_module.batch_norm_pairs(model, inputs))
-    nonnegative = traced_once("nonnegative_inputs", model, inputs,
-                              lambda: composites_module.nonnegative_inputs(model, inputs))
+    model = program.structured(model, "lrp")
+    view = program.blocks_of(model, inputs, merge=chosen.merge_batch_norm)
+    first_path = chosen.first_layer([(block.name, block.kind) for block in view.blocks])
+    check_rules(chosen, view, first_path, program.graph_of(model, inputs), method="lrp")
     return run(_lrp_core, model, inputs, target, composite=chosen, initial=initial_relevance,
-               first_path=first_path, pairs=pairs, nonnegative=nonnegative)
-
+               first_path=first_path, channel_axis=model.layer_channel_axis)

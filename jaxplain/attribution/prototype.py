@@ -38,10 +38,9 @@ import numpy as np
 from jaxplain.attribution import _prototype_post as post
 from jaxplain.attribution._common import (check_batch_size, check_choice, check_inputs, loop_forward, require_key,
                                           run, sum_over, traced_once)
-from jaxplain.attribution.lrp import _check_layers, _leaf_calls
 from jaxplain.model import Model, as_model
 from jaxplain.rules import composites as composites_module
-from jaxplain.rules.engine import forward_with_rules
+from jaxplain.rules.engine import forward_with_rules, kind_of, module_calls
 from jaxplain.typing import Array
 
 Location = tuple[int, int] | str | None
@@ -221,6 +220,23 @@ def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size
                                              None),
         noise, batch_size)
     return total / num_samples
+
+
+def _leaf_calls(model: Model, inputs: Array) -> list[tuple[str, Any]]:
+    calls = [(".".join(path), module) for path, module in module_calls(model, inputs) if path]
+    paths = [path for path, _ in calls]
+    return [(path, module) for path, module in calls if not any(other.startswith(path + ".") for other in paths)]
+
+
+def _check_layers(composite: composites_module.Composite, calls: list[tuple[str, Any]], first_path: str | None) -> None:
+    for path, module in calls:
+        kind = kind_of(module)
+        if kind not in composites_module.KINDS + ("structural",) and \
+                composite.rule_for(kind, path, first_path) is None:
+            raise ValueError(
+                f"prototype_prp: no relevance rule for layer {path!r} ({type(module).__name__}); give it one with "
+                f"name_map=(({path!r},), rule)"
+            )
 
 
 def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, pairs,
@@ -457,7 +473,7 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
     prepared = _prototype_model(model, method)
     checked = check_inputs(prepared, inputs, method=method)
     calls = traced_once("leaf_calls", prepared, checked, lambda: _leaf_calls(prepared, checked))
-    first_path = chosen.first_layer(calls)
+    first_path = chosen.first_layer([(path, kind_of(module)) for path, module in calls])
     _check_layers(chosen, calls, first_path)
     pairs = traced_once("batch_norm_pairs", prepared, checked,
                         lambda: composites_module.batch_norm_pairs(prepared, checked))

@@ -26,7 +26,7 @@ from jaxplain.image import interpolate
 from jaxplain.model import Model, require_linen, require_structure
 from jaxplain.rules import excitation, lrp
 from jaxplain.rules.composites import LINEAR, SUM
-from jaxplain.rules.engine import ByPath, FirstMatch, RuleMap, forward_with_rules, module_calls
+from jaxplain.rules.engine import ByPath, FirstMatch, RuleMap, forward_with_rules, kind_of, module_calls
 from jaxplain.rules.guided import DECONVOLUTION, GUIDED_BACKPROP_TORCHRAY
 from jaxplain.typing import Array, Target
 
@@ -44,7 +44,7 @@ def _unit_rules(rules: Any) -> bool:
 
 def _without_sum_rule(rules: RuleMap) -> RuleMap:
     """``rules`` with residual sums back to their gradient (TorchRay without ``update_resnet``)."""
-    return FirstMatch((lambda module, path: lrp.Gradient() if isinstance(module, SUM) else None, rules))
+    return FirstMatch((lambda module, path: lrp.Gradient() if kind_of(module) in SUM else None, rules))
 
 
 def gaussian_smooth(maps: Array, sigma: float) -> Array:
@@ -383,7 +383,7 @@ def contrastive_excitation_backprop(model: Any, inputs: Array, target: Target, *
     model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method,
                                       linen=True)
     if classifier_layer is None:
-        linear = [".".join(path) for path, module in module_calls(model, inputs) if path and isinstance(module, LINEAR)]
+        linear = [".".join(path) for path, module in module_calls(model, inputs) if path and kind_of(module) in LINEAR]
         classifier_layer = linear[-1]
     return run(_contrastive_core, model, inputs, target, saliency_layer=saliency_layer, contrast_layer=contrast_layer,
                classifier_layer=classifier_layer, split_residuals=split_residuals, resize=resize,

@@ -73,6 +73,8 @@ class LinearLayer:
 class Conv2d(nn.Module, LinearLayer):
     """``torch.nn.Conv2d``: kernel stored HWIO (``[kh, kw, in/groups, out]``)."""
 
+    layer_kind = "convolution"
+
     out_channels: int
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] = 1
@@ -106,6 +108,8 @@ class Conv2d(nn.Module, LinearLayer):
 class Linear(nn.Module, LinearLayer):
     """``torch.nn.Linear``: kernel stored ``[in, out]``."""
 
+    layer_kind = "dense"
+
     out_features: int
     use_bias: bool = True
 
@@ -129,6 +133,8 @@ class Linear(nn.Module, LinearLayer):
 class BatchNorm2d(nn.Module):
     """``torch.nn.BatchNorm2d`` in eval mode: running statistics in ``batch_stats``."""
 
+    layer_kind = "batch_norm"
+
     eps: float = 1e-5
 
     @nn.compact
@@ -145,6 +151,9 @@ class BatchNorm2d(nn.Module):
 class ReLU(nn.Module):
     """``torch.nn.ReLU`` (gradient 0 at 0, as torch)."""
 
+    layer_kind = "activation"
+    nonnegative_output = True
+
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         return jax.nn.relu(inputs)
@@ -152,6 +161,9 @@ class ReLU(nn.Module):
 
 class ReLU6(nn.Module):
     """``torch.nn.ReLU6``: gradient 1 strictly inside (0, 6), as torch's hardtanh."""
+
+    layer_kind = "activation"
+    nonnegative_output = True
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -161,6 +173,8 @@ class ReLU6(nn.Module):
 
 class Identity(nn.Module):
     """A no-op (``torch.nn.Dropout`` at inference, ``torch.nn.Identity``)."""
+
+    layer_kind = "structural"
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -173,6 +187,8 @@ Dropout = Identity
 class Add(nn.Module):
     """A residual sum ``a + b``, a module so LRP can split relevance across terms."""
 
+    layer_kind = "sum"
+
     @nn.compact
     def __call__(self, first: jax.Array, second: jax.Array) -> jax.Array:
         return first + second
@@ -181,6 +197,8 @@ class Add(nn.Module):
 class Concat(nn.Module):
     """Channel concatenation (DenseNet, SqueezeNet fire modules)."""
 
+    layer_kind = "structural"
+
     @nn.compact
     def __call__(self, *inputs: jax.Array) -> jax.Array:
         return jnp.concatenate(inputs, axis=-1)
@@ -188,6 +206,8 @@ class Concat(nn.Module):
 
 class Flatten(nn.Module):
     """``torch.flatten(x, 1)`` of the NCHW tensor, so a converted ``Linear`` needs no permutation."""
+
+    layer_kind = "structural"
 
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
@@ -271,6 +291,8 @@ max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 class MaxPool2d(nn.Module):
     """``torch.nn.MaxPool2d`` (padding with -inf, ``ceil_mode``); first-maximum gradient."""
 
+    layer_kind = "max_pool"
+
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
     padding: int | tuple[int, int] = 0
@@ -285,6 +307,8 @@ class MaxPool2d(nn.Module):
 
 class AvgPool2d(nn.Module):
     """``torch.nn.AvgPool2d`` with ``count_include_pad`` and ``ceil_mode``."""
+
+    layer_kind = "avg_pool"
 
     kernel_size: int | tuple[int, int]
     stride: int | tuple[int, int] | None = None
@@ -321,6 +345,8 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 class AdaptiveAvgPool2d(nn.Module):
     """``torch.nn.AdaptiveAvgPool2d``: a fixed linear map per spatial axis."""
 
+    layer_kind = "avg_pool"
+
     output_size: int | tuple[int, int]
 
     @nn.compact
@@ -336,6 +362,8 @@ class AdaptiveAvgPool2d(nn.Module):
 class LeakyReLU(nn.Module):
     """``torch.nn.LeakyReLU``: gradient ``negative_slope`` at 0, as torch."""
 
+    layer_kind = "activation"
+
     negative_slope: float = 0.01
 
     @nn.compact
@@ -345,6 +373,8 @@ class LeakyReLU(nn.Module):
 
 class ELU(nn.Module):
     """``torch.nn.ELU``: ``alpha * (exp(x) - 1)`` for ``x <= 0``; gradient ``alpha`` at 0, as torch."""
+
+    layer_kind = "activation"
 
     alpha: float = 1.0
 
@@ -357,6 +387,9 @@ class ELU(nn.Module):
 class Sigmoid(nn.Module):
     """``torch.nn.Sigmoid``."""
 
+    layer_kind = "activation"
+    nonnegative_output = True
+
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         return jax.nn.sigmoid(inputs)
@@ -365,6 +398,8 @@ class Sigmoid(nn.Module):
 class Tanh(nn.Module):
     """``torch.nn.Tanh``."""
 
+    layer_kind = "activation"
+
     @nn.compact
     def __call__(self, inputs: jax.Array) -> jax.Array:
         return jnp.tanh(inputs)
@@ -372,6 +407,9 @@ class Tanh(nn.Module):
 
 class Softplus(nn.Module):
     """``torch.nn.Softplus``: ``log(1 + exp(beta x)) / beta``, the identity where ``beta x > threshold``."""
+
+    layer_kind = "activation"
+    nonnegative_output = True
 
     beta: float = 1.0
     threshold: float = 20.0
@@ -386,6 +424,9 @@ class Softplus(nn.Module):
 
 class Softmax(nn.Module):
     """``torch.nn.Softmax`` over ``axis`` of the NHWC (or ``[N, K]``) tensor."""
+
+    layer_kind = "softmax"
+    nonnegative_output = True
 
     axis: int = -1
 

@@ -187,6 +187,8 @@ class L2Similarity(nn.Module):
     in the order of floating-point operations in torch.
     """
 
+    layer_kind = "similarity"
+
     kind: str = "ProtoPNetSimilarity"
     stability_factor: float | None = None
     log_probabilities: bool = False

@@ -16,6 +16,7 @@ import jax
 
 from jaxplain.model import FunctionModel, Model, as_model
 from jaxplain.forms import ProgramModel, module_scoped, scoping
+from jaxplain.program import blocks as _blocks
 from jaxplain.program.graph import Graph, Unit, trace
 from jaxplain.program.interpret import (NodeRuleMap, RuleMap, Tap, UnitRuleMap, UnitRules, evaluate, no_node_rules,
                                         no_rules, offset, region)
@@ -76,6 +77,30 @@ def graph_of(model: StructuredModel, inputs: Array) -> Graph:
             _GRAPHS.clear()
         _GRAPHS[key] = graph
     return graph
+
+
+_BLOCKS: dict[tuple[int, bool], tuple[Graph, "_blocks.Blocks"]] = {}
+
+
+def blocks_of(model: StructuredModel, inputs: Array, *, merge: bool = True) -> "_blocks.Blocks":
+    """The relevance blocks of ``model``'s program (:mod:`jaxplain.program.blocks`), cached with its graph.
+
+    Args:
+        model: a structured model.
+        inputs: an array or tracer; only its shape and dtype are used.
+        merge: fold inference batch norms into the linear layer they read.
+
+    Returns:
+        The :class:`~jaxplain.program.blocks.Blocks`.
+    """
+    graph = graph_of(model, inputs)
+    cached = _BLOCKS.get((id(graph), merge))
+    if cached is None or cached[0] is not graph:
+        if len(_BLOCKS) >= _GRAPH_LIMIT:
+            _BLOCKS.clear()
+        cached = (graph, _blocks.analyse(graph, merge=merge))
+        _BLOCKS[(id(graph), merge)] = cached
+    return cached[1]
 
 
 def params_of(model: StructuredModel) -> Any:
@@ -171,4 +196,4 @@ def layers(model: Any, inputs: Array) -> list[str]:
     return graph_of(model, jax.numpy.asarray(inputs) if not hasattr(inputs, "shape") else inputs).layer_names()
 
 
-__all__ = ["ProgramModel", "Unit", "UnitRuleMap", "UnitRules", "bias_layers", "biases", "forward", "graph_of", "layers", "require_units", "structured", "tapped"]
+__all__ = ["ProgramModel", "Unit", "UnitRuleMap", "UnitRules", "bias_layers", "biases", "blocks_of", "forward", "graph_of", "layers", "require_units", "structured", "tapped"]

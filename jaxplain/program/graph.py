@@ -94,6 +94,11 @@ class Unit:
     name: str
     attributes: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        """The activations the unit reads: ``input``, then ``attributes["more_inputs"]`` (a sum's second term)."""
+        return (self.input,) + tuple(self.attributes.get("more_inputs", ()))
+
     def describe(self) -> str:
         where = f" at {self.name!r}" if self.name else ""
         return f"{self.kind}{where}"
@@ -238,7 +243,7 @@ class _Flattener:
                 value_id = self.fresh()
                 env[var] = value_id
                 outs.append(value_id)
-            parts = list(full[self.strip:])
+            parts = [part for part in full[self.strip:] if "->" not in part]
             if self.marked:
                 parts = [part[len(SCOPE_MARK):] for part in parts if part.startswith(SCOPE_MARK)][-1:]
             name = ".".join(parts)

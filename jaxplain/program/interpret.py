@@ -164,8 +164,36 @@ def no_node_rules(node: Node) -> NodeRule | None:
     return None
 
 
+class UnitCall:
+    """A unit's forward as traced, ``call(*inputs)``, with read access to the constants it uses.
+
+    Rules receive it as ``call``: ``call(x)`` (or ``call(x, y)`` for a unit of two
+    activations) evaluates the unit's nodes; ``call.value(atom)`` reads a constant operand
+    (a weight computed from the parameters) of one of its nodes; ``call.graph`` is the program.
+    """
+
+    def __init__(self, graph: Graph, unit: Unit, read: Callable[[Any, int], Any]):
+        self.graph = graph
+        self.unit = unit
+        self._read = read
+
+    def value(self, atom: Any) -> Any:
+        """The value of a constant operand of the unit's nodes."""
+        return self._read(atom, self.unit.nodes[0])
+
+    def __call__(self, *values: Any) -> Any:
+        local = dict(zip(self.unit.inputs, values))
+        for member in self.unit.nodes:
+            node = self.graph.nodes[member]
+            args = [local[a] if isinstance(a, int) and a in local else self._read(a, member) for a in node.ins]
+            for out, result in zip(node.outs, bind(node, args)):
+                local[out] = result
+        return local[self.unit.output]
+
+
 def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rules,
-             taps: Sequence[Tap] = (), node_rules: NodeRuleMap = no_node_rules) -> tuple[Any, list[Any]]:
+             taps: Sequence[Tap] = (), node_rules: NodeRuleMap = no_node_rules,
+             units: Sequence[Unit] | None = None) -> tuple[Any, list[Any]]:
     """Run the program on ``params`` and ``inputs`` with ``rules`` and ``taps``.
 
     Args:
@@ -176,6 +204,8 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
         taps: layers to record and perturb.
         node_rules: replacements of single nodes that keep their values (the CPU backend's
             convolution gradients, :mod:`jaxplain.rules.fast_conv`).
+        units: the units rules may replace (None: the graph's own); a method with its own
+            view of the layers (LRP's linear blocks, sums and pools) passes disjoint units here.
 
     Returns:
         ``(outputs, recorded)``: the program's outputs (their traced pytree) and, per tap, the
@@ -186,7 +216,7 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
     env.update(zip(graph.param_ids, leaves))
     env.update(zip(graph.input_ids, jax.tree_util.tree_leaves(inputs)))
     chosen = {}
-    for key, unit in graph.units.items():
+    for unit in (graph.units.values() if units is None else units):
         rule = rules(unit)
         if rule is not None:
             chosen[unit.nodes[-1]] = (unit, rule)
@@ -216,18 +246,8 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
                 overrides.append((tap, dict(zip(tap.region.inputs, _shift(originals, tap.delta)))))
         if index in chosen:
             unit, rule = chosen[index]
-            x = read(unit.input, unit.nodes[0])
-
-            def call(value, unit=unit):
-                local = {unit.input: value}
-                for member in unit.nodes:
-                    member_node = graph.nodes[member]
-                    args = [local[a] if isinstance(a, int) and a in local else read(a, member) for a in member_node.ins]
-                    for out, result in zip(member_node.outs, bind(member_node, args)):
-                        local[out] = result
-                return local[unit.output]
-
-            env[unit.output] = rule(unit, call, x)
+            xs = [read(value, unit.nodes[0]) for value in unit.inputs]
+            env[unit.output] = rule(unit, UnitCall(graph, unit, read), *xs)
         elif index not in skipped:
             values = [read(a, index) for a in node.ins]
             replacement = node_rules(node) if node.kind == "linear" else None

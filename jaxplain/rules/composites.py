@@ -1,19 +1,24 @@
 """Composites: which relevance rule each layer gets, and the canonizers applied first.
 
-A :class:`Composite` maps module calls to rules as Zennit's composites do
+A :class:`Composite` maps layers to rules as Zennit's composites do
 (zennit/composites.py): ``name_map`` (exact layer paths) first, then ``first_map``
-for the first layer (in execution order) whose type it lists, then ``layer_map`` by
-type; the first entry that matches wins, later entries of a map are not consulted.
-Layers no entry matches keep their ordinary gradient (max pooling, flatten,
-concatenations: their gradient routes relevance without copying it).
+for the first layer (in execution order) of a kind it lists, then ``layer_map`` by
+kind; the first entry that matches wins, later entries of a map are not consulted.
+Kinds are those of the program's blocks (:mod:`jaxplain.program.blocks`), whatever
+framework or class wrote the layer: ``"convolution"``, ``"dense"``, ``"batch_norm"``,
+``"activation"``, ``"sum"``, ``"avg_pool"``, ``"scale"``, ``"max_pool"``, ``"softmax"``,
+``"product"``, ``"norm"`` (and ``"similarity"``, a prototype network's similarity layer).
+Max pooling and structural operations (reshape, concatenation, padding) keep their
+gradient, which routes relevance without copying it; every other kind needs a rule, or
+LRP refuses the model, naming the layer.
 
-Canonizer: with ``merge_batch_norm`` (the default) every ``BatchNorm2d`` that reads
-the output of a ``Conv2d`` or ``Linear`` and nothing else is folded into that layer's
-parameters (``W' = W s``, ``b' = (b - mu) s + beta`` with ``s = gamma / sqrt(var + eps)``)
-and becomes the identity, as a pure function of the model's variables; the model is
-never modified. The zoo's residual additions are ``Add`` modules, so the ``Sum`` entry
-of every preset (the ``Norm`` rule) splits relevance between the two branches in
-proportion, instead of copying it to both.
+Canonizer: with ``merge_batch_norm`` (the default) every affine-only layer (an inference
+batch norm, whatever wrote it) that reads the output of a convolution or dense layer and
+nothing else is folded into that layer's weights (``W' = W s``, ``b' = (b - mu) s + beta``
+with ``s = gamma / sqrt(var + eps)``), as a pure function of the model's traced weights; the
+model is never modified. Residual additions are ``"sum"`` blocks, so the ``Norm`` entry of
+every preset splits relevance between the branches in proportion, instead of copying it to
+both (Zennit needs its ``ResNetCanonizer`` for that).
 """
 
 from __future__ import annotations
@@ -26,68 +31,100 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.model import Model
-from jaxplain.nets import layers, prototype
 from jaxplain.rules import lrp, prp
-from jaxplain.rules.engine import RuleMap
+from jaxplain.rules.engine import RuleMap, kind_of
 from jaxplain.typing import Array
 
-CONVOLUTION = (layers.Conv2d,)
-DENSE = (layers.Linear,)
-LINEAR = (layers.Conv2d, layers.Linear)
-ACTIVATION = (
-    layers.ReLU,
-    layers.ReLU6,
-    layers.LeakyReLU,
-    layers.ELU,
-    layers.Sigmoid,
-    layers.Tanh,
-    layers.Softplus,
-)
-SUM = (layers.Add,)
-AVG_POOL = (layers.AvgPool2d, layers.AdaptiveAvgPool2d)
-BATCH_NORM = (layers.BatchNorm2d,)
+CONVOLUTION = ("convolution",)
+DENSE = ("dense",)
+LINEAR = CONVOLUTION + DENSE
+ACTIVATION = ("activation",)
+SUM = ("sum",)
+AVG_POOL = ("avg_pool",)
+BATCH_NORM = ("batch_norm",)
+SCALE = ("scale",)
+MAX_POOL = ("max_pool",)
+SOFTMAX = ("softmax",)
+PRODUCT = ("product",)
+NORM = ("norm",)
+SIMILARITY = ("similarity",)
+KINDS = LINEAR + ACTIVATION + SUM + AVG_POOL + BATCH_NORM + SCALE + MAX_POOL + SOFTMAX + PRODUCT + NORM + SIMILARITY
+"""Every layer kind a composite can map."""
+GRADIENT_OK = MAX_POOL
+"""Kinds whose plain gradient routes relevance (they need no rule)."""
 
-LayerMap = tuple[tuple[tuple[type, ...], Any], ...]
+LayerMap = tuple[tuple[tuple[str, ...], Any], ...]
 NameMap = tuple[tuple[tuple[str, ...], Any], ...]
 
 
+def _check_kinds(entries: LayerMap, field_name: str) -> None:
+    for entry in entries:
+        kinds = entry[0]
+        if isinstance(kinds, str):
+            kinds = (kinds,)
+        for kind in kinds:
+            if not isinstance(kind, str):
+                raise TypeError(f"{field_name} takes layer kinds ({', '.join(KINDS)}), not {kind!r}; "
+                                "for one layer use name_map=((\"block.conv\",), rule)")
+            if kind not in KINDS:
+                raise ValueError(f"{field_name}: unknown layer kind {kind!r}; known: {', '.join(KINDS)}")
+
+
 def base_layer_map(stabilizer: float = 1e-6) -> LayerMap:
-    """Zennit's shared entries: activations pass, sums and average pooling by Norm, batch norm passes."""
+    """Zennit's shared entries: activations pass, sums and average pooling by Norm, batch norm passes;
+    element-wise scalings by constants pass relevance unchanged."""
     return (
         (ACTIVATION, lrp.Pass()),
         (SUM, lrp.Norm(stabilizer)),
         (AVG_POOL, lrp.Norm(stabilizer)),
         (BATCH_NORM, lrp.Pass()),
+        (SCALE, lrp.Pass()),
     )
+
+
+def _normalised(entries: Any) -> LayerMap:
+    return tuple(((kinds,) if isinstance(kinds, str) else tuple(kinds), rule) for kinds, rule in entries)
 
 
 @dataclass(frozen=True)
 class Composite:
-    """A rule per layer: ``name_map``, then ``first_map`` (first matching layer only), then ``layer_map``."""
+    """A rule per layer: ``name_map``, then ``first_map`` (first matching layer only), then ``layer_map``.
+
+    ``layer_map`` and ``first_map`` entries are ``(kinds, rule)`` with kinds from :data:`KINDS`;
+    ``name_map`` entries are ``(paths, rule)`` with dotted layer paths (``jx.layers`` lists them).
+    """
 
     layer_map: LayerMap = ()
     first_map: LayerMap = ()
     name_map: NameMap = ()
     merge_batch_norm: bool = True
 
-    def rule_for(self, module: nn.Module, path: str, first_path: str | None) -> Any:
-        """The rule of one module call (``None``: ordinary gradient)."""
+    def __post_init__(self):
+        _check_kinds(self.layer_map, "layer_map")
+        _check_kinds(self.first_map, "first_map")
+        object.__setattr__(self, "layer_map", _normalised(self.layer_map))
+        object.__setattr__(self, "first_map", _normalised(self.first_map))
+        object.__setattr__(self, "name_map", tuple(((paths,) if isinstance(paths, str) else tuple(paths), rule)
+                                                   for paths, rule in self.name_map))
+
+    def rule_for(self, kind: str | None, path: str, first_path: str | None) -> Any:
+        """The rule of one layer of ``kind`` at ``path`` (``None``: ordinary gradient)."""
         for paths, rule in self.name_map:
             if path in paths:
                 return rule
         if path == first_path:
-            for types, rule in self.first_map:
-                if isinstance(module, types):
+            for kinds, rule in self.first_map:
+                if kind in kinds:
                     return rule
-        for types, rule in self.layer_map:
-            if isinstance(module, types):
+        for kinds, rule in self.layer_map:
+            if kind in kinds:
                 return rule
         return None
 
-    def first_layer(self, calls: Sequence[tuple[str, nn.Module]]) -> str | None:
-        """The path of the first call whose module a ``first_map`` entry lists."""
-        types = tuple(t for entry, _ in self.first_map for t in entry)
-        return next((path for path, module in calls if types and isinstance(module, types)), None)
+    def first_layer(self, layers: Sequence[tuple[str, str | None]]) -> str | None:
+        """The path of the first ``(path, kind)`` whose kind a ``first_map`` entry lists."""
+        kinds = tuple(k for entry, _ in self.first_map for k in entry)
+        return next((path for path, kind in layers if kinds and kind in kinds), None)
 
 
 def _composite(kind: str) -> Callable:
@@ -223,7 +260,7 @@ class CaBRNetPRP(CaBRNetExtractor):
                  stacked_sum_quirk: bool = False, decision_stability_factor: float = 1e-12,
                  layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
                  merge_batch_norm: bool = True):
-        similarity = (((prototype.L2Similarity,), prp.SimilarityRelevance(decision_stability_factor)),)
+        similarity = ((SIMILARITY, prp.SimilarityRelevance(decision_stability_factor)),)
         super().__init__(set_bias_to_zero, stability_factor, use_zbeta, zbeta_lower_bound, zbeta_upper_bound,
                          stacked_sum_quirk, similarity + tuple(layer_map), first_map, name_map, merge_batch_norm)
 
@@ -269,20 +306,17 @@ def batch_norm_pairs(model: Model, inputs: Array) -> tuple[tuple[str, str, float
     for _, _, arguments, _ in calls:
         for argument in arguments:
             readers[argument] = readers.get(argument, 0) + 1
-    producer = {output: (path, module) for path, module, _, output in calls if isinstance(module, LINEAR)}
+    producer = {output: (path, module) for path, module, _, output in calls if kind_of(module) in LINEAR}
     pairs = []
     for path, module, arguments, _ in calls:
-        if isinstance(module, BATCH_NORM) and len(arguments) == 1 and arguments[0] in producer:
+        if kind_of(module) in BATCH_NORM and len(arguments) == 1 and arguments[0] in producer:
             if readers[arguments[0]] == 1:
                 pairs.append((producer[arguments[0]][0], path, float(module.eps)))
     return tuple(pairs)
 
 
-NONNEGATIVE_OUTPUT = (layers.ReLU, layers.ReLU6, layers.Sigmoid, layers.Softplus, layers.Softmax)
-"""Layers whose output is never negative."""
-SIGN_PRESERVING = (layers.MaxPool2d, layers.AvgPool2d, layers.AdaptiveAvgPool2d, layers.Add, layers.Concat,
-                   layers.Flatten, layers.Identity)
-"""Layers whose output is non-negative when all their inputs are."""
+SIGN_PRESERVING = MAX_POOL + AVG_POOL + SUM + ("structural",)
+"""Kinds whose output is non-negative when all their inputs are."""
 
 
 def nonnegative_inputs(model: Model, inputs: Array) -> tuple[str, ...]:
@@ -296,10 +330,10 @@ def nonnegative_inputs(model: Model, inputs: Array) -> tuple[str, ...]:
     for path, module, arguments, output in _data_flow(model, inputs):
         if not path:
             continue
-        if isinstance(module, NONNEGATIVE_OUTPUT) or (
-                isinstance(module, SIGN_PRESERVING) and arguments and all(a in nonnegative for a in arguments)):
+        if getattr(module, "nonnegative_output", False) or (
+                kind_of(module) in SIGN_PRESERVING and arguments and all(a in nonnegative for a in arguments)):
             nonnegative.add(output)
-        if isinstance(module, LINEAR) and len(arguments) == 1 and arguments[0] in nonnegative:
+        if kind_of(module) in LINEAR and len(arguments) == 1 and arguments[0] in nonnegative:
             found.append(path)
     return tuple(found)
 
@@ -359,7 +393,7 @@ def rule_map(composite: Composite, model: Model, first_path: str | None,
         name = ".".join(path)
         if name in merged_norms:
             return _identity
-        rule = composite.rule_for(module, name, first_path)
+        rule = composite.rule_for(kind_of(module), name, first_path)
         if name in merged or (name in nonnegative and isinstance(rule, lrp.LinearRule)):
             return _WithParams(rule, merged.get(name), name in nonnegative)
         return rule

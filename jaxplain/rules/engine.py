@@ -34,15 +34,20 @@ class RuleMap(Protocol):
     def __call__(self, module: nn.Module, path: tuple[str, ...]) -> Rule | None: ...
 
 
-@dataclass(frozen=True)
-class ByType:
-    """Apply ``rule`` to every module that is an instance of one of ``types``."""
+def kind_of(module: nn.Module) -> str | None:
+    """The layer kind a module declares (its ``layer_kind`` trait: ``"convolution"``, ``"sum"``...), or None."""
+    return getattr(module, "layer_kind", None)
 
-    types: tuple[type, ...]
+
+@dataclass(frozen=True)
+class ByKind:
+    """Apply ``rule`` to every module whose declared kind is one of ``kinds``."""
+
+    kinds: tuple[str, ...]
     rule: Rule
 
     def __call__(self, module: nn.Module, path: tuple[str, ...]) -> Rule | None:
-        return self.rule if isinstance(module, self.types) else None
+        return self.rule if kind_of(module) in self.kinds else None
 
 
 @dataclass(frozen=True)

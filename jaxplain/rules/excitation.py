@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from jaxplain.rules import lrp
 from jaxplain.rules.composites import AVG_POOL, BATCH_NORM, LINEAR, SUM
-from jaxplain.rules.engine import ByType, FirstMatch
+from jaxplain.rules.engine import ByKind, FirstMatch
 from jaxplain.typing import Array
 
 EXCITATION_EPSILON = 1e-20
@@ -54,10 +54,10 @@ class Proportional:
 
 EXCITATION_BACKPROP = FirstMatch(
     (
-        ByType(LINEAR, ExcitationLinear()),
-        ByType(AVG_POOL, Proportional()),
-        ByType(SUM, Proportional(0.0)),
-        ByType(BATCH_NORM, lrp.Pass()),
+        ByKind(LINEAR, ExcitationLinear()),
+        ByKind(AVG_POOL, Proportional()),
+        ByKind(SUM, Proportional(0.0)),
+        ByKind(BATCH_NORM, lrp.Pass()),
     )
 )
 """The rule map of excitation backprop for the zoo's layers."""

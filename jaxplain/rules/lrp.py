@@ -25,7 +25,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxplain.nets.layers import LinearLayer
 from jaxplain.typing import Array
 
 Params = dict[str, Array]
@@ -110,8 +109,8 @@ class LinearRule:
 
     def __call__(self, module: nn.Module, call: Callable, x: Array, params: Params | None = None,
                  nonnegative_input: bool = False) -> Array:
-        if not isinstance(module, LinearLayer):
-            raise TypeError(f"{type(self).__name__} applies to Conv2d and Linear layers, not {type(module).__name__}")
+        if getattr(module, "layer_kind", None) not in ("convolution", "dense") or not hasattr(module, "forward"):
+            raise TypeError(f"{type(self).__name__} applies to convolution and dense layers, not {type(module).__name__}")
         params = dict(module.variables["params"]) if params is None else params
         return relevance_layer(self, module.forward, params, x, nonnegative_input)
 
@@ -291,9 +290,14 @@ class Gamma(LinearRule):
         return _sum_products(inputs[:-1], gradients[:-1])
 
 
-def _bound(value: float | Sequence[float], like: Array) -> Array:
-    """A scalar or per-channel (last axis) bound, broadcast to ``like``."""
-    return jnp.broadcast_to(jnp.asarray(value, like.dtype), like.shape)
+def _bound(value: float | Sequence[float], like: Array, channel_axis: int = -1) -> Array:
+    """A scalar or per-channel bound (along ``channel_axis``), broadcast to ``like``."""
+    bound = jnp.asarray(value, like.dtype)
+    if bound.ndim == 1:
+        shape = [1] * like.ndim
+        shape[channel_axis] = bound.shape[0]
+        bound = bound.reshape(shape)
+    return jnp.broadcast_to(bound, like.shape)
 
 
 @dataclass(frozen=True)
@@ -301,17 +305,19 @@ class ZBox(LinearRule):
     """z^B for bounded inputs ``low <= x <= high`` (Montavon et al. 2017).
 
     ``z = W x + b - (W+ l + b+) - (W- h + b-)``; ``R_in = x W^T s - l W+^T s - h W-^T s``.
-    ``low`` and ``high`` are scalars or per-channel tuples (NHWC: the last axis).
-    ``set_bias_to_zero=True`` is CaBRNet's ZBeta.
+    ``low`` and ``high`` are scalars or per-channel tuples, along ``channel_axis`` (the last
+    axis, NHWC, unless the model is channels-first). ``set_bias_to_zero=True`` is CaBRNet's ZBeta.
     """
 
     low: float | tuple[float, ...] = -3.0
     high: float | tuple[float, ...] = 3.0
     stabilizer: float = 1e-6
     set_bias_to_zero: bool = False
+    channel_axis: int = -1
 
     def terms(self, params, x, nonnegative=False):
-        return [(x, params), (_bound(self.low, x), _positive(params)), (_bound(self.high, x), _negative(params))]
+        low, high = _bound(self.low, x, self.channel_axis), _bound(self.high, x, self.channel_axis)
+        return [(x, params), (low, _positive(params)), (high, _negative(params))]
 
     def cotangents(self, relevance, outputs):
         ratio = relevance / stabilize(outputs[0] - outputs[1] - outputs[2], self.stabilizer)

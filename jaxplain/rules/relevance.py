@@ -1,0 +1,143 @@
+"""Relevance rules applied to the program's blocks (:mod:`jaxplain.program.blocks`).
+
+A linear block computes ``y = S(a * L_K(x)) + c``: a linear operation ``L`` with the weight
+``K`` it reads (a convolution or a contraction), the per-feature scale ``a`` of the affine
+nodes after it (a batch norm folded in) and the offset ``c`` (its bias, the norm's shift), with
+``S`` the shape-only reshapes between them. :func:`folded` rewrites it as
+``forward(params, x) = S(L_{K'}(x)) + c`` with the folded weight ``K' = K * a`` (``a`` broadcast
+along ``K``'s output-feature axis), which is what Zennit's ``MergeBatchNorm`` canonizer computes
+for a ``BatchNorm2d`` after a ``Conv2d``, so every linear rule of :mod:`jaxplain.rules.lrp`
+(Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, Flat, WSquare) applies to ``{"kernel": K', "bias": c}``
+as it does to a layer's own parameters.
+
+Other blocks (sums, pools, norms, products, activations) take the rules written for two-argument
+calls, ``rule(block, call, *inputs)``, where ``call`` evaluates the block as traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxplain.program.blocks import Block
+from jaxplain.program.interpret import UnitCall, bind
+from jaxplain.rules import lrp
+from jaxplain.typing import Array
+
+Params = dict[str, Array]
+
+
+def _live(graph, node) -> list[int]:
+    return [a for a in node.ins if isinstance(a, int) and a in graph.depends]
+
+
+def _feature_axes(node, weight_position: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(axes of the output, axes of the weight)`` that index the linear node's output features."""
+    params = node.eqn.params
+    if node.primitive == "conv_general_dilated":
+        numbers = params["dimension_numbers"]
+        return (numbers.out_spec[1],), (numbers.rhs_spec[0],)
+    (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = params["dimension_numbers"]
+    ranks = [len(var.aval.shape) for var in node.eqn.invars]
+    contract = (lhs_contract, rhs_contract)[weight_position]
+    batch = (lhs_batch, rhs_batch)[weight_position]
+    if batch:
+        raise ValueError(f"{node.describe()}: a contraction with batch dimensions on its weight cannot be folded")
+    free = tuple(d for d in range(ranks[weight_position]) if d not in contract)
+    other_free = ranks[1 - weight_position] - len((lhs_contract, rhs_contract)[1 - weight_position]) \
+        - len((lhs_batch, rhs_batch)[1 - weight_position])
+    start = len(lhs_batch) + (other_free if weight_position == 1 else 0)
+    return tuple(range(start, start + len(free))), free
+
+
+def folded(block: Block, call: UnitCall) -> tuple[Callable[[Params, Array], Array], Params]:
+    """A linear block as ``forward(params, x)`` and its folded ``{"kernel", "bias"}`` (see the module docstring).
+
+    Args:
+        block: a ``"convolution"`` or ``"dense"`` block.
+        call: the block's call (its graph and constant operands).
+
+    Returns:
+        ``(forward, params)``; ``params`` has no ``"bias"`` when the block adds nothing.
+
+    Raises:
+        ValueError: when an affine scale after the linear operation varies along more than its
+            output features, so it cannot be folded into the weight.
+    """
+    graph = call.graph
+    linear = graph.nodes[block.attributes["linear"]]
+    live = _live(graph, linear)[0]
+    weight_position = next(i for i, a in enumerate(linear.ins) if a != live)
+    kernel = call.value(linear.ins[weight_position])
+    chain = [graph.nodes[i] for i in block.nodes[1:]]
+    out_aval = linear.eqn.outvars[0].aval
+
+    def apply_linear(weight: Array, x: Array) -> Array:
+        values = [None, None]
+        values[weight_position], values[1 - weight_position] = weight, x
+        return bind(linear, values)[0]
+
+    def run_chain(y: Array, affine: bool = True) -> Array:
+        value = linear.outs[0]
+        for node in chain:
+            if node.kind == "affine" and not affine:
+                value = node.outs[0]
+                continue
+            args = [y if a == value else call.value(a) for a in node.ins]
+            y = bind(node, args)[0]
+            value = node.outs[0]
+        return y
+
+    def forward(params: Params, x: Array) -> Array:
+        out = run_chain(apply_linear(params["kernel"], x), affine=False)
+        return out + params["bias"] if "bias" in params else out
+
+    affine = [node for node in chain if node.kind == "affine"]
+    if not affine:
+        return forward, {"kernel": kernel}
+    zeros = jnp.zeros(out_aval.shape, out_aval.dtype)
+    bias = run_chain(zeros)
+    scaling = [node for node in affine if node.primitive in ("mul", "div")
+               or (node.primitive == "sub" and node.ins[1] in graph.depends)]
+    if scaling:
+        out_axes, weight_axes = _feature_axes(linear, weight_position)
+        features = int(np.prod([out_aval.shape[a] for a in out_axes]))
+        for node in scaling:
+            operand = next(a for a in node.ins if not (isinstance(a, int) and a in graph.depends))
+            size = int(np.prod(np.shape(call.value(operand))))
+            if size not in (1, features):
+                raise ValueError(f"lrp: the affine {node.primitive} in {node.name!r} scales more than the output "
+                                 f"features of {linear.describe()}, so it cannot be folded into its weight; "
+                                 "pass merge_batch_norm=False or give the layer a rule by name")
+        _, pullback = jax.vjp(run_chain, zeros)
+        scale = pullback(jnp.ones_like(bias))[0]
+        index = tuple(slice(None) if axis in out_axes else 0 for axis in range(scale.ndim))
+        per_feature = scale[index]
+        shape = [1] * kernel.ndim
+        for axis, size in zip(weight_axes, per_feature.shape):
+            shape[axis] = size
+        kernel = kernel * per_feature.reshape(shape).astype(kernel.dtype)
+    return forward, {"kernel": kernel, "bias": bias}
+
+
+def with_channel_axis(rule: Any, axis: int) -> Any:
+    """``rule`` with per-channel bounds read along ``axis`` (ZBox on a channels-first input)."""
+    if isinstance(rule, lrp.ZBox) and axis not in (-1, None):
+        return dataclasses.replace(rule, channel_axis=axis)
+    return rule
+
+
+@dataclasses.dataclass(frozen=True)
+class OnBlock:
+    """A linear rule applied to a folded linear block (its input non-negative where promised)."""
+
+    rule: lrp.LinearRule
+    nonnegative_input: bool = False
+
+    def __call__(self, block: Block, call: UnitCall, x: Array) -> Array:
+        forward, params = folded(block, call)
+        return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input)
