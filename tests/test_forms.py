@@ -140,8 +140,10 @@ def test_errors_name_the_layer_and_the_fix(cnn, images):
         jx.layer_gradcam(lambda x: cnn["nnx"](x), images, TARGETS, layer="block")
     with pytest.raises(ValueError, match="act on ReLUs.*has none"):
         jx.guided_backprop(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
+    with pytest.raises(ValueError, match="no rule for the norm layer at 'norm'.*attn_lrp"):
+        jx.lrp(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
     with pytest.raises(TypeError, match="linen"):
-        jx.lrp(cnn["function"], images, TARGETS)
+        jx.excitation_backprop(cnn["function"], images, TARGETS, saliency_layer="block")
 
 
 def test_call_keywords_are_given_once(images):

@@ -99,3 +99,26 @@ def test_a_batch_norm_scale_varying_in_space_is_not_folded_silently():
         jx.lrp(model, jnp.ones((1, 4, 4, 3)), 0, composite="epsilon_plus")
     unmerged = jx.lrp(model, jnp.ones((1, 4, 4, 3)), 0, composite=jx.composites.EpsilonPlus(merge_batch_norm=False))
     assert unmerged.shape == (1, 4, 4, 3)
+
+
+def _bias_free_mlp() -> dict[str, np.ndarray]:
+    weights = forms.mlp_weights()
+    for name in ("fc1.bias", "norm.bias", "gate.bias", "head.bias"):
+        weights[name] = np.zeros_like(weights[name])
+    return weights
+
+
+@pytest.mark.parametrize("composite", ["attn_lrp", "cp_lrp"])
+def test_attention_composites_conserve_on_the_gated_mlp_in_every_form(composite):
+    """LayerNorm (identity rule), GELU (identity), the gate ``h * sigmoid(g)`` (uniform) and Gamma on
+    the dense layers: on a bias-free MLP nothing is lost, and the three forms agree."""
+    models = forms.mlp_forms(_bias_free_mlp())
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(6), (3, 6)))
+    target = np.array([0, 2, 3])
+    results = {}
+    for form, model in models.items():
+        results[form] = np.asarray(jx.lrp(model, x, target, composite=composite))
+        logits = np.asarray(jx.as_model(model)(x))[np.arange(3), target]
+        np.testing.assert_allclose(results[form].sum(1), logits, rtol=1e-4, atol=1e-6)
+    for form, relevance in results.items():
+        np.testing.assert_allclose(relevance, results["linen"], rtol=1e-5, atol=1e-6 * np.abs(relevance).max())

@@ -165,17 +165,9 @@ def analyse(graph: Graph, *, merge: bool = True) -> Blocks:
         claimed.update(unit.nodes)
     blocks: list[Block] = []
     merged: list[tuple[str, str]] = []
-    norms = {unit.name for unit in graph.units.values() if unit.kind == "statistic"}
-    for name in sorted(norms):
-        members = [i for i in by_name.get(name, []) if graph.nodes[i].kind != "constant"]
-        entering = {a for i in members for a in _live(graph, graph.nodes[i])
-                    if graph.producer.get(a) not in members}
-        produced = [out for i in members for out in graph.nodes[i].outs]
-        leaving = [out for out in produced
-                   if out in graph.output_ids or any(c not in members for c in graph.consumers.get(out, []))]
-        if len(entering) == 1 and len(leaving) == 1:
-            blocks.append(Block("norm", tuple(members), entering.pop(), leaving[0], name))
-            claimed.update(members)
+    for block in _norms(graph):
+        blocks.append(block)
+        claimed.update(block.nodes)
     for node in graph.nodes:
         if node.index in claimed or node.kind == "constant":
             continue
@@ -229,12 +221,61 @@ def analyse(graph: Graph, *, merge: bool = True) -> Blocks:
                                 {"more_inputs": (live[1],), "primitive": node.primitive}))
             claimed.add(node.index)
     for unit in graph.units.values():
-        if unit.kind == "statistic":
+        if unit.kind == "statistic" or not _floating(graph, unit.output):
             continue
         kind = "activation" if unit.kind in ACTIVATIONS else unit.kind
         blocks.append(Block(kind, unit.nodes, unit.input, unit.output, unit.name, dict(unit.attributes, unit=unit.kind)))
     blocks.sort(key=lambda block: block.nodes[-1])
     return Blocks(tuple(blocks), tuple(merged), _nonnegative(graph, blocks))
+
+
+def _norms(graph: Graph) -> list[Block]:
+    """Normalisations found from their data flow, whatever their names: a product (or quotient) of an
+    activation and a value computed from a statistic of it (a variance, a mean square), with every
+    node back to their common input (the nodes read only inside the norm). The block runs from that
+    input to the product; a scale and shift after it are affine layers of their own."""
+    statistic_units = [unit for unit in graph.units.values() if unit.kind == "statistic"]
+    derived = {unit.output for unit in statistic_units}
+    unit_of = {index: unit for unit in statistic_units for index in unit.nodes}
+    for node in graph.nodes:
+        if node.index in unit_of or node.kind == "constant":
+            continue
+        reads = any(isinstance(a, int) and a in derived for a in node.ins)
+        joins = node.primitive in ("mul", "div") and not all(a in derived for a in _live(graph, node))
+        if reads and not joins:
+            derived.update(node.outs)
+    allowed = ("reduce", "structural", "elementwise", "sum", "affine")
+    found = []
+    taken: set[int] = set()
+    for node in graph.nodes:
+        live = _live(graph, node)
+        if node.primitive not in ("mul", "div") or len(live) != 2 or node.index in taken:
+            continue
+        scaled = [a in derived for a in live]
+        if scaled.count(True) != 1 or (node.primitive == "div" and live[1] not in derived):
+            continue
+        members, needed = {node.index}, set(live)
+        for index in range(node.index - 1, -1, -1):
+            inner = graph.nodes[index]
+            if not any(out in needed for out in inner.outs):
+                continue
+            kind_ok = index in unit_of or (inner.kind in allowed and (
+                inner.kind != "affine" or all(out in derived for out in inner.outs))
+                and (inner.kind != "sum" or inner.primitive == "sub"))
+            read_inside = all(c in members for out in inner.outs for c in graph.consumers.get(out, []))
+            if kind_ok and read_inside and not any(out in graph.output_ids for out in inner.outs):
+                members.add(index)
+                needed.update(_live(graph, inner))
+        boundary = {value for value in needed if graph.producer.get(value) not in members}
+        produced = {out for index in members for out in graph.nodes[index].outs}
+        leaks = [out for out in produced - {node.outs[0]}
+                 if out in graph.output_ids or any(c not in members for c in graph.consumers.get(out, []))]
+        if len(boundary) != 1 or leaks or not any(i in unit_of for i in members):
+            continue
+        ordered = tuple(sorted(members))
+        found.append(Block("norm", ordered, boundary.pop(), node.outs[0], node.name))
+        taken.update(ordered)
+    return found
 
 
 def _nonnegative(graph: Graph, blocks: list[Block]) -> tuple[str, ...]:
@@ -288,9 +329,24 @@ def _positive_scaling(graph: Graph, block: Block) -> bool:
     return True
 
 
+def _floating(graph: Graph, value: int) -> bool:
+    return np.issubdtype(np.dtype(graph.aval(value).dtype), np.floating)
+
+
+def _routes(graph: Graph, node: Node) -> bool:
+    """Nodes whose gradient routes relevance unchanged, or that carry none: a ``select_n`` on a
+    boolean predicate (a masked or guarded softmax), comparisons and other non-float results."""
+    if not any(_floating(graph, out) for out in node.outs):
+        return True
+    if node.primitive != "select_n":
+        return False
+    predicate = node.ins[0]
+    return not (isinstance(predicate, int) and predicate in graph.producer and _floating(graph, predicate))
+
+
 def unclassified(graph: Graph, blocks: Blocks) -> list[Node]:
     """Operations on activations that are in no block and are not structural: no rule can reach them."""
     covered = {i for block in blocks.blocks for i in block.nodes}
     return [node for node in graph.nodes
-            if node.index not in covered and node.kind not in GRADIENT_KINDS
+            if node.index not in covered and node.kind not in GRADIENT_KINDS and not _routes(graph, node)
             and any(isinstance(a, int) and a in graph.depends for a in node.ins)]

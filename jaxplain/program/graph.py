@@ -461,9 +461,9 @@ def _is_statistic(builder: _Builder, value: int, name: str) -> bool:
     """Whether ``value`` is computed from a reduction in the same named layer (a norm's variance, clamped).
 
     ``max(var, 0)`` in Flax's LayerNorm is no ReLU of the network: such units are kind ``"statistic"``.
+    In code outside any named layer the reduction must be one of squares (a variance written
+    inline, ``((h - mean) ** 2).mean()``), so that ``relu(x.mean())`` stays a ReLU.
     """
-    if not name:
-        return False
     seen, stack = set(), [value]
     while stack:
         atom = stack.pop()
@@ -474,15 +474,26 @@ def _is_statistic(builder: _Builder, value: int, name: str) -> bool:
         if node.name != name or node.kind in ("linear", "unit", "max_pool", "sum_pool"):
             continue
         if node.kind == "reduce":
-            return True
+            if name or _of_squares(builder, node):
+                return True
+            continue
         stack.extend(a for a in node.ins if builder.dependent(a))
     return False
 
 
+def _of_squares(builder: _Builder, node: Node) -> bool:
+    """Whether a reduction reads a square (``x * x``, ``x ** 2``)."""
+    live = [a for a in node.ins if builder.dependent(a)]
+    if len(live) != 1 or live[0] not in builder.producer:
+        return False
+    source = builder.nodes[builder.producer[live[0]]]
+    if source.primitive == "square" or (source.primitive == "integer_pow" and source.eqn.params.get("y") == 2):
+        return True
+    return source.primitive == "mul" and len(source.ins) == 2 and source.ins[0] == source.ins[1]
+
+
 def _feeds_reduction(builder: _Builder, value: int, name: str) -> bool:
     """Whether ``value`` only feeds a reduction in the same named layer (a norm's ``x * x``)."""
-    if not name:
-        return False
     consumers = [builder.nodes[i] for i in builder.consumers.get(value, [])]
     return bool(consumers) and all(node.name == name and node.kind == "reduce" for node in consumers)
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain.model import Model
-from jaxplain.rules import lrp, prp
+from jaxplain.rules import lrp, prp, relevance
 from jaxplain.rules.engine import RuleMap, kind_of
 from jaxplain.typing import Array
 
@@ -92,6 +92,8 @@ class Composite:
 
     ``layer_map`` and ``first_map`` entries are ``(kinds, rule)`` with kinds from :data:`KINDS`;
     ``name_map`` entries are ``(paths, rule)`` with dotted layer paths (``jx.layers`` lists them).
+    A linear rule in ``name_map`` applies to the convolutions and dense layers at its paths (a torch
+    ``MultiheadAttention`` holds its projections, products and softmax under one path).
     """
 
     layer_map: LayerMap = ()
@@ -110,7 +112,7 @@ class Composite:
     def rule_for(self, kind: str | None, path: str, first_path: str | None) -> Any:
         """The rule of one layer of ``kind`` at ``path`` (``None``: ordinary gradient)."""
         for paths, rule in self.name_map:
-            if path in paths:
+            if path in paths and (kind in LINEAR or not isinstance(rule, lrp.LinearRule)):
                 return rule
         if path == first_path:
             for kinds, rule in self.first_map:
@@ -210,6 +212,56 @@ class EpsilonGammaBox(Composite):
         first = ((CONVOLUTION, lrp.ZBox(_bound(low), _bound(high), stabilizer, set_bias_to_zero)),)
         super().__init__(tuple(layer_map) + base_layer_map(stabilizer) + rules, tuple(first_map) + first,
                          tuple(name_map), merge_batch_norm)
+
+
+def _attention_map(stabilizer: float, conv_gamma: float, linear_gamma: float, constant_attention: bool) -> LayerMap:
+    softmax = lrp.Zero() if constant_attention else lrp.Norm(stabilizer)
+    return (
+        (CONVOLUTION, lrp.Gamma(conv_gamma, stabilizer)),
+        (DENSE, lrp.Gamma(linear_gamma, stabilizer)),
+        (NORM, relevance.IdentityNorm(stabilizer)),
+        (ACTIVATION, lrp.Pass()),
+        (PRODUCT, relevance.Uniform(stabilizer, constant_attention)),
+        (SOFTMAX, softmax),
+        (SUM, lrp.Norm(stabilizer)),
+        (AVG_POOL, lrp.Norm(stabilizer)),
+        (BATCH_NORM, lrp.Norm(stabilizer)),
+        (SCALE, lrp.Pass()),
+    )
+
+
+@_composite("attn_lrp")
+class AttnLRP(Composite):
+    """AttnLRP (Achtibat et al., ICML 2024; LXT's rules) for transformers, on any model form.
+
+    The identity rule on element-wise non-linearities (GELU, SiLU: relevance passes) and on
+    LayerNorm/RMSNorm (linearised with the standard deviation held constant), the uniform rule on
+    products of activations (``Q K^T``, ``A V``, gates: half to each factor), the softmax rule
+    ``R_i = x_i (R_i - s_i sum_j R_j)`` (the proportional split through its Jacobian), Gamma on
+    convolutions (``conv_gamma``) and dense layers (``linear_gamma``; gamma 0 is LRP-0), and sums,
+    pools and affine layers (a position embedding) split in proportion, as LXT's gradient x input
+    framework computes them. ``stabilizer`` is the denominators' epsilon.
+    """
+
+    def __init__(self, conv_gamma: float = 0.25, linear_gamma: float = 0.05, stabilizer: float = 1e-12,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        super().__init__(tuple(layer_map) + _attention_map(stabilizer, conv_gamma, linear_gamma, False),
+                         tuple(first_map), tuple(name_map), merge_batch_norm)
+
+
+@_composite("cp_lrp")
+class CPLRP(Composite):
+    """CP-LRP (Ali et al., ICML 2022, "XAI for Transformers: Better Explanations through Conservative
+    Propagation"): :class:`AttnLRP` with no relevance through the attention softmax; a product with an
+    attention softmax's output gives all of its relevance to the other factor (the values).
+    """
+
+    def __init__(self, conv_gamma: float = 0.25, linear_gamma: float = 0.05, stabilizer: float = 1e-12,
+                 layer_map: LayerMap = (), first_map: LayerMap = (), name_map: NameMap = (),
+                 merge_batch_norm: bool = True):
+        super().__init__(tuple(layer_map) + _attention_map(stabilizer, conv_gamma, linear_gamma, True),
+                         tuple(first_map), tuple(name_map), merge_batch_norm)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

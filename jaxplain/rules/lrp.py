@@ -414,3 +414,11 @@ class Gradient:
 
     def __call__(self, module: nn.Module, call: Callable, *args: Any) -> Any:
         return call(*args)
+
+
+@dataclass(frozen=True)
+class Zero:
+    """No relevance through the layer (CP-LRP's attention softmax: the attention weights are constants)."""
+
+    def __call__(self, module: Any, call: Callable, *args: Array) -> Array:
+        return with_backward(call, args, lambda args, output, relevance: tuple(jnp.zeros_like(a) for a in args))

@@ -141,3 +141,96 @@ class OnBlock:
     def __call__(self, block: Block, call: UnitCall, x: Array) -> Array:
         forward, params = folded(block, call)
         return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input)
+
+
+def _statistics(block: Block, call: UnitCall) -> set[int]:
+    """Values of a norm block computed from its statistics (the variance and what follows from it)."""
+    graph = call.graph
+    members = set(block.nodes)
+    found = {unit.output for unit in graph.units.values() if unit.kind == "statistic" and set(unit.nodes) <= members}
+    for index in block.nodes:
+        node = graph.nodes[index]
+        if any(isinstance(a, int) and a in found for a in node.ins):
+            found.update(node.outs)
+    return found
+
+
+def _detached_call(block: Block, call: UnitCall) -> Callable[[Array], Array]:
+    """The norm block with its statistics treated as constants where they meet the normalised input."""
+    graph = call.graph
+    statistics = _statistics(block, call)
+
+    def run(x: Array) -> Array:
+        local = {block.input: x}
+        for index in block.nodes:
+            node = graph.nodes[index]
+            live = [a for a in node.ins if isinstance(a, int) and a in graph.depends]
+            joins = any(a in statistics for a in live) and any(a not in statistics for a in live)
+            args = []
+            for a in node.ins:
+                value = local[a] if isinstance(a, int) and a in local else call.value(a)
+                args.append(jax.lax.stop_gradient(value) if joins and isinstance(a, int) and a in statistics else value)
+            for out, result in zip(node.outs, bind(node, args)):
+                local[out] = result
+        return local[block.output]
+
+    return run
+
+
+@dataclasses.dataclass(frozen=True)
+class IdentityNorm:
+    """AttnLRP's identity rule on LayerNorm and RMSNorm (Achtibat et al. 2024, eq. 9 for normalisations).
+
+    The norm is linearised with its standard deviation held constant, as LXT's ``layer_norm_forward``
+    and ``rms_norm_forward`` stop the gradient through it; relevance then follows that linear map,
+    ``R_in = x * J~^T (R / stab(y))``, its shift absorbing its share as a bias does.
+    """
+
+    stabilizer: float = 1e-12
+
+    def __call__(self, block: Block, call: UnitCall, x: Array) -> Array:
+        detached = _detached_call(block, call)
+
+        def backward(args, output, relevance):
+            (value,) = args
+            _, pullback = jax.vjp(detached, value)
+            return (value * pullback(relevance / lrp.stabilize(output, self.stabilizer))[0],)
+
+        return lrp.with_backward(call, (x,), backward)
+
+
+def _from_softmax(graph, value: int) -> bool:
+    """Whether ``value`` is a softmax's output, through structural operations."""
+    outputs = {unit.output for unit in graph.units.values() if unit.kind == "softmax"}
+    while value not in outputs and value in graph.producer:
+        node = graph.nodes[graph.producer[value]]
+        live = _live(graph, node)
+        if node.kind != "structural" and node.primitive != "select_n" or not live:
+            return False
+        value = [a for a in live if np.issubdtype(np.dtype(graph.aval(a).dtype), np.floating)][0]
+    return value in outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """AttnLRP's uniform rule on a product of activations (eq. 7): each factor gets ``1/n`` of the
+    proportional split, ``R_i = x_i * J_i^T (R / stab(y)) / n`` (LXT's ``divide_gradient``).
+
+    With ``constant_attention`` (CP-LRP, Ali et al. 2022), a factor that is an attention softmax's
+    output is a constant: it gets no relevance and the other factor all of it.
+    """
+
+    stabilizer: float = 1e-12
+    constant_attention: bool = False
+
+    def __call__(self, block: Block, call: UnitCall, *args: Array) -> Array:
+        constant = [self.constant_attention and _from_softmax(call.graph, value) for value in block.inputs]
+        share = 1.0 if any(constant) else 1.0 / len(args)
+
+        def backward(values, output, relevance):
+            _, pullback = jax.vjp(call, *values)
+            gradients = pullback(relevance / lrp.stabilize(output, self.stabilizer))
+            return tuple(jnp.zeros_like(v) if fixed else share * v * g
+                         for v, g, fixed in zip(values, gradients, constant))
+
+        return lrp.with_backward(call, args, backward)
