@@ -158,7 +158,9 @@ def load(
     Args:
         path: a ``.pth``/``.pt`` state dict (loaded with ``weights_only=True``) or a
             ``.safetensors`` file.
-        arch: a zoo name such as ``"resnet18"`` (see ``jaxplain.nets.ARCHITECTURES``), or a
+        arch: a zoo name such as ``"resnet18"`` (see ``jaxplain.nets.ARCHITECTURES``), another
+            torchvision classifier's name (``"vit_b_16"``, ``"swin_t"``: built by torchvision, the
+            weights loaded in torch, then exported by :func:`from_torch`), or a
             model :func:`from_torch` exported (its weights are replaced by the file's,
             torch names and layouts as they are: :func:`jaxplain.nets.exported.load_state_dict`).
         input_shape: NHWC shape used to trace parameter shapes (default 1x224x224x3).
@@ -166,7 +168,30 @@ def load(
     """
     if isinstance(arch, Model):
         return exported.load_state_dict(arch, load_state_dict(path))
+    if arch not in nets.ARCHITECTURES:
+        return _torchvision(path, arch, input_shape or (1, 224, 224, 3), arch_kwargs)
     return weights.from_state_dict(load_state_dict(path), arch, input_shape=input_shape, **arch_kwargs)
+
+
+def _torchvision(path: str | os.PathLike, arch: str, input_shape: tuple[int, ...], arch_kwargs: dict) -> Model:
+    """A torchvision classifier outside the zoo (``vit_b_16``, ``swin_t``...) with the file's weights, exported."""
+    import torchvision
+
+    if arch not in torchvision.models.list_models(torchvision.models):
+        raise ValueError(f"unknown architecture {arch!r}: neither a zoo name ({', '.join(sorted(nets.ARCHITECTURES))}) "
+                         "nor a torchvision classifier (torchvision.models.list_models())")
+    arch_kwargs = {key: value for key, value in arch_kwargs.items() if value is not None}
+    if arch.startswith("vit_") and len(input_shape) == 4:
+        arch_kwargs.setdefault("image_size", input_shape[1])
+    module = torchvision.models.get_model(arch, weights=None, **arch_kwargs)
+    state = read_state_dict(path)
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    given = {key: tuple(value.shape) for key, value in state.items()}
+    summary = weights.summarise_keys(expected, given, what=arch)
+    if summary:
+        raise ValueError(summary)
+    module.load_state_dict(state)
+    return from_torch(module.eval(), input_shape=input_shape)
 
 
 __all__ = [

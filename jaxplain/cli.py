@@ -66,14 +66,17 @@ def _load_model(arguments: argparse.Namespace):
         raise UsageError("--arch and --weights go together (neither: the shipped demo model)")
     if not Path(arguments.weights).is_file():
         raise UsageError(f"--weights: no such file: {arguments.weights}")
-    if arguments.weights.endswith(".safetensors"):
+    from jaxplain.nets import ARCHITECTURES
+
+    if arguments.weights.endswith(".safetensors") and arguments.arch in ARCHITECTURES:
         from jaxplain.weights import load
     else:
         try:
             from converters import load
         except ImportError as error:
-            raise UsageError(f'--weights {arguments.weights}: a .pth file needs torch (pip install ".[converters]"; '
-                             f".safetensors files need no torch): {error}") from error
+            raise UsageError(f'--weights {arguments.weights}: a .pth file or an architecture outside the zoo needs '
+                             f'torch (pip install ".[converters]"; .safetensors files of zoo models need no torch): '
+                             f"{error}") from error
     try:
         model = load(arguments.weights, arguments.arch, num_classes=arguments.num_classes,
                      input_shape=(1, arguments.size, arguments.size, 3))
@@ -334,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser("explain", help="explain images: one overlay PNG and one .npy per image and method")
     explain.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER",
                          help="images, or folders searched recursively (none: the demo model's sample images)")
-    explain.add_argument("--arch", help="zoo architecture of --weights (e.g. resnet18); default: the demo model")
+    explain.add_argument("--arch", help="architecture of --weights: a zoo name (resnet18) or another torchvision "
+                         "classifier (vit_b_16, swin_t: converted through torch.export); default: the demo model")
     explain.add_argument("--weights", help="a .safetensors or .pth state dict of --arch "
                                            '(.pth needs torch: pip install ".[converters]")')
     explain.add_argument("--num-classes", type=int, default=1000, help="outputs of --arch (default 1000)")

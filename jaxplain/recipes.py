@@ -56,7 +56,8 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("layer_deeplift", "layer", "Captum LayerDeepLift"),
     ("layer_gradient_shap", "layer", "Captum LayerGradientShap"),
     ("layer_activation_guided_backprop", "layer", "pytorch-cnn-visualizations layer activation with guided backprop"),
-    ("lrp", "lrp", "Zennit Gradient attributor with composites and canonizers; Captum LRP"),
+    ("lrp", "lrp", "Zennit Gradient attributor with composites and canonizers; Captum LRP; LXT AttnLRP "
+     "(composite='attn_lrp', 'cp_lrp')"),
     ("excitation_backprop", "torchray", "TorchRay excitation_backprop"),
     ("contrastive_excitation_backprop", "torchray", "TorchRay contrastive_excitation_backprop"),
     ("linear_approx", "torchray", "TorchRay linear_approx"),
@@ -178,6 +179,13 @@ def _lrp(model, inputs, target, key, layer):
     return jx.lrp(model, inputs, target, composite="epsilon_plus_flat")
 
 
+def _attention_lrp(composite: str):
+    def recipe(model, inputs, target, key, layer):
+        return jx.lrp(model, inputs, target, composite=composite)
+
+    return recipe
+
+
 def _excitation_backprop(model, inputs, target, key, layer):
     return jx.excitation_backprop(model, inputs, target, saliency_layer=layer, resize=True)
 
@@ -239,6 +247,10 @@ RECIPES: dict[str, Recipe] = {
         Recipe("gradient_rollout", _gradient_rollout, "positive",
                "gradient_rollout(upsample='bilinear'), every attention layer (vision transformers)"),
         Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
+        Recipe("attn_lrp", _attention_lrp("attn_lrp"), "all",
+               "lrp(composite='attn_lrp'): AttnLRP (transformers)", additive=True),
+        Recipe("cp_lrp", _attention_lrp("cp_lrp"), "all", "lrp(composite='cp_lrp'): CP-LRP (transformers)",
+               additive=True),
         Recipe("excitation_backprop", _excitation_backprop, "positive",
                "excitation_backprop(saliency_layer=layer, resize=True)"),
         Recipe("occlusion", _occlusion, "all", "occlusion(window = size/8, stride = window/2, baseline 0)"),
