@@ -428,8 +428,8 @@ def _units(builder: _Builder) -> dict[int, Unit]:
         kind = _classify(builder, indices, start)
         if kind is None:
             continue
-        if _is_statistic(builder, start, nodes[indices[0]].name) or _feeds_reduction(builder, output,
-                                                                                        nodes[indices[0]].name):
+        if _is_statistic(builder, start, nodes[indices[0]].name) or (
+                _squares(builder, indices) and _feeds_reduction(builder, output, nodes[indices[0]].name)):
             kind = "statistic"
         units[indices[0]] = Unit(kind, tuple(indices), start, output, nodes[indices[0]].name)
         claimed.update(indices)
@@ -481,15 +481,23 @@ def _is_statistic(builder: _Builder, value: int, name: str) -> bool:
     return False
 
 
+def _is_square(node: Node) -> bool:
+    if node.primitive == "square" or (node.primitive == "integer_pow" and node.eqn.params.get("y") == 2):
+        return True
+    return node.primitive == "mul" and len(node.ins) == 2 and node.ins[0] == node.ins[1]
+
+
 def _of_squares(builder: _Builder, node: Node) -> bool:
     """Whether a reduction reads a square (``x * x``, ``x ** 2``)."""
     live = [a for a in node.ins if builder.dependent(a)]
     if len(live) != 1 or live[0] not in builder.producer:
         return False
-    source = builder.nodes[builder.producer[live[0]]]
-    if source.primitive == "square" or (source.primitive == "integer_pow" and source.eqn.params.get("y") == 2):
-        return True
-    return source.primitive == "mul" and len(source.ins) == 2 and source.ins[0] == source.ins[1]
+    return _is_square(builder.nodes[builder.producer[live[0]]])
+
+
+def _squares(builder: _Builder, indices: list[int]) -> bool:
+    """Whether a fused chain squares its input (a variance's ``(x - mean) ** 2``), not a ReLU before a mean."""
+    return any(_is_square(builder.nodes[i]) for i in indices)
 
 
 def _feeds_reduction(builder: _Builder, value: int, name: str) -> bool:
