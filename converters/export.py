@@ -113,6 +113,54 @@ def _first_line(error: Exception) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def _static_shape(node: Any) -> tuple[int, ...] | None:
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    shape = tuple(getattr(value, "shape", None) or ())
+    return shape if value is not None and all(type(n) is int for n in shape) else None
+
+
+def _unexpanded(operand: Any) -> torch.fx.Node | None:
+    """The tensor that ``operand`` of a ``bmm`` broadcasts over the batch, or None.
+
+    ``F.linear`` on a 3-d input that is not contiguous (``nn.MultiheadAttention``'s
+    in-projection on ``(tokens, batch, dim)``) decomposes to ``bmm`` with the weight
+    ``expand``-ed over the leading dimension (then ``view``-ed to the same shape). In XLA
+    that broadcast is a real copy of the weight per token (197 x 768 x 2304 floats per
+    ViT-B/16 layer) and the product a batch of matrix-vector products; a plain ``matmul``
+    of the 2-d weight computes the same values as one matrix product.
+    """
+    if not isinstance(operand, torch.fx.Node) or operand.target is not torch.ops.aten.view.default:
+        return None
+    expanded = operand.args[0]
+    if not isinstance(expanded, torch.fx.Node) or expanded.target is not torch.ops.aten.expand.default:
+        return None
+    source = expanded.args[0]
+    shape, size = _static_shape(source), _static_shape(expanded)
+    if shape is None or size is None or len(size) != 3 or size != _static_shape(operand):
+        return None
+    if len(operand.users) != 1 or len(expanded.users) != 1:
+        return None
+    return source if shape[-2:] == size[1:] and len(shape) in (2, 3) and shape[:-2] in ((), (1,)) else None
+
+
+def _broadcast_products(graph: torch.fx.Graph) -> tuple[dict[str, tuple[Any, Any]], set[str]]:
+    """``bmm`` nodes with one operand broadcast over the batch, as ``{bmm: (lhs, rhs)}`` of
+    ``matmul`` operands, and the names of the ``expand`` and ``view`` nodes they no longer use."""
+    products, unused = {}, set()
+    for node in graph.nodes:
+        if node.target is not torch.ops.aten.bmm.default:
+            continue
+        sources = [_unexpanded(operand) for operand in node.args]
+        if sum(source is not None for source in sources) != 1:
+            continue
+        position = 0 if sources[0] is not None else 1
+        operands = list(node.args)
+        operands[position] = sources[position]
+        products[node.name] = (operands[0], operands[1])
+        unused.update((node.args[position].name, node.args[position].args[0].name))
+    return products, unused
+
+
 def _capture(
     module: torch.nn.Module, example: torch.Tensor, input_shape: tuple[int, ...]
 ) -> torch.export.ExportedProgram:
@@ -208,7 +256,10 @@ def export_program(
     missing: dict[str, dict[str, None]] = {}
     ops_of: dict[str, str] = {}
     output = None
+    products, unused = _broadcast_products(graph)
     for node in graph.nodes:
+        if node.name in unused:
+            continue
         if node.op == "output":
             (result,) = node.args[0]
             output = rename(_argument(result, "output"))
@@ -237,8 +288,11 @@ def export_program(
                 if key not in _IGNORED_KWARGS
             )
         )
+        args = node.args
+        if node.name in products:
+            name, args = "aten.matmul.default", products[node.name]
         ops_of[node.name] = name
-        nodes.append(Node(node.name, name, rename(_argument(node.args, where)), kwargs, path, _calls(node)))
+        nodes.append(Node(node.name, name, rename(_argument(args, where)), kwargs, path, _calls(node)))
     if missing:
         listed = "; ".join(f"{op} (in {_few(list(paths))})" for op, paths in missing.items())
         raise ValueError(f"{type(module).__name__}: no JAX implementation of {listed}")

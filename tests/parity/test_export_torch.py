@@ -328,6 +328,30 @@ def test_ops_run_under_their_torch_module_paths():
     assert model.variables["params"]["conv_proj.weight"].shape == (32, 3, 8, 8)
 
 
+def _equations(jaxpr: jax.extend.core.Jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            inner = getattr(value, "jaxpr", value)
+            if isinstance(inner, jax.extend.core.Jaxpr):
+                yield from _equations(inner)
+
+
+def test_attention_in_projection_does_not_copy_its_weight_per_token():
+    """``F.linear`` on ``nn.MultiheadAttention``'s ``(tokens, batch, dim)`` input decomposes to a
+    ``bmm`` of the weight ``expand``-ed over the tokens; the converted model multiplies by the
+    weight itself (the per-token copies made ViT-B/16's compiled CPU forward about 100x slower)."""
+    _, model, images = _pair("vit")
+    weight = model.variables["params"]["encoder.layers.encoder_layer_0.self_attention.in_proj_weight"]
+    jaxpr = jax.make_jaxpr(model)(images)
+    copies = [
+        eqn.outvars[0].aval.shape
+        for eqn in _equations(jaxpr.jaxpr)
+        if eqn.primitive.name == "broadcast_in_dim" and sorted(eqn.invars[0].aval.shape) == sorted(weight.shape)
+    ]
+    assert copies == []
+
+
 class _Sort(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sort(x, dim=1).values
