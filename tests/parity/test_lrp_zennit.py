@@ -108,3 +108,24 @@ def test_lrp_matches_zennit(case):
         assert_close(ours, expected)
         np.testing.assert_allclose(ours.sum((1, 2, 3)), expected.sum((1, 2, 3)),
                                    rtol=1e-3, atol=1e-3 * np.abs(logits).max())
+
+
+@pytest.fixture(scope="module")
+def exported_resnet18():
+    import converters
+    from tests.parity._torch import randomised
+
+    torch_model = randomised("resnet18")
+    return torch_model, converters.export_model(torch_model, input_shape=(1,) + SHAPE[1:])
+
+
+@pytest.mark.parametrize("name", MAIN_THREE)
+def test_lrp_on_the_generic_conversion_path_matches_zennit(exported_resnet18, name):
+    """ResNet-18 converted through ``torch.export`` (torch's own ops and module paths, NCHW layers): the
+    inline ``out += identity``, ``nn.AdaptiveAvgPool2d`` and each batch norm found on the program."""
+    torch_model, model = exported_resnet18
+    images = np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
+    zennit_composite, arguments = COMPOSITES[name]
+    expected = zennit_relevance(torch_model, zennit_composite(canonizers=[ResNetCanonizer()], **arguments), images)
+    ours = np.asarray(jx.lrp(model, images, TARGET, composite=name, **arguments))
+    assert_close(ours, expected)
