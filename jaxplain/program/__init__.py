@@ -92,6 +92,12 @@ def blocks_of(model: StructuredModel, inputs: Array, *, merge: bool = True) -> "
 
     Returns:
         The :class:`~jaxplain.program.blocks.Blocks`.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxplain as jx
+        >>> model = structured(jx.demo.load_model(), "example")
+        >>> blocks_of(model, jnp.zeros((1, 16, 16, 3))).nonnegative[:2]
+        ('features.4', 'features.8')
     """
     graph = graph_of(model, inputs)
     cached = _BLOCKS.get((id(graph), merge))

@@ -158,6 +158,14 @@ def analyse(graph: Graph, *, merge: bool = True) -> Blocks:
 
     Returns:
         The :class:`Blocks`.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxplain as jx
+        >>> from jaxplain import program
+        >>> model = program.structured(jx.demo.load_model(), "example")
+        >>> view = analyse(program.graph_of(model, jnp.zeros((1, 16, 16, 3))))
+        >>> [block.kind for block in view.blocks][:3]
+        ['convolution', 'activation', 'max_pool']
     """
     by_name = _layer_nodes(graph)
     claimed: set[int] = set()
@@ -345,7 +353,17 @@ def _routes(graph: Graph, node: Node) -> bool:
 
 
 def unclassified(graph: Graph, blocks: Blocks) -> list[Node]:
-    """Operations on activations that are in no block and are not structural: no rule can reach them."""
+    """Operations on activations that are in no block and are not structural: no rule can reach them.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxplain as jx
+        >>> from jaxplain import program
+        >>> model = jx.Model.from_function(lambda p, x: jnp.max(x, axis=1) @ p["w"], {"w": jnp.ones((3, 2))})
+        >>> x = jnp.ones((1, 4, 3))
+        >>> graph = program.graph_of(model, x)
+        >>> [node.primitive for node in unclassified(graph, analyse(graph))]
+        ['reduce_max']
+    """
     covered = {i for block in blocks.blocks for i in block.nodes}
     return [node for node in graph.nodes
             if node.index not in covered and node.kind not in GRADIENT_KINDS and not _routes(graph, node)

@@ -67,6 +67,21 @@ def folded(block: Block, call: UnitCall) -> tuple[Callable[[Params, Array], Arra
     Raises:
         ValueError: when an affine scale after the linear operation varies along more than its
             output features, so it cannot be folded into the weight.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxplain as jx
+        >>> from jaxplain import program
+        >>> from jaxplain.program.interpret import evaluate
+        >>> demo = jx.demo.load_model()
+        >>> model, x = program.structured(demo, "example"), jnp.ones((1, 16, 16, 3))
+        >>> def refolded(block, call, value):
+        ...     forward, params = folded(block, call)
+        ...     return forward(params, value)
+        >>> rules = lambda block: refolded if block.kind in ("convolution", "dense") else None
+        >>> graph, view = program.graph_of(model, x), program.blocks_of(model, x)
+        >>> out = evaluate(graph, program.params_of(model), x, rules=rules, units=view.blocks)[0]
+        >>> bool(jnp.allclose(out, demo(x), atol=1e-4))
+        True
     """
     graph = call.graph
     linear = graph.nodes[block.attributes["linear"]]
@@ -125,7 +140,12 @@ def folded(block: Block, call: UnitCall) -> tuple[Callable[[Params, Array], Arra
 
 
 def with_channel_axis(rule: Any, axis: int) -> Any:
-    """``rule`` with per-channel bounds read along ``axis`` (ZBox on a channels-first input)."""
+    """``rule`` with per-channel bounds read along ``axis`` (ZBox on a channels-first input).
+
+    Example:
+        >>> with_channel_axis(lrp.ZBox((-1.0, -2.0, -3.0), (1.0, 2.0, 3.0)), 1).channel_axis
+        1
+    """
     if isinstance(rule, lrp.ZBox) and axis not in (-1, None):
         return dataclasses.replace(rule, channel_axis=axis)
     return rule
