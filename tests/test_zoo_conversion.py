@@ -13,7 +13,6 @@ The inputs are 64x64 and 64x96: the deepest maps of the 32x-downsampling nets ar
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +35,9 @@ forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_ba
 
 
 def _compile_all(model: Model, shapes: list[tuple[int, ...]]) -> list:
-    """``forward`` compiled for each NHWC shape, compilations running side by side."""
-    lowered = [forward.lower(model, jax.ShapeDtypeStruct(shape, jnp.float32)) for shape in shapes]
-    with ThreadPoolExecutor(len(lowered)) as pool:
-        return list(pool.map(lambda each: each.compile(), lowered))
+    """``forward`` compiled for each NHWC shape, one after the other (two XLA CPU compilations side by
+    side in threads crashed a CI worker with a segmentation fault once, on DenseNet-169)."""
+    return [forward.lower(model, jax.ShapeDtypeStruct(shape, jnp.float32)).compile() for shape in shapes]
 
 
 def _torch_logits(torch_model: torch.nn.Module, images: np.ndarray) -> np.ndarray:
