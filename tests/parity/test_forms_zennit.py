@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from zennit import composites as zc
-from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.layer import Sum
 
 import jaxplain as jx
 from tests import forms
-from tests.parity._torch import assert_close, nchw, nhwc
+from tests.parity._torch import assert_close
+from tests.parity.test_lrp_zennit import zennit_relevance
 
 TARGETS = np.array([1, 3])
 COMPOSITES = {
@@ -75,13 +75,8 @@ def images():
 
 def _zennit(twin, name, images):
     composite_class, options = COMPOSITES[name]
-    composite = composite_class(canonizers=[SequentialMergeBatchNorm()], **options)
-    with torch.no_grad():
-        outputs = twin(nchw(images))
-    seed = torch.nn.functional.one_hot(torch.from_numpy(TARGETS), 5) * outputs
-    with Gradient(model=twin, composite=composite) as attributor:
-        _, relevance = attributor(nchw(images).requires_grad_(), seed)
-    return nhwc(relevance)
+    return zennit_relevance(twin, composite_class(canonizers=[SequentialMergeBatchNorm()], **options), images,
+                            TARGETS)
 
 
 def _ours(model, form, name, images):

@@ -84,10 +84,12 @@ CASES = {
 """name: (torchvision builder, its configuration, Zennit canonizers, our options, composites)."""
 
 
-def zennit_relevance(model: torch.nn.Module, composite: zc.Composite, images: np.ndarray) -> np.ndarray:
+def zennit_relevance(model: torch.nn.Module, composite: zc.Composite, images: np.ndarray,
+                     targets: np.ndarray = TARGET) -> np.ndarray:
+    """Zennit's relevance of NHWC ``images``, started from ``output * one_hot(targets)``."""
     with torch.no_grad():
         outputs = model(nchw(images))
-    seed = torch.nn.functional.one_hot(torch.from_numpy(TARGET), 10) * outputs
+    seed = torch.nn.functional.one_hot(torch.from_numpy(targets), outputs.shape[-1]) * outputs
     with Gradient(model=model, composite=composite) as attributor:
         _, relevance = attributor(nchw(images).requires_grad_(), seed)
     return nhwc(relevance)
