@@ -53,6 +53,7 @@ from jaxplain.attribution.torchray import (
     torchray_gradient,
     torchray_guided_backprop,
 )
+from jaxplain.caches import clear_caches
 from jaxplain.forms import ProgramModel
 from jaxplain.model import FunctionModel, Model, as_model, init_model
 from jaxplain.program import layers
@@ -72,6 +73,7 @@ __all__ = [
     "ablation_cam",
     "attention_maps",
     "attention_rollout",
+    "clear_caches",
     "composites",
     "contrastive_excitation_backprop",
     "convergence_delta",

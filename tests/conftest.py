@@ -6,7 +6,9 @@ tests that check ``import jaxplain`` leaves torch out of ``sys.modules`` stay ho
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import ctypes
+import gc
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -46,3 +48,21 @@ def seeded_torchvision_model() -> Callable[..., Any]:
         return model.eval()
 
     return make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_memory_between_modules() -> Iterator[None]:
+    """After each test module: drop JAX's compiled programs and jaxplain's traced graphs, then free the heap.
+
+    Each xdist worker runs hundreds of modules in one process; without this its resident set
+    grows with every model compiled (to 9 GB on 2 workers of a 24 GB machine).
+    """
+    yield
+    import jaxplain
+
+    jaxplain.clear_caches()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -131,7 +131,7 @@ def test_methods_lists_every_public_method_through_the_entry_point():
                              check=True).stdout
     listed = {line.split()[0] for line in listing.splitlines() if line.strip()}
     methods = {name for name in jx.__all__ if callable(getattr(jx, name)) and name[0].islower()}
-    assert methods - {"init_model", "image_and_mask", "gradient_to_saliency", "noise_tunnel", "as_model", "layers"} <= listed
+    assert methods - {"init_model", "image_and_mask", "gradient_to_saliency", "noise_tunnel", "as_model", "layers", "clear_caches"} <= listed
 
 
 def test_bench_names_its_commands_and_rejects_unknown_families(capsys, tmp_path):
