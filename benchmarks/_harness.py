@@ -353,6 +353,11 @@ def format_rate(value: float | None) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
 
 
+def format_cores(*measurements: Measurement) -> str:
+    """Cores kept busy by each contender while it ran (CPU seconds per wall second), joined by ``/``."""
+    return " / ".join(f"{m.rate / m.cpu_rate:.2f}" if m.rate and m.cpu_rate else "—" for m in measurements)
+
+
 def format_bytes(value: int | None) -> str:
     """Bytes as GB (or MB below 1 GB)."""
     if value is None:

@@ -118,7 +118,7 @@ def main() -> None:
     print(f"# bench_cam: {h.device_description()}; "
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px\n")
     headers = ["model", "batch", "method", "peer", "jaxplain img/s", "peer img/s", "jaxplain / peer", "same, CPU time",
-               "compile s", "jaxplain peak", "peer peak"]
+               "cores busy, jaxplain / peer", "compile s", "jaxplain peak", "peer peak"]
     rows = []
     for arch in args.models.split(","):
         torch.manual_seed(args.seed)
@@ -137,7 +137,7 @@ def main() -> None:
             for peer_name, peer in ((n, r) for n, r in results.items() if n != "jaxplain"):
                 rows.append([arch, str(batch), method, peer_name, h.format_rate(ours.rate), h.format_rate(peer.rate),
                              f"{ours.rate / peer.rate:.2f}x", f"{ours.cpu_rate / peer.cpu_rate:.2f}x",
-                             f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes), h.format_bytes(peer.peak_bytes)])
+                             h.format_cores(ours, peer), f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes), h.format_bytes(peer.peak_bytes)])
                 print(h.markdown_table(headers, rows[-1:]).split("\n", 2)[2], flush=True)
     print()
     print(h.markdown_table(headers, rows))

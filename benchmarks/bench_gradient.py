@@ -96,10 +96,18 @@ def gb_per_image(framework: str, model: str, size: int) -> float:
     return GB_PER_IMAGE[framework][model] * (size / 224) ** 2
 
 
-def jax_batch_size(model: str, batch: int, size: int, budget_gb: float) -> int | None:
-    """The largest divisor of the step count whose pass of ``batch * k`` images fits ``budget_gb``."""
+def jax_batch_size(model: str, batch: int, size: int, budget_gb: float, method: str = "ig50",
+                   equal_batching: bool = False) -> int | None:
+    """jaxplain's ``batch_size``: the largest divisor ``k`` of the step count whose pass of ``batch * k`` images fits.
+
+    It must fit ``budget_gb``; with ``equal_batching`` a pass also holds no more images than
+    Captum's memory-bounded setting does (IG: ``internal_batch_size=50`` images; SmoothGrad:
+    ``nt_samples_batch_size=10`` draws of every image).
+    """
     per_image = gb_per_image("jaxplain", model, size)
-    fits = [k for k in range(1, STEPS + 1) if STEPS % k == 0 and batch * k * per_image <= budget_gb]
+    cap = {"ig50": STEPS, "sg50": 10 * batch}.get(method) if equal_batching else None
+    fits = [k for k in range(1, STEPS + 1)
+            if STEPS % k == 0 and batch * k * per_image <= budget_gb and (cap is None or batch * k <= cap)]
     best = max(fits, default=1)
     return None if best == STEPS else best
 
@@ -271,7 +279,7 @@ def measure_method(args: argparse.Namespace, model: str, batch: int, method: str
             ratio = f"{ours.rate / theirs.rate:.2f}x" if ours.rate and theirs.rate else "—"
             cpu_ratio = f"{ours.cpu_rate / theirs.cpu_rate:.2f}x" if ours.cpu_rate and theirs.cpu_rate else "—"
             row = [model, str(batch), label, ours.error or h.format_rate(ours.rate),
-                   theirs.error or h.format_rate(theirs.rate), ratio, cpu_ratio,
+                   theirs.error or h.format_rate(theirs.rate), ratio, cpu_ratio, h.format_cores(ours, theirs),
                    "—" if ours.compile_s is None else f"{ours.compile_s:.1f}", h.format_bytes(ours.peak_bytes),
                    h.format_bytes(theirs.peak_bytes), agreement(method, sample_dir, variant.key)]
             rows.append(row)
@@ -295,6 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-gb", type=float, help="skip contenders estimated above (default 16 on CPU)")
     parser.add_argument("--max-call-s", type=float, default=900.0, help="CPU: skip calls estimated longer")
     parser.add_argument("--jax-gb", type=float, help="memory jaxplain's batch_size is chosen to fit (default 10 on CPU)")
+    parser.add_argument("--equal-batching", action="store_true",
+                        help="jaxplain's passes no larger than Captum's memory-bounded setting (IG: 50 images, SG: 10 draws)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idle-wait-s", type=float, default=0.0,
                         help="on a shared machine: wait up to this long for other jobs to leave the CPU before timing")
@@ -322,12 +332,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown methods or models: {unknown}")
     print(_environment(args), flush=True)
     headers = ["model", "batch", "method", "jaxplain img/s", "Captum img/s", "jaxplain / Captum",
-               "same, CPU time", "compile s", "jaxplain peak", "Captum peak", "rel. L2 diff"]
+               "same, CPU time", "cores busy, jaxplain / Captum", "compile s", "jaxplain peak", "Captum peak", "rel. L2 diff"]
     rows, cache = [], {}
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
-            chunk = jax_batch_size(model, batch, args.size, jax_gb)
             for method in methods:
+                chunk = jax_batch_size(model, batch, args.size, jax_gb, method, args.equal_batching)
                 new = measure_method(args, model, batch, method, chunk, cache)
                 rows += new
                 print(h.markdown_table(headers, new).split("\n", 2)[2], flush=True)

@@ -50,6 +50,7 @@ def main() -> None:
           f"JAX {jax.__version__} on {jax.devices()[0].device_kind}; torch {torch.__version__}; {args.size} px, "
           f"batch {args.batch}\n")
     headers = ["model", "jaxplain LRP img/s", "Zennit img/s", "jaxplain / Zennit", "same, CPU time",
+               "cores busy, jaxplain / Zennit",
                "jaxplain gradient img/s", "LRP cost in gradients", "Zennit cost in jaxplain gradients", "compile s",
                "jaxplain peak", "Zennit peak", "max rel. diff"]
     rows = []
@@ -86,7 +87,7 @@ def main() -> None:
         reference = last["zennit"].permute(0, 2, 3, 1).detach().cpu().numpy()
         difference = np.abs(np.asarray(last["jaxplain"]) - reference).max() / np.abs(reference).max()
         rows.append([arch, h.format_rate(ours.rate), h.format_rate(zennit.rate), f"{ours.rate / zennit.rate:.2f}x",
-                     f"{ours.cpu_rate / zennit.cpu_rate:.2f}x", h.format_rate(gradient.rate),
+                     f"{ours.cpu_rate / zennit.cpu_rate:.2f}x", h.format_cores(ours, zennit), h.format_rate(gradient.rate),
                      f"{gradient.rate / ours.rate:.2f}", f"{gradient.rate / zennit.rate:.2f}", f"{ours.compile_s:.1f}",
                      h.format_bytes(ours.peak_bytes), h.format_bytes(zennit.peak_bytes), f"{difference:.1e}"])
         print(h.markdown_table(headers, rows[-1:]).split("\n", 2)[2], flush=True)

@@ -190,9 +190,9 @@ def sum_over(function: Callable[..., Any], xs: Any, batch_size: int | None) -> A
     ``batch_size=None`` evaluates every element in one vmapped pass; an int evaluates
     ``batch_size`` elements at a time inside a ``lax.scan`` (memory bounded), padding
     the last chunk with masked-out elements. On XLA CPU the loop body's backward
-    convolutions lose their YNNPACK kernels (~3.5x slower, benchmarks/XLA_CPU_NOTES.md);
-    unrolling the chunks keeps the speed but not the memory bound (XLA then holds
-    every chunk's buffers at once), so the scan stays.
+    convolutions lose their fast kernels unless :func:`loop_forward`'s rule gives them
+    back (benchmarks/XLA_CPU_NOTES.md); unrolling the chunks keeps the speed but not the
+    memory bound (XLA then holds every chunk's buffers at once), so the scan stays.
     """
     count = jax.tree_util.tree_leaves(xs)[0].shape[0]
     if batch_size is None or batch_size >= count:
