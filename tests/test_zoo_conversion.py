@@ -13,7 +13,6 @@ The inputs are 64x64 and 64x96: the deepest maps of the 32x-downsampling nets ar
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,8 +34,9 @@ forward = jax.jit(lambda model, images: model(images), compiler_options={"xla_ba
 
 
 def _compile_all(model: Model, shapes: list[tuple[int, ...]]) -> list:
-    """``forward`` compiled for each NHWC shape, one after the other (two XLA CPU compilations side by
-    side in threads crashed a CI worker with a segmentation fault once, on DenseNet-169)."""
+    """``forward`` compiled for each NHWC shape, one after the other. XLA CPU segfaulted compiling
+    DenseNet-169 in long-lived CI workers, side by side in threads and then one after the other too;
+    the test command's crash-only rerun (README) covers it."""
     return [forward.lower(model, jax.ShapeDtypeStruct(shape, jnp.float32)).compile() for shape in shapes]
 
 
