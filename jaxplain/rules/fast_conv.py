@@ -3,8 +3,8 @@
 Inside a ``lax.scan`` body, XLA CPU runs the input gradient of a convolution (a
 convolution with the kernel reversed, in ``01oi`` layout) as a generic convolution,
 2-5x slower than the kernels it gets outside loops (benchmarks/XLA_CPU_NOTES.md,
-section 4; with XLA's own convolutions in place of YNNPACK's (section 6, not
-jaxplain's default), IG-20 in chunks of 5 on a ResNet-18, 128 px, batch 4 still took
+section 4; with XLA's own convolutions, which jaxplain uses on CPU since it keeps
+YNNPACK for dots only, IG-20 in chunks of 5 on a ResNet-18, 128 px, batch 4 still took
 4.5 s without the rule and 2.1 s with it). The rule here
 recomputes that gradient as an ordinary ``HWIO`` convolution of the output gradient
 with an explicitly flipped and transposed kernel, kept materialised by an

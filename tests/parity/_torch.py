@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import torch
 import torchvision
@@ -30,6 +35,26 @@ def converted(arch: str, seed: int = 0, **kwargs):
     """``(torch model, jaxplain model)`` with the same weights."""
     torch_model = randomised(arch, seed, **kwargs)
     return torch_model, converters.from_torch(torch_model)
+
+
+@contextlib.contextmanager
+def in_float64(torch_model: torch.nn.Module, model, *arrays) -> Iterator[tuple]:
+    """``(torch model, jaxplain model, *arrays)`` in float64 on both sides, JAX's x64 switched on meanwhile.
+
+    For comparisons that float32 leaves ill-conditioned: max-pool windows whose two
+    largest values lie within an ulp of each other route the gradient to one element or
+    the other depending on the summation order of the convolution before them (oneDNN,
+    YNNPACK and Eigen each order it differently). In float64 both sides resolve the ties
+    alike. ``None`` arrays stay ``None``.
+    """
+    jax.config.update("jax_enable_x64", True)
+    try:
+        variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), model.variables)
+        doubled = [None if a is None else (a.double() if isinstance(a, torch.Tensor) else np.asarray(a, np.float64)) for a in arrays]
+        yield (torch_model.double(), model.replace_variables(variables), *doubled)
+    finally:
+        torch_model.float()
+        jax.config.update("jax_enable_x64", False)
 
 
 def nchw(array) -> torch.Tensor:

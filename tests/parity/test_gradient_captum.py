@@ -19,7 +19,6 @@ import contextlib
 
 import captum.attr as ca
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
@@ -27,6 +26,7 @@ import torch
 import jaxplain as jx
 from jaxplain.nets.vgg import VGG
 from tests.parity._torch import assert_close, converted, nchw, nhwc
+from tests.parity._torch import in_float64 as float64
 
 ARCHS = ["resnet18", "vgg11_bn"]
 TARGETS = np.array([3, 7])
@@ -44,19 +44,14 @@ def images():
 
 @contextlib.contextmanager
 def in_float64(pair, images, every_model=False):
-    """The pair's weights and the images in float64 (JAX's x64 switched on meanwhile), for VGG11-BN only
+    """The pair's weights and the images in float64 (:func:`tests.parity._torch.in_float64`), for VGG11-BN only
     unless ``every_model``."""
     torch_model, model = pair
     if not every_model and not isinstance(model.module, VGG):
         yield torch_model, model, images
         return
-    jax.config.update("jax_enable_x64", True)
-    try:
-        variables = jax.tree_util.tree_map(lambda leaf: jnp.asarray(leaf, jnp.float64), model.variables)
-        yield torch_model.double(), model.replace_variables(variables), images.astype(np.float64)
-    finally:
-        torch_model.float()
-        jax.config.update("jax_enable_x64", False)
+    with float64(torch_model, model, images) as doubled:
+        yield doubled
 
 
 def captum_attr(explainer, images, **kwargs):
