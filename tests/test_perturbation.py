@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 
 import jaxplain as jx
 from jaxplain.attribution.rise import generate_masks
@@ -194,59 +195,136 @@ def linear_model_images(x):
 # recomputes only the boxes the window changes, against the full forward pass of the occluded input.
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
+def counting_handlers(monkeypatch, incremental) -> dict[str, int]:
+    """Count the boxed (not pasted) results of the convolution, pool, element-wise and concatenation handlers."""
+    boxed = {}
+    for name in ("_convolution", "_window_reduction", "_elementwise", "_custom_elementwise", "_concatenate",
+                 "_transpose"):
+        original = getattr(incremental, name)
+        boxed[name] = 0
+
+        def counted(node, changed, env, original=original, name=name):
+            result = original(node, changed, env)
+            boxed[name] += result is not None
+            return result
+
+        monkeypatch.setattr(incremental, name, counted)
+    return boxed
+
+
+def assert_window_passes_equal_full_passes(model, x, rows, cols, axes=(1, 2)):
+    from jaxplain import program
+    from jaxplain.attribution import incremental
+
+    structured = program.structured(jx.as_model(model), "test")
+    _, clean = incremental.record_clean(structured, x)
+    window_pass = jax.jit(lambda box, r, c: incremental.patched_forward(
+        clean, incremental.Patch(box, r, c, rows, cols, axes)))
+    full_pass = jax.jit(jx.as_model(model).__call__)
+    for r, top in enumerate(rows.starts):
+        for c, left in enumerate(cols.starts):
+            noise = jax.random.normal(jax.random.PRNGKey(10 * r + c), x.shape)
+            window = np.zeros(x.shape, bool)
+            index = [slice(None)] * 4
+            index[axes[0]], index[axes[1]] = slice(rows.lo[r], rows.hi[r] + 1), slice(cols.lo[c], cols.hi[c] + 1)
+            window[tuple(index)] = True
+            occluded = jnp.where(window, noise, x)
+            box = incremental.box_slice(occluded, axes, (top, left), (rows.size, cols.size))
+            got = window_pass(box, r, c)
+            expected = full_pass(occluded)
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])  # mobilenet: depthwise (grouped) convolutions, ReLU6
 def test_incremental_window_pass_equals_the_full_pass(arch, monkeypatch):
     from jaxplain import nets
     from jaxplain.attribution import incremental
     from jaxplain.model import init_model
 
-    model = init_model(nets.build(arch, num_classes=5), (1, 64, 48, 3), jax.random.PRNGKey(0))
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 64, 48, 3))
-    _, cleans = incremental.record_clean(model, x)
+    boxed = counting_handlers(monkeypatch, incremental)
+    model = init_model(nets.build(arch, num_classes=5), (1, 48, 40, 3), jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 48, 40, 3))
     # Windows at the edges (the boxes read the layers' padding) and overrunning the end (cropped).
-    rows = incremental.window_spans(np.array([0, 24, 58]), 8, 64)
-    cols = incremental.window_spans(np.array([0, 20, 44]), 6, 48)
-    patched = {"conv": 0, "add": 0}
-    for name, key in (("_conv", "conv"), ("_add", "add")):
-        original = getattr(incremental, name)
+    rows = incremental.window_spans(np.array([0, 18, 44]), 6, 48)
+    cols = incremental.window_spans(np.array([0, 36]), 6, 40)
+    assert_window_passes_equal_full_passes(model, x, rows, cols)
+    assert boxed["_convolution"] > 0 and boxed["_elementwise"] > 0
+    assert boxed["_window_reduction"] > 0 or arch == "mobilenet_v2"  # no max pool there
 
-        def counted(*args, original=original, key=key):
-            result = original(*args)
-            patched[key] += result is not None
-            return result
 
-        monkeypatch.setattr(incremental, name, counted)
-    window_pass = jax.jit(lambda box, r, c: incremental.patched_forward(
-        model, cleans, incremental.Patch(box, r, c, rows, cols)))
-    full_pass = jax.jit(model.__call__)
-    for r, top in enumerate(rows.starts):
-        for c, left in enumerate(cols.starts):
-            noise = jax.random.normal(jax.random.PRNGKey(10 * r + c), x.shape)
-            window = np.zeros(x.shape[1:3], bool)
-            window[rows.lo[r] : rows.hi[r] + 1, cols.lo[c] : cols.hi[c] + 1] = True
-            occluded = jnp.where(window[None, :, :, None], noise, x)
-            box = occluded[:, top : top + rows.size, left : left + cols.size]
-            got = window_pass(box, r, c)
-            expected = full_pass(occluded)
-            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(jnp.abs(expected).max()))
-    assert patched["conv"] > 0
-    assert patched["add"] > 0 or arch.startswith("vgg")
+def concat_function(params, x):
+    """A plain function with what the zoo CNNs lack: channels-first layers behind a transpose, a dense
+    concatenation, an average pool (``reduce_window`` sum over a divisor) and a strided convolution."""
+    dims = ("NCHW", "OIHW", "NCHW")
+    h = jnp.transpose(x, (0, 3, 1, 2))
+    h = jax.nn.relu(lax.conv_general_dilated(h, params["a"], (1, 1), ((1, 1), (1, 1)), dimension_numbers=dims))
+    h = jnp.concatenate([h, jnp.tanh(lax.conv_general_dilated(h, params["b"], (1, 1), ((2, 2), (2, 2)),
+                                                             rhs_dilation=(2, 2), dimension_numbers=dims))], axis=1)
+    h = lax.reduce_window(h, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") / 4.0
+    h = jax.nn.gelu(lax.conv_general_dilated(h, params["c"], (2, 2), ((1, 1), (1, 1)), dimension_numbers=dims))
+    return h.mean(axis=(2, 3)) @ params["head"]
+
+
+def concat_params(seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return {"a": 0.3 * jax.random.normal(keys[0], (6, 3, 3, 3)), "b": 0.3 * jax.random.normal(keys[1], (4, 6, 3, 3)),
+            "c": 0.3 * jax.random.normal(keys[2], (8, 10, 3, 3)), "head": jax.random.normal(keys[3], (8, 4))}
+
+
+def test_incremental_window_pass_through_transposes_concatenations_and_average_pools(monkeypatch):
+    from jaxplain.attribution import incremental
+
+    boxed = counting_handlers(monkeypatch, incremental)
+    model = jx.Model.from_function(concat_function, concat_params())
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 40, 32, 3))
+    rows = incremental.window_spans(np.array([0, 20, 36]), 5, 40)
+    cols = incremental.window_spans(np.array([3, 28]), 5, 32)
+    assert_window_passes_equal_full_passes(model, x, rows, cols)
+    for name in ("_transpose", "_concatenate", "_window_reduction", "_custom_elementwise", "_convolution"):
+        assert boxed[name] > 0, name
+
+
+@pytest.mark.parametrize("form", ["zoo", "linen", "nnx", "equinox", "function"])
+def test_incremental_occlusion_and_ablation_on_every_form(form, monkeypatch):
+    """The same occlusion and ablation with and without incremental passes, on tests/forms.py's five forms
+    (Equinox's channels-first batches included), and the convolutions are really recomputed in boxes."""
+    from jaxplain.attribution import incremental
+    from tests import forms
+
+    model = forms.cnn_forms(forms.cnn_weights())[form]
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 16, 20, 3))
+    window, mask = (4, 4), (np.arange(16)[:, None] // 4 * 5 + np.arange(20)[None, :] // 4).astype(np.int32)
+    if form == "equinox":
+        x = x.transpose(0, 3, 1, 2)
+    boxed = counting_handlers(monkeypatch, incremental)
+    for method, options in ((jx.occlusion, {"sliding_window_shapes": window, "strides": 2}),
+                            (jx.feature_ablation, {"feature_mask": mask if form != "equinox" else mask[None, None]})):
+        full = method(model, x, TARGET[:2], incremental=False, **options)
+        assert boxed["_convolution"] == 0
+        ours = method(model, x, TARGET[:2], incremental=True, **options)
+        np.testing.assert_allclose(ours, full, rtol=1e-5, atol=1e-5 * float(jnp.abs(full).max()))
+        assert boxed["_convolution"] > 0, method.__name__
+        boxed["_convolution"] = 0
 
 
 def test_incremental_occlusion_choice_and_errors():
-    """Architectures outside the zoo's ResNets and VGGs (their blocks may compute outside module calls) run full passes."""
+    """Automatic for small windows on any model with its weights as arguments; a bare callable or non-image
+    inputs refuse ``incremental=True``."""
     from tests.tiny import tiny_inputs, tiny_model
 
     model, x = tiny_model(), tiny_inputs()
     with pytest.raises(ValueError, match="incremental=True needs"):
-        jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2, incremental=True)
-    with pytest.raises(ValueError, match="incremental=True needs"):
         jx.occlusion(linear_model, INPUTS, TARGET, sliding_window_shapes=(2, 2), incremental=True)
+    sequences = jx.Model.from_function(lambda p, s: s.mean(1) @ p, jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="incremental=True needs"):
+        jx.occlusion(sequences, jnp.ones((2, 6, 4)), 0, sliding_window_shapes=(2, 4), incremental=True)
     automatic = jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2)
-    np.testing.assert_array_equal(automatic, jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2,
-                                                          incremental=False))
+    np.testing.assert_allclose(automatic, jx.occlusion(model, x, 0, sliding_window_shapes=(4, 4), strides=2,
+                                                       incremental=False), rtol=1e-5, atol=1e-6)
     blocks = (np.arange(x.shape[1])[:, None] // 4 * 3 + np.arange(x.shape[2])[None, :] // 4).astype(np.int32)
     with pytest.raises(ValueError, match="incremental=True needs"):
-        jx.feature_ablation(model, x, 0, feature_mask=blocks, incremental=True)
-    np.testing.assert_array_equal(jx.feature_ablation(model, x, 0, feature_mask=blocks),
-                                  jx.feature_ablation(model, x, 0, feature_mask=blocks, incremental=False))
+        jx.feature_ablation(linear_model, INPUTS, TARGET, feature_mask=blocks[:INPUTS.shape[1], :INPUTS.shape[2]],
+                            incremental=True)
+    np.testing.assert_allclose(jx.feature_ablation(model, x, 0, feature_mask=blocks),
+                               jx.feature_ablation(model, x, 0, feature_mask=blocks, incremental=False),
+                               rtol=1e-5, atol=1e-6)

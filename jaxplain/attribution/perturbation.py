@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxplain import program
 from jaxplain.attribution import incremental as incremental_module
 from jaxplain.attribution._common import (
     broadcast_baselines,
@@ -30,6 +31,10 @@ from jaxplain.attribution._common import (
 )
 from jaxplain.typing import Array, Target
 
+INCREMENTAL_NEEDS = (
+    "{method}: incremental=True needs a 4-d image batch and a model with its weights as arguments (a jx.Model, "
+    "an NNX or Equinox module, or jx.Model.from_function(fn, params)), not a bare callable"
+)
 EXACT_SHAPLEY_MAX_FEATURES = 16
 """``shapley_values`` evaluates all ``2**M`` coalitions; beyond this, use sampling."""
 
@@ -99,16 +104,17 @@ def _feature_ablation_core(model, inputs, target, key, arrays, *, num_features, 
         def ablated(feature):
             return target_scores(model, jnp.where(mask == feature, baselines, inputs), target)
     else:
-        output, cleans = incremental_module.record_clean(model, inputs)
-        reference, (rows, cols) = selected_output(output, target), group_spans
-        shape = (inputs.shape[0], rows.size, cols.size, inputs.shape[3])
+        rows, cols, axes = group_spans
+        output, clean = incremental_module.record_clean(program.structured(model, "feature_ablation"), inputs)
+        reference = selected_output(output, target)
+        sizes = (rows.size, cols.size)
 
         def ablated(feature):
-            start = (0, jnp.asarray(rows.starts)[feature], jnp.asarray(cols.starts)[feature], 0)
-            box = jnp.where(lax.dynamic_slice(mask, start, shape) == feature, lax.dynamic_slice(baselines, start, shape),
-                            lax.dynamic_slice(inputs, start, shape))
-            patch = incremental_module.Patch(box, feature, feature, rows, cols)
-            return selected_output(incremental_module.patched_forward(model, cleans, patch), target)
+            starts = (jnp.asarray(rows.starts)[feature], jnp.asarray(cols.starts)[feature])
+            cut = lambda array: incremental_module.box_slice(array, axes, starts, sizes)
+            box = jnp.where(cut(mask) == feature, cut(baselines), cut(inputs))
+            patch = incremental_module.Patch(box, feature, feature, rows, cols, axes)
+            return selected_output(incremental_module.patched_forward(clean, patch), target)
 
     scores = map_over(ablated, jnp.arange(num_features), batch_size)
     return spread_over_groups((reference[None] - scores).T, mask)
@@ -141,16 +147,16 @@ def feature_ablation(
         batch_size: groups per forward pass (None: all at once); ``perturbations_per_eval`` is its alias.
         incremental: recompute only the activations inside each group's bounding box
             (``jaxplain.attribution.incremental``, as :func:`occlusion`): True requires it, False
-            turns it off, None (default) uses it for zoo ResNets and VGGs when every group's
-            box covers at most half of the image.
+            turns it off, None (default) uses it for image batches when every group's box
+            covers at most half of the image.
         perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
 
     Returns:
         The attribution, shaped like ``inputs``.
 
     Raises:
-        ValueError: ``incremental=True`` on a model outside the zoo's ResNets and VGGs, bad
-            mask, baselines, batch size or target.
+        ValueError: ``incremental=True`` on inputs that are not a 4-d image batch or on a model
+            without weights as arguments (a bare callable), bad mask, baselines, batch size or target.
 
     Example:
         >>> import jax, jaxplain as jx
@@ -163,14 +169,14 @@ def feature_ablation(
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="feature_ablation")
     model, inputs, target = prepare(model, inputs, target, method="feature_ablation")
     mask, count = feature_groups(feature_mask, inputs, method="feature_ablation")
-    supported = incremental_module.supports(model) and inputs.ndim == 4
-    if incremental and not supported:
-        raise ValueError("feature_ablation: incremental=True needs a zoo ResNet or VGG Model and NHWC inputs")
+    axes = incremental_module.spatial_axes(model, inputs)
+    if incremental and axes is None:
+        raise ValueError(INCREMENTAL_NEEDS.format(method="feature_ablation"))
     spans = None
-    if supported and incremental is not False:
-        rows, cols = incremental_module.group_spans(np.asarray(mask), count)
+    if axes is not None and incremental is not False:
+        rows, cols = incremental_module.group_spans(np.asarray(mask), count, axes)
         if incremental or rows.size * cols.size <= incremental_module.MAX_BOX_SHARE * rows.extent * cols.extent:
-            spans = (rows, cols)
+            spans = (rows, cols, axes)
     arrays = {"feature_mask": mask, "baselines": broadcast_baselines(baselines, inputs, method="feature_ablation")}
     return run(
         _feature_ablation_core, model, inputs, target, arrays=arrays, num_features=count, batch_size=batch_size,
@@ -187,33 +193,41 @@ def window_positions(size: int, window: int, stride: int) -> np.ndarray:
     return (positions >= starts) & (positions < starts + window)
 
 
-def _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides):
+def _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides, spatial):
     """``(reference scores, score of window index)``: each window's pass recomputes only what it changes."""
-    output, cleans = incremental_module.record_clean(model, inputs)
-    rows, cols = (incremental_module.window_spans(stride * np.arange(count), window, extent)
-                  for stride, count, window, extent in zip(strides, counts, windows, inputs.shape[1:3]))
-    shape = (inputs.shape[0], rows.size, cols.size, inputs.shape[3])
+    output, clean = incremental_module.record_clean(program.structured(model, "occlusion"), inputs)
+    rows, cols = (incremental_module.window_spans(strides[a - 1] * np.arange(counts[a - 1]), windows[a - 1],
+                                                  inputs.shape[a]) for a in spatial)
+    sizes = (rows.size, cols.size)
 
     def occluded(index):
-        row, col, channel = jnp.unravel_index(index, counts)
-        top, left = jnp.asarray(rows.starts)[row], jnp.asarray(cols.starts)[col]
-        covered = (lax.dynamic_slice(axes[0][row], (top,), (rows.size,))[:, None, None]
-                   & lax.dynamic_slice(axes[1][col], (left,), (cols.size,))[None, :, None] & axes[2][channel])
-        box = lax.dynamic_slice(inputs, (0, top, left, 0), shape)
-        values = jnp.where(covered, lax.dynamic_slice(baselines, (0, top, left, 0), shape), box)
-        patch = incremental_module.Patch(values, row, col, rows, cols)
-        return selected_output(incremental_module.patched_forward(model, cleans, patch), target)
+        position = jnp.unravel_index(index, counts)
+        row, col = position[spatial[0] - 1], position[spatial[1] - 1]
+        starts = (jnp.asarray(rows.starts)[row], jnp.asarray(cols.starts)[col])
+        covered = None
+        for dim, (axis, at) in enumerate(zip(axes, position), start=1):
+            mask = axis[at]
+            if dim in spatial:
+                span_start, size = starts[spatial.index(dim)], sizes[spatial.index(dim)]
+                mask = lax.dynamic_slice(mask, (span_start,), (size,))
+            mask = mask.reshape((1,) * (dim - 1) + (-1,) + (1,) * (len(axes) - dim))
+            covered = mask if covered is None else covered & mask
+        cut = lambda array: incremental_module.box_slice(array, spatial, starts, sizes)
+        values = jnp.where(covered[None], cut(baselines), cut(inputs))
+        patch = incremental_module.Patch(values, row, col, rows, cols, spatial)
+        return selected_output(incremental_module.patched_forward(clean, patch), target)
 
     return selected_output(output, target), occluded
 
 
-def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, batch_size, incremental_passes):
+def _occlusion_core(model, inputs, target, key, arrays, *, windows, strides, batch_size, spatial):
     baselines = arrays["baselines"]
     dims = inputs.shape[1:]
     axes = [jnp.asarray(window_positions(d, w, s)) for d, w, s in zip(dims, windows, strides)]
     counts = tuple(axis.shape[0] for axis in axes)
-    if incremental_passes:
-        reference, occluded = _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides)
+    if spatial is not None:
+        reference, occluded = _incremental_occlusion(model, inputs, target, baselines, axes, counts, windows, strides,
+                                                     spatial)
     else:
         reference = target_scores(model, inputs, target)
 
@@ -275,16 +289,19 @@ def occlusion(
         batch_size: window positions per forward pass (None: all at once); alias ``perturbations_per_eval``.
         incremental: recompute only the activations each window changes
             (``jaxplain.attribution.incremental``, Krypton's exact incremental inference): True
-            requires it, False turns it off, None (default) uses it for zoo ResNets and VGGs
-            when a window covers at most half of the image.
+            requires it, False turns it off, None (default) uses it for image batches when a
+            window covers at most half of the image. Any model with its weights as arguments:
+            the change is followed through the traced program's convolutions, pools and
+            element-wise operations.
         perturbations_per_eval: Captum's name for ``batch_size`` (pass one of them).
 
     Returns:
         The attribution, shaped like ``inputs``.
 
     Raises:
-        ValueError: a window or stride that does not fit the inputs, ``incremental=True``
-            outside the zoo's ResNets and VGGs, bad baselines, batch size or target.
+        ValueError: a window or stride that does not fit the inputs, ``incremental=True`` on
+            inputs that are not a 4-d image batch or on a bare callable, bad baselines, batch
+            size or target.
 
     Example:
         >>> import jax, jaxplain as jx
@@ -295,7 +312,7 @@ def occlusion(
     """
     batch_size = resolve_batch_size(batch_size, perturbations_per_eval, method="occlusion")
     model, inputs, target = prepare(model, inputs, target, method="occlusion")
-    supported = incremental_module.supports(model) and inputs.ndim == 4
+    spatial = incremental_module.spatial_axes(model, inputs)
     dims = inputs.shape[1:]
     windows = tuple(sliding_window_shapes)
     if inputs.ndim == 4 and len(windows) == 2:
@@ -310,14 +327,17 @@ def occlusion(
             )
         if stride > window and window < size:
             raise ValueError(f"occlusion: strides {strides} exceed the window {windows}: elements would be skipped")
-    if incremental and not supported:
-        raise ValueError("occlusion: incremental=True needs a zoo ResNet or VGG Model and NHWC inputs")
-    small_windows = windows[0] * windows[1] <= incremental_module.MAX_BOX_SHARE * dims[0] * dims[1]
-    incremental_passes = bool(supported and incremental is not False and (incremental or small_windows))
+    if incremental and spatial is None:
+        raise ValueError(INCREMENTAL_NEEDS.format(method="occlusion"))
+    if spatial is not None:
+        window_area, map_area = (math.prod(shape[a - 1] for a in spatial) for shape in (windows, dims))
+        small_windows = window_area <= incremental_module.MAX_BOX_SHARE * map_area
+        if incremental is False or not (incremental or small_windows):
+            spatial = None
     arrays = {"baselines": broadcast_baselines(baselines, inputs, method="occlusion")}
     return run(
         _occlusion_core, model, inputs, target, arrays=arrays, windows=windows, strides=strides, batch_size=batch_size,
-        incremental_passes=incremental_passes,
+        spatial=spatial,
     )
 
 

@@ -367,7 +367,7 @@ def _custom_body_kind(node: Node) -> str | None:
     body = getattr(body, "jaxpr", body)
     if body is None:
         return None
-    primitives = _body_primitives(body)
+    primitives = body_primitives(body)
     if "reduce_window_max" in primitives:
         return "max_pool"
     allowed = ELEMENTWISE_UNARY | ELEMENTWISE_BINARY | STRUCTURAL
@@ -376,7 +376,15 @@ def _custom_body_kind(node: Node) -> str | None:
     return None
 
 
-def _body_primitives(jaxpr: Any) -> list[str]:
+def body_primitives(jaxpr: Any) -> list[str]:
+    """The primitives a jaxpr runs, in order, nested calls inlined (a named call also listed as ``fn:<name>``).
+
+    Args:
+        jaxpr: an open jaxpr (a custom call's body).
+
+    Returns:
+        Primitive names.
+    """
     found = []
     for eqn in jaxpr.eqns:
         inner = None
@@ -386,7 +394,7 @@ def _body_primitives(jaxpr: Any) -> list[str]:
         if inner is not None and eqn.primitive.name in INLINED + ("custom_jvp_call", "custom_vjp_call"):
             if eqn.params.get("name"):
                 found.append(f"fn:{eqn.params['name']}")
-            found.extend(_body_primitives(getattr(inner, "jaxpr", inner)))
+            found.extend(body_primitives(getattr(inner, "jaxpr", inner)))
         else:
             found.append(eqn.primitive.name)
     return found
@@ -440,7 +448,7 @@ def _units(builder: _Builder) -> dict[int, Unit]:
         if pooled and len(node.outs) == 1:
             live = [a for a in node.ins if builder.dependent(a)]
             units[node.index] = Unit("max_pool", (node.index,), live[0], node.outs[0], node.name,
-                                     _pool_attributes(node))
+                                     pool_attributes(node))
     by_output = {unit.output: unit for unit in units.values()}
     for unit in units.values():
         for index in unit.nodes:
@@ -543,7 +551,7 @@ def _classify(builder: _Builder, indices: list[int], start: int) -> str | None:
     primitives = Counter()
     for node in nodes:
         if node.primitive in ("custom_jvp_call", "custom_vjp_call"):
-            primitives.update(_body_primitives(getattr(node.eqn.params["call_jaxpr"], "jaxpr",
+            primitives.update(body_primitives(getattr(node.eqn.params["call_jaxpr"], "jaxpr",
                                                        node.eqn.params["call_jaxpr"])))
             label = node.eqn.params.get("name")
             if label:
@@ -634,7 +642,15 @@ def _chain_back(builder: _Builder, atom: Atom, passing: tuple[str, ...]) -> list
     return None
 
 
-def _pool_attributes(node: Node) -> dict[str, Any]:
+def pool_attributes(node: Node) -> dict[str, Any]:
+    """A max pool's ``window``, ``strides`` and ``padding`` (per axis), from the node or its custom call's body.
+
+    Args:
+        node: a ``reduce_window_max`` node, or a custom call whose body holds one.
+
+    Returns:
+        The three tuples, or an empty dict where no max pool is found.
+    """
     if node.primitive == "reduce_window_max":
         params = node.eqn.params
         return {"window": tuple(params["window_dimensions"]), "strides": tuple(params["window_strides"]),
