@@ -172,20 +172,6 @@ def require_structure(model: Model | ProgramModel | FunctionModel, method: str) 
     return model
 
 
-def require_linen(model: Model | ProgramModel | FunctionModel, method: str) -> Model:
-    """Raise a clear ``TypeError`` unless ``model`` is a Flax linen ``jx.Model``.
-
-    For the methods still applied through linen's interception engine (LRP, excitation
-    backprop, CaBRNet PRP), whose rules act on linen module calls.
-    """
-    if not isinstance(model, Model):
-        raise TypeError(
-            f"{method} applies its rules to Flax linen module calls and runs on jx.Model (linen) models only for now; "
-            f"got a {type(model).__name__}. Gradient, path, DeepLift, guided, CAM and layer methods take every form"
-        )
-    return model
-
-
 def init_model(module: nn.Module, input_shape: tuple[int, ...], key: Array | None = None, **metadata: Any) -> Model:
     """Initialise ``module`` on an NHWC input shape (the zoo's layers use PyTorch's default initialisers).
 

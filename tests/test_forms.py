@@ -142,8 +142,34 @@ def test_errors_name_the_layer_and_the_fix(cnn, images):
         jx.guided_backprop(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
     with pytest.raises(ValueError, match="no rule for the norm layer at 'norm'.*attn_lrp"):
         jx.lrp(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
-    with pytest.raises(TypeError, match="linen"):
-        jx.excitation_backprop(cnn["function"], images, TARGETS, saliency_layer="block")
+    with pytest.raises(ValueError, match="excitation backprop has no rule for the norm layer at 'norm'"):
+        jx.excitation_backprop(forms.mlp_forms(forms.mlp_weights())["nnx"], jnp.ones((2, 6)), TARGETS)
+    with pytest.raises(ValueError, match="channel"):
+        jx.excitation_backprop(cnn["equinox"], images.transpose(0, 3, 1, 2), TARGETS, saliency_layer="block")
+    with pytest.raises(ValueError, match="classifier_layer 'bn1' is not a convolution or dense layer"):
+        jx.contrastive_excitation_backprop(cnn["nnx"], images, TARGETS, saliency_layer="conv1",
+                                           contrast_layer="block", classifier_layer="bn1")
+
+
+def test_excitation_backprop_on_every_form(cnn, images):
+    """TorchRay's excitation rules, read from the program, give the zoo form's maps on every channels-last form
+    (the zoo's layers are held to TorchRay itself in tests/parity/test_torchray.py)."""
+    calls = [
+        (jx.excitation_backprop, {"saliency_layer": None}),
+        (jx.excitation_backprop, {"saliency_layer": "block"}),
+        (jx.excitation_backprop, {"saliency_layer": "conv1", "split_residuals": False}),
+        (jx.contrastive_excitation_backprop, {"saliency_layer": "conv1", "contrast_layer": "block"}),
+    ]
+    for method, options in calls:
+        reference = np.asarray(method(cnn["zoo"], images, TARGETS, **options))
+        assert np.abs(reference).max() > 0
+        for form in ("linen", "nnx", "function"):
+            ours = np.asarray(method(cnn[form], images, TARGETS, **options))
+            np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max(),
+                                       err_msg=f"{method.__name__} {options} on the {form} form")
+    split = jx.excitation_backprop(cnn["function"], images, TARGETS, saliency_layer="conv1")
+    unsplit = jx.excitation_backprop(cnn["function"], images, TARGETS, saliency_layer="conv1", split_residuals=False)
+    assert float(jnp.abs(split - unsplit).max()) > 1e-3 * float(jnp.abs(split).max())
 
 
 def test_call_keywords_are_given_once(images):

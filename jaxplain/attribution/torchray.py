@@ -21,30 +21,16 @@ import numpy as np
 
 from jaxplain import program
 from jaxplain.attribution._common import check_choice, prepare, run
-from jaxplain.attribution._layers import check_layer, tapped_forward, zeros_like_activation
+from jaxplain.attribution._layers import check_layer, zeros_like_activation
 from jaxplain.image import interpolate
-from jaxplain.model import Model, require_linen, require_structure
-from jaxplain.rules import excitation, lrp
-from jaxplain.rules.composites import LINEAR, SUM
-from jaxplain.rules.engine import ByPath, FirstMatch, RuleMap, forward_with_rules, kind_of, module_calls
+from jaxplain.model import require_structure
+from jaxplain.program.blocks import LINEAR_KINDS
+from jaxplain.rules import excitation
 from jaxplain.rules.guided import DECONVOLUTION, GUIDED_BACKPROP_TORCHRAY
 from jaxplain.typing import Array, Target
 
 RESIZE_MODES = ("bilinear", "nearest")
 Resize = bool | tuple[int, int]
-
-
-def _no_rules(module, path):
-    return None
-
-
-def _unit_rules(rules: Any) -> bool:
-    return rules is None or isinstance(rules, program.UnitRuleMap)
-
-
-def _without_sum_rule(rules: RuleMap) -> RuleMap:
-    """``rules`` with residual sums back to their gradient (TorchRay without ``update_resnet``)."""
-    return FirstMatch((lambda module, path: lrp.Gradient() if kind_of(module) in SUM else None, rules))
 
 
 def gaussian_smooth(maps: Array, sigma: float) -> Array:
@@ -84,18 +70,28 @@ def _finish(maps: Array, inputs: Array, resize: Resize, resize_mode: str, smooth
     return maps
 
 
-def _probe_gradient(model: Model, inputs: Array, target: Array, layer: str | None, rules: RuleMap,
-                    seed_rules: RuleMap | None = None) -> tuple[Array, Array]:
-    """``(pseudo-gradient, activation)`` at ``layer`` (the input when None) for a one-hot seed at the target."""
-    if layer is None:
-        forward = program.forward(model, rules or program.no_rules) if _unit_rules(rules) else \
-            forward_with_rules(model, rules)
-        outputs, pullback = jax.vjp(forward, inputs)
+def _probe_gradient(model: Any, inputs: Array, target: Array, layer: str | None, rules: Any, *,
+                    blocks: bool | None = None, contrast: tuple[str, Array] | None = None) -> tuple[Array, Array]:
+    """``(pseudo-gradient, activation)`` at ``layer`` (the input when None) for a one-hot seed at the target.
+
+    ``rules`` act on the graph's units, or on its relevance blocks with ``blocks`` set
+    (:func:`jaxplain.program.forward`); ``contrast = (layer, value)`` subtracts ``value`` from the
+    cotangent reaching that layer's output (TorchRay's contrast probe).
+    """
+    rules = rules or program.no_rules
+    if layer is None and contrast is None:
+        outputs, pullback = jax.vjp(program.forward(model, rules, blocks=blocks), inputs)
         seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
         return pullback(seed)[0], inputs
-    tapped = tapped_forward(model, layer, rules=rules)
-    (outputs, activation), pullback = jax.vjp(lambda delta: tapped(inputs, delta),
-                                              zeros_like_activation(model, layer, inputs))
+    names = (layer,) if contrast is None else (layer, contrast[0])
+    fixed = () if contrast is None else (lambda value: _minus_cotangent(value, contrast[1]),)
+    tapped = program.tapped(model, names, rules=rules, blocks=blocks)
+
+    def probe(delta):
+        outputs, activations = tapped(inputs, (delta,) + fixed)
+        return outputs, activations[0]
+
+    (outputs, activation), pullback = jax.vjp(probe, zeros_like_activation(model, layer, inputs))
     seed = jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype)
     return pullback((seed, jnp.zeros_like(activation)))[0], activation
 
@@ -107,8 +103,8 @@ REDUCTIONS: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
-def _saliency_core(model, inputs, target, key, arrays, *, rules, layer, reduction, resize, resize_mode, smooth):
-    gradient, activation = _probe_gradient(model, inputs, target, layer, rules)
+def _saliency_core(model, inputs, target, key, arrays, *, rules, blocks, layer, reduction, resize, resize_mode, smooth):
+    gradient, activation = _probe_gradient(model, inputs, target, layer, rules, blocks=blocks)
     return _finish(REDUCTIONS[reduction](gradient, activation), inputs, resize, resize_mode, smooth)
 
 
@@ -123,10 +119,9 @@ def _check_options(resize: Any, resize_mode: str, smooth: float, method: str) ->
     raise ValueError(f"{method}: resize must be True, False or a (width, height) pair, got {resize!r}")
 
 
-def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | None, ...], method: str,
-              linen: bool = False):
+def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | None, ...], method: str):
     model, inputs, target = prepare(model, inputs, target, method=method)
-    model = require_linen(model, method) if linen else require_structure(model, method)
+    model = require_structure(model, method)
     for layer in layers:
         if layer is not None:
             check_layer(model, inputs, layer, method=method)
@@ -134,17 +129,20 @@ def _prepared(model: Any, inputs: Array, target: Target, layers: tuple[str | Non
 
 
 def _saliency(method: str, rules: Any, reduction: str, model: Any, inputs: Array, target: Target,
-              saliency_layer: str | None, resize: Any, resize_mode: str, smooth: float) -> Array:
+              saliency_layer: str | None, resize: Any, resize_mode: str, smooth: float,
+              blocks: bool | None = None) -> Array:
     resize = _check_options(resize, resize_mode, smooth, method)
-    model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method, linen=not _unit_rules(rules))
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer,), method)
     axis = getattr(model, "channel_axis" if saliency_layer is None else "layer_channel_axis", -1)
     if axis != -1:
         raise ValueError(f"{method} reduces over the last (channel) axis of NHWC maps; this model keeps the channels "
                          f"of its {'inputs' if saliency_layer is None else 'layers'} on axis {axis}")
-    if rules is not None and _unit_rules(rules):
+    if blocks is not None:
+        excitation.check_blocks(program.blocks_of(model, inputs, merge=blocks), method=method)
+    elif rules is not None:
         program.require_units(model, inputs, rules, method=method)
-    return run(_saliency_core, model, inputs, target, rules=rules, layer=saliency_layer, reduction=reduction,
-               resize=resize, resize_mode=resize_mode, smooth=float(smooth))
+    return run(_saliency_core, model, inputs, target, rules=rules, blocks=blocks, layer=saliency_layer,
+               reduction=reduction, resize=resize, resize_mode=resize_mode, smooth=float(smooth))
 
 
 def torchray_gradient(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
@@ -269,10 +267,6 @@ def linear_approx(model: Any, inputs: Array, target: Target, *, saliency_layer: 
                      resize_mode, smooth)
 
 
-def _excitation_rules(split_residuals: bool) -> RuleMap:
-    return excitation.EXCITATION_BACKPROP if split_residuals else _without_sum_rule(excitation.EXCITATION_BACKPROP)
-
-
 def excitation_backprop(model: Any, inputs: Array, target: Target, *, saliency_layer: str | None = None,
                         resize: Resize = False, resize_mode: str = "bilinear", smooth: float = 0.0,
                         split_residuals: bool = True) -> Array:
@@ -305,8 +299,8 @@ def excitation_backprop(model: Any, inputs: Array, target: Target, *, saliency_l
         >>> jx.excitation_backprop(model, x, 0, saliency_layer="features.6", resize=True).shape
         (2, 16, 16, 1)
     """
-    return _saliency("excitation_backprop", _excitation_rules(split_residuals), "sum", model, inputs, target,
-                     saliency_layer, resize, resize_mode, smooth)
+    return _saliency("excitation_backprop", excitation.ExcitationRules(split_residuals), "sum", model, inputs, target,
+                     saliency_layer, resize, resize_mode, smooth, blocks=False)
 
 
 def _minus_cotangent(value: Array, contrast: Array) -> Array:
@@ -322,21 +316,10 @@ def _minus_cotangent(value: Array, contrast: Array) -> Array:
 
 def _contrastive_core(model, inputs, target, key, arrays, *, saliency_layer, contrast_layer, classifier_layer,
                       split_residuals, resize, resize_mode):
-    rules = _excitation_rules(split_residuals)
-
-    def flipped(module, call, x):
-        params = jax.tree_util.tree_map(jnp.negative, dict(module.variables["params"]))
-        return excitation.ExcitationLinear()(module, call, x, params=params)
-
-    contrast, _ = _probe_gradient(model, inputs, target, contrast_layer,
-                                  FirstMatch((ByPath(classifier_layer, flipped), rules)))
-
-    def subtract(module, call, *args):
-        inner = rules(module, module.path)
-        return _minus_cotangent(inner(module, call, *args) if inner is not None else call(*args), contrast)
-
-    gradient, _ = _probe_gradient(model, inputs, target, saliency_layer,
-                                  FirstMatch((ByPath(contrast_layer, subtract), rules)))
+    flipped = excitation.ExcitationRules(split_residuals, negated=classifier_layer)
+    contrast, _ = _probe_gradient(model, inputs, target, contrast_layer, flipped, blocks=False)
+    gradient, _ = _probe_gradient(model, inputs, target, saliency_layer, excitation.ExcitationRules(split_residuals),
+                                  blocks=False, contrast=(contrast_layer, contrast))
     maps = jnp.maximum(jnp.sum(gradient, axis=-1, keepdims=True), 0)
     return _finish(maps, inputs, resize, resize_mode, 0.0)
 
@@ -380,11 +363,19 @@ def contrastive_excitation_backprop(model: Any, inputs: Array, target: Target, *
     """
     method = "contrastive_excitation_backprop"
     resize = _check_options(resize, resize_mode, 0.0, method)
-    model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method,
-                                      linen=True)
+    model, inputs, target = _prepared(model, inputs, target, (saliency_layer, contrast_layer, classifier_layer), method)
+    axis = getattr(model, "layer_channel_axis", -1)
+    if axis != -1:
+        raise ValueError(f"{method} reduces over the last (channel) axis of NHWC maps; this model keeps the "
+                         f"channels of its layers on axis {axis}")
+    view = program.blocks_of(model, inputs, merge=False)
+    excitation.check_blocks(view, method=method)
+    linear = [block.name for block in view.blocks if block.kind in LINEAR_KINDS]
     if classifier_layer is None:
-        linear = [".".join(path) for path, module in module_calls(model, inputs) if path and kind_of(module) in LINEAR]
         classifier_layer = linear[-1]
+    elif classifier_layer not in linear:
+        raise ValueError(f"{method}: classifier_layer {classifier_layer!r} is not a convolution or dense layer; "
+                         f"those are {', '.join(map(repr, linear[-3:]))} (the last three)")
     return run(_contrastive_core, model, inputs, target, saliency_layer=saliency_layer, contrast_layer=contrast_layer,
                classifier_layer=classifier_layer, split_residuals=split_residuals, resize=resize,
                resize_mode=resize_mode)

@@ -113,25 +113,37 @@ def params_of(model: StructuredModel) -> Any:
     return model.variables if isinstance(model, Model) else model.params
 
 
+def _units_of(model: StructuredModel, inputs: Array, blocks: bool | None) -> Any:
+    return None if blocks is None else blocks_of(model, inputs, merge=blocks).blocks
+
+
 def forward(model: StructuredModel, rules: RuleMap = no_rules, *,
-            node_rules: NodeRuleMap = no_node_rules) -> Callable[[Array], Array]:
-    """``model``'s forward function with ``rules`` on its units (and ``node_rules`` on its linear nodes)."""
+            node_rules: NodeRuleMap = no_node_rules, blocks: bool | None = None) -> Callable[[Array], Array]:
+    """``model``'s forward function with ``rules`` on its units (and ``node_rules`` on its linear nodes).
+
+    ``blocks`` puts the rules on the relevance blocks (:func:`blocks_of`) instead of the graph's
+    units: True with batch norms folded into their linear layers, False with them left apart.
+    """
 
     def run(inputs: Array) -> Array:
-        return evaluate(graph_of(model, inputs), params_of(model), inputs, rules=rules, node_rules=node_rules)[0]
+        return evaluate(graph_of(model, inputs), params_of(model), inputs, rules=rules, node_rules=node_rules,
+                        units=_units_of(model, inputs, blocks))[0]
 
     return run
 
 
 def tapped(model: StructuredModel, names: Sequence[str], *, to_input: bool = False, rules: RuleMap = no_rules,
-           method: str = "layer", node_rules: NodeRuleMap = no_node_rules,
+           method: str = "layer", node_rules: NodeRuleMap = no_node_rules, blocks: bool | None = None,
            ) -> Callable[[Array, Sequence[Any]], tuple[Array, list[Any]]]:
-    """``f(inputs, deltas) -> (outputs, activations)`` with ``deltas[i]`` added at layer ``names[i]``."""
+    """``f(inputs, deltas) -> (outputs, activations)`` with ``deltas[i]`` added at layer ``names[i]``
+    (or, for a callable ``deltas[i]``, the layer's value replaced by ``deltas[i](value)``); ``blocks`` as
+    in :func:`forward`."""
 
     def run(inputs: Array, deltas: Sequence[Any]) -> tuple[Array, list[Any]]:
         graph = graph_of(model, inputs)
         taps = [Tap(region(graph, name, method=method), to_input, delta) for name, delta in zip(names, deltas)]
-        return evaluate(graph, params_of(model), inputs, rules=rules, taps=taps, node_rules=node_rules)
+        return evaluate(graph, params_of(model), inputs, rules=rules, taps=taps, node_rules=node_rules,
+                        units=_units_of(model, inputs, blocks))
 
     return run
 

@@ -126,7 +126,8 @@ def region(graph: Graph, name: str, *, method: str) -> Region:
 
 @dataclass
 class Tap:
-    """Record a region's output (or inputs) and add ``delta`` to it (a matching pytree or a scalar)."""
+    """Record a region's output (or inputs) and add ``delta`` to it (a matching pytree or a scalar), or
+    replace each value ``v`` with ``delta(v)`` for a callable ``delta``."""
 
     region: Region
     to_input: bool
@@ -145,6 +146,8 @@ def bind(node: Node, values: Sequence[Any]) -> list[Any]:
 
 
 def _shift(values: tuple[Any, ...], delta: Any) -> tuple[Any, ...]:
+    if callable(delta):
+        return tuple(delta(v) for v in values)
     if isinstance(delta, (int, float)):
         return tuple(v + delta for v in values)
     deltas = (delta,) if len(values) == 1 else tuple(delta)

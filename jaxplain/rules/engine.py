@@ -1,7 +1,7 @@
 """The linen interception engine: per-module modified backward passes without touching the model.
 
-LRP, excitation backprop and CaBRNet PRP still apply their rules here, on Flax linen module
-calls; every other structure-dependent method runs on the program engine
+CaBRNet PRP (and the feature-visualisation loop's convolution rules) still apply their rules
+here, on Flax linen module calls; every other structure-dependent method runs on the program engine
 (:mod:`jaxplain.program`), which reads any model form.
 
 A *rule* is a function ``rule(module, call, *args) -> output`` where ``call(*args)``

@@ -29,7 +29,9 @@ from torchray.attribution.guided_backprop import guided_backprop
 from torchray.attribution.linear_approx import linear_approx
 
 import jaxplain as jx
+from tests import forms
 from tests.parity._torch import assert_close, converted, nchw, nhwc
+from tests.parity.test_forms_captum import TwinCNN, _twin
 
 SHAPE = (2, 32, 48, 3)
 TARGET = np.array([3, 7])
@@ -55,10 +57,10 @@ def images():
     return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
 
 
-def theirs(function, torch_model, images, **options):
+def theirs(function, torch_model, images, target=TARGET, **options):
     for parameter in torch_model.parameters():
         parameter.requires_grad_(False)
-    result = function(torch_model, nchw(images).requires_grad_(), torch.from_numpy(TARGET), **options)
+    result = function(torch_model, nchw(images).requires_grad_(), torch.from_numpy(target), **options)
     return nhwc(result)
 
 
@@ -106,3 +108,37 @@ def test_bad_options_are_refused(resnet, images):
         jx.excitation_backprop(model, images, TARGET, resize=True, resize_mode="cubic")
     with pytest.raises(ValueError, match="unknown layer 'layer9'"):
         jx.linear_approx(model, images, TARGET, saliency_layer="layer9")
+
+
+TWIN_TARGET = np.array([1, 3])
+
+
+class PooledTwin(TwinCNN):
+    """tests/forms.py's CNN in torch with its spatial mean as an ``AdaptiveAvgPool2d`` module, which TorchRay's
+    excitation rules see (its functional ``x.mean`` would keep the plain gradient)."""
+
+    def __init__(self):
+        super().__init__()
+        self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        x = self.pool(self.relu1(self.bn1(self.conv1(x))))
+        return self.head(torch.flatten(self.avgpool(self.block(x)), 1))
+
+
+@pytest.mark.parametrize("form", ["zoo", "linen", "nnx", "function"])  # Equinox keeps channels first: refused
+def test_excitation_backprop_on_every_form_matches_torchray_on_the_twin(form):
+    """Excitation rules read from each form's program against TorchRay on the torch twin. The twin's residual
+    sum is functional, so TorchRay gives it the gradient: ``split_residuals=False``."""
+    weights = forms.cnn_weights()
+    twin, model = _twin(PooledTwin(), weights), forms.cnn_forms(weights)[form]
+    images = np.random.default_rng(3).standard_normal((2, 8, 10, 3)).astype(np.float32)
+    for layer in (None, "conv1", "block"):
+        expected = theirs(excitation_backprop, twin, images, TWIN_TARGET, saliency_layer="" if layer is None else layer)
+        got = jx.excitation_backprop(model, images, TWIN_TARGET, saliency_layer=layer, split_residuals=False)
+        assert_close(got, expected)
+    expected = theirs(contrastive_excitation_backprop, twin, images, TWIN_TARGET, saliency_layer="conv1", contrast_layer="block",
+                      classifier_layer="head")
+    got = jx.contrastive_excitation_backprop(model, images, TWIN_TARGET, saliency_layer="conv1", contrast_layer="block",
+                                             split_residuals=False)
+    assert_close(got, expected)
