@@ -39,8 +39,15 @@ from jax import lax
 from jax.extend import core as jcore
 
 from jaxplain import program
-from jaxplain.program.graph import (ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INLINED, Graph, Node, body_primitives,
-                                    pool_attributes)
+from jaxplain.program.graph import (
+    ELEMENTWISE_BINARY,
+    ELEMENTWISE_UNARY,
+    INLINED,
+    Graph,
+    Node,
+    body_primitives,
+    pool_attributes,
+)
 from jaxplain.program.interpret import bind
 from jaxplain.typing import Array
 
@@ -160,12 +167,9 @@ def region(patch: Patch, clean: Array, starts: tuple[Any, Any], sizes: tuple[int
     taken = patch.values
     for axis, o, span in zip(axes, offsets, patch.spans):
         taken = jnp.take(taken, jnp.clip(o, 0, span.size - 1), axis=axis)
-    shape = [1] * clean.ndim
-    shape[axes[0]], mask = sizes[0], inside[0]
-    mask = mask.reshape(shape)
-    shape = [1] * clean.ndim
-    shape[axes[1]] = sizes[1]
-    mask = mask & inside[1].reshape(shape)
+    along = [[1] * clean.ndim for _ in axes]
+    along[0][axes[0]], along[1][axes[1]] = sizes
+    mask = inside[0].reshape(along[0]) & inside[1].reshape(along[1])
     return jnp.where(mask, taken.astype(slab.dtype), slab)
 
 
@@ -360,8 +364,8 @@ def _window_reduction(node: Node, changed: dict[int, Any], env: dict[int, Any]) 
             return None
         window, strides, pads, maximum = attributes["window"], attributes["strides"], attributes["padding"], True
     live = [a for a in node.ins if isinstance(a, int) and a in changed]
-    patch = changed[live[0]]
-    if len(live) != 1 or not isinstance(patch, Patch) or len(window) != patch.values.ndim:
+    patch = changed[live[0]] if len(live) == 1 else None
+    if not isinstance(patch, Patch) or len(window) != patch.values.ndim:
         return None
     if any((window[a], strides[a], tuple(pads[a])) != (1, 1, (0, 0)) for a in range(len(window)) if a not in
            patch.axes):
