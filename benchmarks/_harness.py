@@ -241,6 +241,7 @@ class Contender:
     call: Callable[[], Any]
     sync: Callable[[Any], None]
     meter: Callable[[], Meter]
+    warm: bool = True
 
 
 def compare(
@@ -258,10 +259,13 @@ def compare(
     median. Then up to ``reps`` rounds call every contender once, in rotating order, so
     that a shared machine's noise falls on all of them alike (fewer rounds when they
     would exceed ``budget_s``). A failure that ``is_oom`` recognises (or a
-    ``MemoryError``) becomes ``"fails (X GB)"``; other exceptions propagate.
+    ``MemoryError``) becomes ``"fails (X GB)"``; other exceptions propagate. A contender
+    with ``warm=False`` (a peer that compiles nothing and takes many minutes per call) is
+    called once: that call is its one timed round and its compile time is 0.
     """
     results: dict[str, Measurement] = {}
     first: dict[str, float] = {}
+    once: dict[str, tuple[float, float]] = {}
 
     def guarded(contender: Contender, meter: Meter) -> bool:
         try:
@@ -276,12 +280,14 @@ def compare(
     for contender in contenders:
         meter = contender.meter()
         meter.reset_peak()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         if guarded(contender, meter):
             first[contender.name] = time.perf_counter() - start
             results[contender.name] = Measurement(peak_bytes=meter.peak())
-    alive = [c for c in contenders if c.name in first]
-    rounds = max(1, min(reps, int(budget_s // max(sum(first.values()), 1e-9)))) if alive else 0
+            if not contender.warm:
+                once[contender.name] = (first[contender.name], time.process_time() - cpu)
+    alive = [c for c in contenders if c.name in first and c.name not in once]
+    rounds = max(1, min(reps, int(budget_s // max(sum(first[c.name] for c in alive), 1e-9)))) if alive else 0
     busy = wait_for_idle(idle_wait_s)
     times: dict[str, list[tuple[float, float]]] = {c.name: [] for c in alive}
     for index in range(rounds):
@@ -292,11 +298,13 @@ def compare(
                 continue
             times[contender.name].append((time.perf_counter() - start, time.process_time() - cpu))
         alive = [c for c in alive if c.name in times]
-    for contender in alive:
+    times.update({name: [measured] for name, measured in once.items()})
+    for contender in alive + [c for c in contenders if c.name in once]:
         wall = statistics.median(t for t, _ in times[contender.name])
         cpu = statistics.median(c for _, c in times[contender.name])
         result = results[contender.name]
-        result.rate, result.cpu_rate, result.reps, result.busy_cores = images / wall, images / max(cpu, 1e-9), rounds, busy
+        result.rate, result.cpu_rate, result.busy_cores = images / wall, images / max(cpu, 1e-9), busy
+        result.reps = len(times[contender.name])
         result.compile_s = first[contender.name] - wall
     return results
 
