@@ -9,7 +9,7 @@ from jaxplain import _xla
 _xla.configure()
 
 from jaxplain import demo, metrics, nets, optimization, parallel, viz  # noqa: E402
-from jaxplain.attribution.attention import attention_maps, attention_rollout, gradient_rollout
+from jaxplain.attribution.attention import attention_maps, attention_rollout, gradient_rollout, transformer_attribution
 from jaxplain.attribution.cam import guided_gradcam, layer_gradcam, score_cam
 from jaxplain.attribution.cam_family import (
     ablation_cam,
@@ -138,6 +138,7 @@ __all__ = [
     "torchray_deconvnet",
     "torchray_gradient",
     "torchray_guided_backprop",
+    "transformer_attribution",
     "viz",
     "xgrad_cam",
 ]

@@ -49,6 +49,8 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("attention_maps", "attention", "attention probabilities of a ViT (torch's softmax(QK^T / sqrt(d)))"),
     ("attention_rollout", "attention", "Abnar & Zuidema rollout; jacobgil/vit-explain (flavour='vit_explain')"),
     ("gradient_rollout", "attention", "Chefer et al. ICCV 2021 gradient-weighted rollout (the authors' ViT code)"),
+    ("transformer_attribution", "attention", "Chefer et al. CVPR 2021 relevance-weighted rollout (the authors' "
+     "generate_LRP, method='transformer_attribution')"),
     ("layer_activation", "layer", "Captum LayerActivation"),
     ("layer_gradient_x_activation", "layer", "Captum LayerGradientXActivation"),
     ("internal_influence", "layer", "Captum InternalInfluence"),
@@ -175,6 +177,10 @@ def _gradient_rollout(model, inputs, target, key, layer):
     return jx.gradient_rollout(model, inputs, target, upsample="bilinear")
 
 
+def _transformer_attribution(model, inputs, target, key, layer):
+    return jx.transformer_attribution(model, inputs, target, upsample="bilinear")
+
+
 def _lrp(model, inputs, target, key, layer):
     return jx.lrp(model, inputs, target, composite="epsilon_plus_flat")
 
@@ -246,6 +252,8 @@ RECIPES: dict[str, Recipe] = {
                "every attention layer (vision transformers)", aliases=("attention_rollout",)),
         Recipe("gradient_rollout", _gradient_rollout, "positive",
                "gradient_rollout(upsample='bilinear'), every attention layer (vision transformers)"),
+        Recipe("transformer_attribution", _transformer_attribution, "positive",
+               "transformer_attribution(upsample='bilinear'), every attention layer (vision transformers)"),
         Recipe("lrp", _lrp, "all", "lrp(composite='epsilon_plus_flat')", additive=True),
         Recipe("attn_lrp", _attention_lrp("attn_lrp"), "all",
                "lrp(composite='attn_lrp'): AttnLRP (transformers)", additive=True),

@@ -156,6 +156,35 @@ def test_norm_splits_a_sum_in_proportion_and_pass_hands_through():
     np.testing.assert_allclose(pullback(relevance)[0], relevance)
 
 
+def test_normalised_sum_gives_each_operand_its_share_per_example():
+    """Chefer et al.'s residual rule: operand k keeps |sum_k| / sum_j |sum_j| of each example's relevance;
+    an operand broadcast over the batch (an embedding) collects its per-example shares."""
+    from types import SimpleNamespace
+
+    from jaxplain.rules.relevance import NormalisedSum
+
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    b = rng.standard_normal((1, 4, 5)).astype(np.float32)
+    relevance = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    rule = NormalisedSum(1e-9)
+    _, pullback = jax.vjp(lambda u, v: rule(SimpleNamespace(name="block"), lambda p, q: p + q, u, v), a, b)
+    got_a, got_b = pullback(jnp.asarray(relevance))
+    expected_a, expected_b = np.zeros_like(a), np.zeros_like(b)
+    for n in range(3):
+        total = a[n] + b[0]
+        shares = [a[n] * relevance[n] / (total + 1e-9 * np.where(total >= 0, 1, -1)),
+                  b[0] * relevance[n] / (total + 1e-9 * np.where(total >= 0, 1, -1))]
+        sums = [share.sum() for share in shares]
+        scale = [abs(t) / (abs(sums[0]) + abs(sums[1])) * relevance[n].sum() / t for t in sums]
+        expected_a[n] = shares[0] * scale[0]
+        expected_b[0] += shares[1] * scale[1]
+        np.testing.assert_allclose(got_a[n].sum() / relevance[n].sum(), abs(sums[0]) / (abs(sums[0]) + abs(sums[1])),
+                                   rtol=1e-4)
+    np.testing.assert_allclose(got_a, expected_a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_b, expected_b, rtol=1e-4, atol=1e-5)
+
+
 def test_alpha_beta_must_differ_by_one():
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         lrp.AlphaBeta(2.0, 2.0)

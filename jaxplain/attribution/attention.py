@@ -21,10 +21,15 @@ import jax.numpy as jnp
 from jaxplain import program
 from jaxplain.attribution._common import check_choice, prepare, run, selected_output
 from jaxplain.attribution.cam import UPSAMPLE_MODES, _upsample, channel_axis
+from jaxplain.attribution.lrp import _block_rules, _check_rules
 from jaxplain.attribution.tokens import token_grid
 from jaxplain.model import require_structure
 from jaxplain.program.graph import Graph, Unit
 from jaxplain.program.interpret import Region, Tap, evaluate, region
+from jaxplain.rules import composites as kinds
+from jaxplain.rules import lrp as lrp_rules
+from jaxplain.rules import relevance as relevance_rules
+from jaxplain.rules.composites import Composite
 from jaxplain.typing import Array, Target
 
 HEAD_FUSIONS = ("mean", "max", "min")
@@ -400,6 +405,145 @@ def gradient_rollout(
 
 
 # --------------------------------------------------------------------------------------------
+# Chefer et al.'s transformer attribution (CVPR 2021)
+
+
+def relevance_composite(stabilizer: float = 1e-9) -> Composite:
+    """The rules of Chefer et al.'s relevance propagation (CVPR 2021, section 3.1; the authors' ``layers_ours.py``).
+
+    Linear layers (dense, convolution) by LRP-alpha1beta0 without their bias; LayerNorm, GELU and
+    the other activations, the softmax, scalings and affine constants pass relevance unchanged;
+    products of activations (``Q K^T``, ``A V``) by the proportional split halved between the two
+    factors; residual sums by :class:`~jaxplain.rules.relevance.NormalisedSum`; average pools in
+    proportion.
+
+    Args:
+        stabilizer: the denominators' epsilon (the authors' ``safe_divide`` adds 1e-9).
+
+    Returns:
+        A :class:`~jaxplain.rules.composites.Composite`.
+
+    Example:
+        >>> from jaxplain.attribution.attention import relevance_composite
+        >>> type(relevance_composite().rule_for("sum", "encoder", None)).__name__
+        'NormalisedSum'
+    """
+    return Composite(layer_map=(
+        (kinds.LINEAR, lrp_rules.Alpha1Beta0(stabilizer, set_bias_to_zero=True)),
+        (kinds.NORM + kinds.ACTIVATION + kinds.SOFTMAX + kinds.SCALE + kinds.BATCH_NORM, lrp_rules.Pass()),
+        (kinds.PRODUCT, relevance_rules.Uniform(stabilizer)),
+        (kinds.SUM, relevance_rules.NormalisedSum(stabilizer)),
+        (kinds.AVG_POOL, lrp_rules.Norm(stabilizer)),
+    ))
+
+
+def attention_relevance(model: Any, inputs: Array, target: Array, units: Sequence[Unit],
+                        composite: Composite) -> list[Array]:
+    """The relevance ``R^(A_l)`` of each attention unit's probabilities, starting from 1 at the target.
+
+    One backward pass of the program under ``composite``'s rules, seeded with the one-hot target
+    (inside a jit-compiled core); a unit's relevance is the cotangent that reaches its output.
+
+    Args:
+        model: a structured model.
+        inputs: the batch.
+        target: ``[N]`` target classes.
+        units: attention units (:func:`attention_units`).
+        composite: the rules (:func:`relevance_composite`).
+
+    Returns:
+        Per unit, ``[N, heads, T, T]``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxplain import program
+        >>> from jaxplain.attribution.attention import _tiny_vit, attention_relevance, attention_units
+        >>> from jaxplain.attribution.attention import relevance_composite
+        >>> model, x = _tiny_vit()
+        >>> units = attention_units(program.graph_of(model, x), None, method="example")
+        >>> [r.shape for r in attention_relevance(model, x, jnp.array([0, 2]), units, relevance_composite())]
+        [(2, 2, 5, 5), (2, 2, 5, 5)]
+    """
+    graph = program.graph_of(model, inputs)
+    view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
+    rules = _block_rules(composite, view, None, model.layer_channel_axis)
+    params = program.params_of(model)
+    zeros = [jnp.zeros(graph.aval(unit.output).shape, graph.aval(unit.output).dtype) for unit in units]
+
+    def forward(deltas):
+        taps = [Tap(_unit_region(unit), False, delta) for unit, delta in zip(units, deltas)]
+        return evaluate(graph, params, inputs, rules=rules, units=view.blocks, taps=taps)[0]
+
+    outputs, pullback = jax.vjp(forward, zeros)
+    return pullback(jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype))[0]
+
+
+def _transformer_attribution_core(model, inputs, target, key, arrays, *, layers, upsample, stabilizer):
+    method = "transformer_attribution"
+    units = _units(model, inputs, layers, method)
+    relevances = attention_relevance(model, inputs, target, units, relevance_composite(stabilizer))
+    gradients, _ = attention_gradients(model, inputs, target, units)
+    rollout = relevance_rollout([gradient * relevance for gradient, relevance in zip(gradients, relevances)])
+    return _upsample(cls_map(rollout, inputs.shape[1:3], method), inputs.shape[1:3], upsample)
+
+
+def transformer_attribution(
+    model: Any,
+    inputs: Array,
+    target: Target,
+    *,
+    layers: Sequence[str] | str | None = None,
+    upsample: str | None = None,
+    stabilizer: float = 1e-9,
+) -> Array:
+    """Chefer, Gur and Wolf's transformer attribution (CVPR 2021, "Transformer Interpretability Beyond
+    Attention Visualization"), batched.
+
+    Relevance is propagated from 1 at the target logit by :func:`relevance_composite`'s rules
+    (LRP-alpha1beta0 on linear layers, normalised residual sums, halved products, the rest passed
+    through); ``R^(A_l)`` is the relevance that reaches layer ``l``'s attention probabilities from
+    the ``A V`` product. Per layer ``Abar_l = mean_h relu(dF_t/dA_lh * R^(A_lh))`` (eq. 13), then
+    the rollout ``C = (I + Abar_L) ... (I + Abar_1)`` (eq. 14) and the class token's row over the
+    patches, ``[N, h, w, 1]`` (the authors' ``generate_LRP(method="transformer_attribution")``). The
+    authors' code reads batch element 0; here every row is explained in one jit-compiled pass,
+    its sums taken per example.
+
+    Args:
+        model: a ``jx.Model`` (a converted torch ViT), or any model form whose program the engine reads.
+        inputs: ``[N, H, W, C]`` inputs, normalised as the model expects.
+        target: the output to explain: an int for every input, ``[N]`` ints, or None (each input's predicted class).
+        layers: None (every attention layer) or the paths of the layers to use.
+        upsample: None (the patch grid), ``"nearest"`` or ``"bilinear"`` (the input's size).
+        stabilizer: the denominators' epsilon.
+
+    Returns:
+        ``[N, h, w, 1]`` (``[N, H, W, 1]`` with ``upsample``).
+
+    Raises:
+        ValueError: a bad option or target, a model with no attention softmax or with windowed
+            attention (Swin), no class token, an unknown layer, an operation or layer kind the rules
+            cannot reach (named with its layer path).
+
+    Example:
+        >>> import jaxplain as jx
+        >>> from jaxplain.attribution.attention import _tiny_vit
+        >>> model, x = _tiny_vit()
+        >>> jx.transformer_attribution(model, x, 1, upsample="nearest").shape
+        (2, 4, 4, 1)
+    """
+    method = "transformer_attribution"
+    check_choice("upsample", upsample, UPSAMPLE_MODES, method=method)
+    if not isinstance(stabilizer, (int, float)) or not stabilizer > 0:
+        raise ValueError(f"{method}: stabilizer must be a positive number, got {stabilizer!r}")
+    model, inputs, target, layers = _prepare(model, inputs, target, layers, method)
+    composite = relevance_composite(float(stabilizer))
+    view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
+    _check_rules(composite, view, None, program.graph_of(model, inputs), method=method)
+    return run(_transformer_attribution_core, model, inputs, target, layers=layers, upsample=upsample,
+               stabilizer=float(stabilizer))
+
+
+# --------------------------------------------------------------------------------------------
 # the docstrings' model
 
 
@@ -432,5 +576,5 @@ def _tiny_vit(seed: int = 0) -> tuple[Any, Array]:
     return Model.from_function(apply, params), images
 
 
-__all__ = ["attention_gradients", "attention_maps", "attention_rollout", "attention_units", "cls_map", "gradient_rollout",
-           "relevance_rollout"]
+__all__ = ["attention_gradients", "attention_maps", "attention_relevance", "attention_rollout", "attention_units",
+           "cls_map", "gradient_rollout", "relevance_composite", "relevance_rollout", "transformer_attribution"]

@@ -254,3 +254,41 @@ class Uniform:
                          for v, g, fixed in zip(values, gradients, constant))
 
         return lrp.with_backward(call, args, backward)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalisedSum:
+    """Chefer et al.'s rule on a sum of activations (CVPR 2021, "Transformer Interpretability Beyond
+    Attention Visualization", eq. 4-5; ``Add.relprop`` of the authors' ``layers_ours.py``).
+
+    The proportional split ``a_k = x_k R / stab(sum_j x_j)`` is rescaled so that operand ``k``
+    keeps the share ``|sum a_k| / sum_j |sum a_j|`` of the relevance ``sum R``:
+    ``R_k = a_k |sum a_k| / (sum_j |sum a_j|) * sum R / sum a_k`` (zero where ``sum a_k`` is 0).
+    The sums run over each example (every axis but the leading batch axis; the authors' code sums
+    over its batch of one). An operand broadcast to the output (a ``[1, T, D]`` embedding) gets its
+    share in the output's shape, summed back over the broadcast axes.
+    """
+
+    stabilizer: float = 1e-9
+
+    def __call__(self, block: Block, call: UnitCall, *args: Array) -> Array:
+        def backward(values, output, relevance):
+            expanded = [jnp.broadcast_to(value, output.shape) for value in values]
+            _, pullback = jax.vjp(call, *expanded)
+            gradients = pullback(relevance / lrp.stabilize(output, self.stabilizer))
+            shares = [value * gradient for value, gradient in zip(expanded, gradients)]
+            axes = tuple(range(1, output.ndim))
+            sums = [jnp.sum(share, axis=axes, keepdims=True) for share in shares]
+            total = sum(jnp.abs(s) for s in sums)
+            mass = jnp.sum(relevance, axis=axes, keepdims=True)
+            results = []
+            for value, share, s in zip(values, shares, sums):
+                factor = jnp.where(s == 0, 0.0, jnp.abs(s) * mass / jnp.where(total == 0, 1.0, total)
+                                   / jnp.where(s == 0, 1.0, s))
+                _, reduce = jax.vjp(lambda v: jnp.broadcast_to(v, output.shape), value)
+                results.append(reduce((share * factor).astype(output.dtype))[0])
+            return tuple(results)
+
+        if all(jnp.ndim(a) == 0 for a in args):
+            raise ValueError(f"NormalisedSum needs batched operands; the sum at {block.name!r} is a scalar")
+        return lrp.with_backward(call, args, backward)

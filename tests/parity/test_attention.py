@@ -9,6 +9,10 @@ token drawn at random), three different images. The references:
   the original's; attention rollout on them written out in numpy (Abnar & Zuidema; the
   jacobgil/vit-explain discard and normalisation for ``flavour="vit_explain"``);
 - Chefer et al.'s generic rollout from torch autograd's gradients of those probabilities;
+- Chefer et al.'s CVPR 2021 transformer attribution: their relevance propagation written out in
+  torch for torchvision's encoder block (LRP-alpha1beta0 without bias on every linear layer,
+  LayerNorm, GELU and softmax passing relevance, the normalised residual rule, products split in
+  half), one image at a time as the authors' code runs, in float64;
 - pytorch-grad-cam 1.5.7's ``GradCAM`` and ``GradCAMPlusPlus`` with the documented ViT
   ``reshape_transform`` (and a permute for Swin's ``[N, H, W, C]`` stages).
 
@@ -168,6 +172,92 @@ def test_gradient_rollout_equals_torch_autograd(vit):
     assert_close(ours, np.stack(expected)[..., None], rtol=1e-4)
 
 
+def _ratio(relevance, z, eps=1e-9):
+    return relevance / torch.where(z >= 0, z + eps, z - eps)
+
+
+def _alpha1_beta0(weight, x, relevance):
+    """LRP-alpha1beta0 of ``x @ weight.T`` with no bias: positive contributions only."""
+    positive, negative = weight.clamp(min=0), weight.clamp(max=0)
+    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+    s = _ratio(relevance, x_pos @ positive.T + x_neg @ negative.T)
+    return x_pos * (s @ positive) + x_neg * (s @ negative)
+
+
+def _normalised_sum(a, b, relevance):
+    """The proportional split of ``a + b``, each share rescaled to ``|sum|`` over both ``|sum|``s of ``sum R``."""
+    s = _ratio(relevance, a + b)
+    shares = [a * s, b * s]
+    sums = [share.sum() for share in shares]
+    total = sum(t.abs() for t in sums)
+    return [share * (t.abs() / total * relevance.sum()) / t for share, t in zip(shares, sums)]
+
+
+def _chefer_attention_relevance(torch_model, image, target):
+    """``R^(A_l)`` per layer for one image: torchvision's ViT run by hand, then relevance from 1 at ``target``."""
+    model = copy.deepcopy(torch_model).double()
+    with torch.no_grad():
+        x = model._process_input(nchw(image[None]).double())
+        x = torch.cat([model.class_token.expand(1, -1, -1), x], dim=1) + model.encoder.pos_embedding
+        records = []
+        for block in model.encoder.layers:
+            mha = block.self_attention
+            tokens, dim, heads = x.shape[1], x.shape[2], mha.num_heads
+            h = block.ln_1(x)
+            q, k, v = F.linear(h, mha.in_proj_weight, mha.in_proj_bias).reshape(
+                1, tokens, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)
+            attention = torch.softmax(q @ k.transpose(-1, -2) / (dim // heads) ** 0.5, dim=-1)
+            mixed = (attention @ v).transpose(1, 2).reshape(1, tokens, dim)
+            attended = F.linear(mixed, mha.out_proj.weight, mha.out_proj.bias)
+            x1 = attended + x
+            h2 = block.ln_2(x1)
+            hidden = block.mlp[1](block.mlp[0](h2))
+            y = block.mlp[3](hidden)
+            records.append((block, x, h, q, k, v, attention, mixed, attended, x1, h2, hidden, y))
+            x = x1 + y
+        cls = model.encoder.ln(x)[:, 0]
+        logits = model.heads.head(cls)
+        np.testing.assert_allclose(logits.numpy(), torch_model(nchw(image[None])).numpy(), rtol=1e-4, atol=1e-5)
+        relevance = torch.zeros_like(x)
+        relevance[:, 0] = _alpha1_beta0(model.heads.head.weight, cls, F.one_hot(torch.tensor([target]), 10).double())
+        found = []
+        for block, x, h, q, k, v, attention, mixed, attended, x1, h2, hidden, y in reversed(records):
+            skip, branch = _normalised_sum(x1, y, relevance)
+            branch = _alpha1_beta0(block.mlp[0].weight, h2, _alpha1_beta0(block.mlp[3].weight, hidden, branch))
+            skip, branch = _normalised_sum(x, attended, skip + branch)
+            mha = block.self_attention
+            tokens, dim, heads = x.shape[1], x.shape[2], mha.num_heads
+            branch = _alpha1_beta0(mha.out_proj.weight, mixed, branch)
+            s = _ratio(branch.reshape(1, tokens, heads, dim // heads).transpose(1, 2), attention @ v)
+            relevance_a, relevance_v = attention * (s @ v.transpose(-1, -2)) / 2, v * (attention.transpose(-1, -2) @ s) / 2
+            found.append(relevance_a)
+            s = _ratio(relevance_a, q @ k.transpose(-1, -2))
+            relevance_q, relevance_k = q * (s @ k) / 2, k * (s.transpose(-1, -2) @ q) / 2
+            packed = torch.stack([relevance_q, relevance_k, relevance_v]).permute(1, 3, 0, 2, 4).reshape(1, tokens, 3 * dim)
+            relevance = skip + _alpha1_beta0(mha.in_proj_weight, h, packed)
+    return [r[0].numpy() for r in reversed(found)]
+
+
+def test_transformer_attribution_equals_the_authors_rules(vit):
+    torch_model, model, images = vit
+    maps, gradients = _torch_attention(torch_model, images, TARGETS)
+    tokens = maps[0].shape[-1]
+    expected = []
+    for n, target in enumerate(TARGETS):
+        rollout = np.eye(tokens)
+        for relevance, gradient in zip(_chefer_attention_relevance(torch_model, images[n], int(target)), gradients):
+            rollout = (np.eye(tokens) + np.maximum(gradient[n] * relevance, 0).mean(axis=0)) @ rollout
+        expected.append(rollout[0, 1:].reshape(GRID, GRID))
+    expected = np.stack(expected)[..., None]
+    ours = np.asarray(jx.transformer_attribution(model, images, TARGETS))
+    assert_close(ours, expected, rtol=1e-4)
+    assert expected.max() > 0 and not np.allclose(expected[0], expected[1])
+    single = np.asarray(jx.transformer_attribution(model, images[1:2], TARGETS[1:2]))
+    assert_close(single, expected[1:2], rtol=1e-4)
+    upsampled = recipes.RECIPES[recipes.resolve(["transformer_attribution"])[0]].run(model, images, TARGETS, None, None)
+    assert upsampled.shape == (3, 32, 32, 1)
+
+
 def _vit_reshape(tensor, height=GRID, width=GRID):
     """pytorch-grad-cam's documented ViT ``reshape_transform`` (docs/vision_transformers)."""
     result = tensor[:, 1:, :].reshape(tensor.size(0), height, width, tensor.size(2))
@@ -224,6 +314,8 @@ def test_maps_that_cannot_be_read_raise(vit, swin):
         jx.layer_gradcam(model, images, 0, layer=VIT_LAYER, reshape="grid")
     with pytest.raises(ValueError, match="windowed"):
         jx.attention_rollout(swin_model, swin_images)
+    with pytest.raises(ValueError, match="windowed"):
+        jx.transformer_attribution(swin_model, swin_images, 0)
 
 
 def test_unknown_and_attention_free_layers_raise(vit):

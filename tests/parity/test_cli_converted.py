@@ -56,3 +56,28 @@ def test_cli_explains_a_converted_architecture(weights_file, tmp_path):
     assert attribution.shape == (32, 32, 3) and np.isfinite(attribution).all() and np.abs(attribution).max() > 0
     with Image.open(out / "a.cp_lrp.png") as overlay:
         assert overlay.size == (48, 40)
+
+
+def test_cli_explains_a_torchvision_vit_b_16(tmp_path):
+    """``--arch vit_b_16``: the real ViT-B/16 configuration (12 layers, width 768), built at ``--size`` 32
+    (a 2x2 patch grid), explained with the transformer methods: finite, non-zero maps of the image's
+    size; the rollouts non-negative and not constant."""
+    torch.manual_seed(0)
+    model = torchvision.models.vit_b_16(image_size=32, num_classes=10).eval()
+    with torch.no_grad():
+        model.heads.head.weight.normal_(0.0, 0.05)
+    path = tmp_path / "vit.pth"
+    torch.save(model.state_dict(), path)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / "b.png")
+    out = tmp_path / "out"
+    methods = ["attn_lrp", "rollout", "transformer_attribution"]
+    status = main(["explain", str(images), "--arch", "vit_b_16", "--weights", str(path), "--num-classes", "10",
+                   "--size", "32", "--target", "3", "--method", *methods, "--out", str(out)])
+    assert status == 0
+    for method in methods:
+        attribution = np.load(out / f"b.{method}.npy")
+        assert attribution.shape[:2] == (32, 32) and np.isfinite(attribution).all() and np.abs(attribution).max() > 0
+        if method != "attn_lrp":
+            assert attribution.min() >= 0 and attribution.std() > 0
