@@ -77,9 +77,10 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch's intra-op threads (default: torch's own); on a loaded CPU torch's thread "
                              "pool slows down several times over, so pin the process (taskset) and pass 1")
-    parser.add_argument("--peer-once", action="store_true",
-                        help="call pytorch-grad-cam once, untimed warm-up skipped (torch compiles nothing; its "
-                             "Ablation-CAM and Score-CAM take about 40 minutes per call at ResNet-50, batch 8)")
+    parser.add_argument("--once", choices=("peer", "both"), default=None,
+                        help="call pytorch-grad-cam (or both sides) once, the untimed warm-up skipped: torch compiles "
+                             "nothing, and at ResNet-50, batch 8 its Ablation-CAM and Score-CAM take 30-40 minutes "
+                             "per call, jaxplain's Score-CAM 20 (whose one call then includes its compile time)")
     args = parser.parse_args()
 
     import jax
@@ -106,7 +107,7 @@ def main() -> None:
         target = (np.arange(args.batch) * 37 % 1000).astype(np.int64)
         for method in args.methods.split(","):
             contenders = [h.Contender(name, call, h.sync, h.jax_meter() if name == "jaxplain" else h.torch_meter(),
-                                      warm=name == "jaxplain" or not args.peer_once)
+                                      warm=args.once is None or (args.once == "peer" and name == "jaxplain"))
                           for name, call in calls(method, model, flax_model, inputs, target, args.channel_batch).items()]
             results = h.compare(contenders, args.batch, args.reps, args.budget_s, lambda e: False, args.idle_wait_s)
             ours, peer = results["jaxplain"], results["pytorch-grad-cam"]
