@@ -1,4 +1,4 @@
-"""CP-LRP on a torchvision ViT against LXT 2.1's torchvision-ViT recipe, side by side in one process.
+"""CP-LRP or AttnLRP on a torchvision ViT against LXT 2.1's torchvision-ViT recipe, side by side in one process.
 
 Same random weights converted to Flax, same inputs and targets. Contenders: jaxplain
 ``lrp(composite="cp_lrp")`` (``name_map`` LRP-0 at the attention, as LXT's Zennit hooks never see
@@ -7,7 +7,10 @@ on every ``Conv2d`` and ``Linear`` through its Zennit patches, relevance = input
 backward for the whole batch), and jaxplain's plain input gradient as the cost unit. The LXT patches
 replace torch's GELU, LayerNorm and MultiheadAttention ``forward`` for the rest of the process, so the
 torch model is converted before they are applied. Printed: images/s, their ratio, CPU-time ratio,
-LRP's cost in gradients, compile time, peaks and the maps' max relative difference.
+LRP's cost in gradients, compile time, peaks and the maps' max relative difference. ``--composite attn_lrp``
+adds LXT's uniform rule at the attention (its ``divide_gradient`` on query and key by 4, value by 2, around
+the patched ``nn.MultiheadAttention``, as in ``tests/parity/test_attn_lrp.py``) and runs ours with
+``composite="attn_lrp"``.
 
     python benchmarks/bench_attn_lrp.py --arch vit_b_16 --size 224 --batch 8
     python benchmarks/bench_attn_lrp.py --tiny --size 32 --batch 2
@@ -54,6 +57,7 @@ def main() -> None:
     parser.add_argument("--conv-gamma", type=float, default=0.25)
     parser.add_argument("--linear-gamma", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--composite", choices=("cp_lrp", "attn_lrp"), default="cp_lrp")
     args = parser.parse_args()
 
     import jax.numpy as jnp
@@ -85,12 +89,20 @@ def main() -> None:
     zennit_patches, vit_torch = _lxt_modules()
     for cls, patch in vit_torch.cp_LRP.items():
         patch(cls)
+    if args.composite == "attn_lrp":
+        from lxt.efficient.rules import divide_gradient
+
+        def uniform(self, query, key, value, *rest, **options):
+            return self.original_forward(divide_gradient(query, 4), divide_gradient(key, 4), divide_gradient(value, 2),
+                                         *rest, **options)
+
+        torch.nn.MultiheadAttention.forward = uniform
     zennit_patches.monkey_patch_zennit()
     composite = LayerMapComposite([(torch.nn.Conv2d, zennit_rules.Gamma(args.conv_gamma)),
                                    (torch.nn.Linear, zennit_rules.Gamma(args.linear_gamma))])
 
     print(f"# bench_attn_lrp: {h.device_description()}; torch {torch.__version__}; {name}, {args.size} px, "
-          f"batch {args.batch}, conv_gamma {args.conv_gamma}, linear_gamma {args.linear_gamma}\n")
+          f"batch {args.batch}, {args.composite}, conv_gamma {args.conv_gamma}, linear_gamma {args.linear_gamma}\n")
     inputs = np.random.default_rng(args.seed).standard_normal((args.batch, args.size, args.size, 3)).astype(np.float32)
     target = (np.arange(args.batch) * 37 % classes).astype(np.int64)
     x, t = h.torch_batch(inputs, target)
@@ -106,7 +118,7 @@ def main() -> None:
         return last["lxt"]
 
     def ours_call():
-        last["jaxplain"] = jx.lrp(flax_model, xj, tj, composite="cp_lrp", conv_gamma=args.conv_gamma,
+        last["jaxplain"] = jx.lrp(flax_model, xj, tj, composite=args.composite, conv_gamma=args.conv_gamma,
                                   linear_gamma=args.linear_gamma, name_map=((attention, rules.Epsilon(1e-12)),))
         return last["jaxplain"]
 
@@ -119,8 +131,9 @@ def main() -> None:
     ours, lxt, gradient = results["jaxplain"], results["LXT"], results["gradient"]
     reference = last["lxt"].permute(0, 2, 3, 1).cpu().numpy()
     difference = np.abs(np.asarray(last["jaxplain"]) - reference).max() / np.abs(reference).max()
-    headers = ["model", "jaxplain CP-LRP img/s", "LXT img/s", "jaxplain / LXT", "same, CPU time",
-               "jaxplain gradient img/s", "CP-LRP cost in gradients", "compile s", "jaxplain peak", "LXT peak",
+    label = {"cp_lrp": "CP-LRP", "attn_lrp": "AttnLRP"}[args.composite]
+    headers = ["model", f"jaxplain {label} img/s", "LXT img/s", "jaxplain / LXT", "same, CPU time",
+               "jaxplain gradient img/s", f"{label} cost in gradients", "compile s", "jaxplain peak", "LXT peak",
                "max rel. diff"]
     row = [name, h.format_rate(ours.rate), h.format_rate(lxt.rate), f"{ours.rate / lxt.rate:.2f}x",
            f"{ours.cpu_rate / lxt.cpu_rate:.2f}x", h.format_rate(gradient.rate), f"{gradient.rate / ours.rate:.2f}",
