@@ -105,13 +105,18 @@ def _units(model: Any, inputs: Array, layers: tuple[str, ...] | None, method: st
     return units
 
 
-def _attention_forward(model: Any, units: Sequence[Unit]):
-    """``f(inputs, deltas) -> (outputs, maps)``: each unit's attention recorded, ``deltas[i]`` added to it."""
+def _attention_forward(model: Any, units: Sequence[Unit], composite: Composite | None = None):
+    """``f(inputs, deltas) -> (outputs, maps)``: each unit's attention recorded, ``deltas[i]`` added to it;
+    with ``composite``, the program runs under its relevance rules."""
 
     def forward(inputs: Array, deltas: Sequence[Any]) -> tuple[Array, list[Array]]:
         graph = program.graph_of(model, inputs)
         taps = [Tap(_unit_region(unit), False, delta) for unit, delta in zip(units, deltas)]
-        return evaluate(graph, program.params_of(model), inputs, taps=taps)
+        if composite is None:
+            return evaluate(graph, program.params_of(model), inputs, taps=taps)
+        view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
+        rules = _block_rules(composite, view, None, model.layer_channel_axis)
+        return evaluate(graph, program.params_of(model), inputs, rules=rules, units=view.blocks, taps=taps)
 
     return forward
 
@@ -465,16 +470,9 @@ def attention_relevance(model: Any, inputs: Array, target: Array, units: Sequenc
         [(2, 2, 5, 5), (2, 2, 5, 5)]
     """
     graph = program.graph_of(model, inputs)
-    view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
-    rules = _block_rules(composite, view, None, model.layer_channel_axis)
-    params = program.params_of(model)
+    forward = _attention_forward(model, units, composite)
     zeros = [jnp.zeros(graph.aval(unit.output).shape, graph.aval(unit.output).dtype) for unit in units]
-
-    def forward(deltas):
-        taps = [Tap(_unit_region(unit), False, delta) for unit, delta in zip(units, deltas)]
-        return evaluate(graph, params, inputs, rules=rules, units=view.blocks, taps=taps)[0]
-
-    outputs, pullback = jax.vjp(forward, zeros)
+    outputs, pullback = jax.vjp(lambda deltas: forward(inputs, deltas)[0], zeros)
     return pullback(jax.nn.one_hot(target, outputs.shape[-1], dtype=outputs.dtype))[0]
 
 
