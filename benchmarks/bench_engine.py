@@ -20,7 +20,29 @@ import subprocess
 import sys
 import time
 
-METHODS = ("saliency", "guided_backprop", "deeplift", "layer_gradcam", "ig_chunked", "conductance_chunked", "lrp")
+METHODS = ("saliency", "guided_backprop", "deeplift", "layer_gradcam", "ig_chunked", "conductance_chunked", "lrp",
+           "prp", "render_vis", "deep_dream")
+PROTOTYPES = 20
+
+
+_PROTOTYPE_NETS: dict = {}
+
+
+def _prototype_net(model, model_name: str, layer: str, size: int):
+    """A random CaBRNet ProtoPNet on ``model_name`` cut at ``layer`` (built once per worker)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxplain as jx
+    from jaxplain.nets.prototype import protopnet
+
+    key = (model_name, layer, size)
+    if key not in _PROTOTYPE_NETS:
+        probe = jnp.zeros((1, size, size, 3))
+        width = jax.eval_shape(lambda v: jx.layer_activation(model, v, layer), probe).shape[-1]
+        _PROTOTYPE_NETS[key] = protopnet(model_name, layer, num_classes=10, num_prototypes=PROTOTYPES,
+                                         num_features=width, input_shape=(1, size, size, 3), key=jax.random.PRNGKey(0))
+    return _PROTOTYPE_NETS[key]
 
 
 def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: int) -> dict:
@@ -29,6 +51,7 @@ def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: in
 
     import jaxplain as jx
     from jaxplain import nets
+    from jaxplain.optimization import objectives, param
 
     model = jx.init_model(nets.build(model_name, num_classes=10), (1, size, size, 3), key=jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3))
@@ -44,6 +67,11 @@ def _worker(model_name: str, size: int, batch: int, methods: list[str], reps: in
         "ig_chunked": lambda: jx.integrated_gradients(model, x, target, n_steps=16, batch_size=4),
         "conductance_chunked": lambda: jx.layer_conductance(model, x, target, layer=middle, n_steps=8, batch_size=4),
         "lrp": lambda: jx.lrp(model, x, target, composite="epsilon_plus_flat"),
+        "prp": lambda: jx.prototype_prp(_prototype_net(model, model_name, middle, size), x, jnp.arange(batch) % PROTOTYPES,
+                                        postprocess=False),
+        "render_vis": lambda: jx.render_vis(model, [objectives.channel(middle, n) for n in range(batch)],
+                                            key=jax.random.PRNGKey(2), param_f=param.image(size), thresholds=(8,)),
+        "deep_dream": lambda: jx.deep_dream(model, jax.nn.sigmoid(x), layer=middle, filter=1, steps=8),
     }
     results = {}
     for name in methods:
@@ -90,7 +118,7 @@ def main() -> None:
         print(json.dumps(_worker(arguments.models[0], arguments.size, arguments.batch, arguments.methods,
                                  arguments.reps)))
         return
-    print(f"| model | method | before img/s | after img/s | after / before | first-call excess before / after (s) |")
+    print("| model | method | before img/s | after img/s | after / before | first-call excess before / after (s) |")
     print("|---|---|---|---|---|---|")
     for model in arguments.models:
         arguments.models = [model]

@@ -226,3 +226,26 @@ def test_torchray_maps_refuse_channels_first_maps_instead_of_reducing_the_wrong_
     assert jx.torchray_guided_backprop(cnn["nnx"], images, TARGETS, saliency_layer="block").shape == (2, 4, 5, 1)
     with pytest.raises(ValueError, match="channel.*axis 1"):
         jx.torchray_gradient(cnn["equinox"], images.transpose(0, 3, 1, 2), TARGETS)
+
+
+def test_feature_visualisation_on_every_form(cnn):
+    """Layer objectives (channels read on the layer's own channel axis: NCHW in the Equinox form) and
+    deep dream give the zoo form's images on every form; the objective is actually optimised."""
+    from jaxplain.optimization import objectives as O
+    from jaxplain.optimization import param, render_vis
+
+    key = jax.random.PRNGKey(3)
+    options = dict(key=key, param_f=param.image(12), transforms=(), thresholds=(1, 6), return_losses=True)
+    objective = O.channel("block.conv", 2) + O.neuron("conv1", 5)
+    images, losses = render_vis(cnn["zoo"], objective, **options)
+    assert float(losses[-1, 0]) < float(losses[0, 0])
+    other, _ = render_vis(cnn["zoo"], O.channel("block.conv", 3) + O.neuron("conv1", 5), **options)
+    assert float(jnp.abs(other - images).max()) > 1e-2
+    dream_input = jax.random.uniform(jax.random.PRNGKey(4), (2, 12, 12, 3))
+    dream = jx.deep_dream(cnn["zoo"], dream_input, layer="block", filter=1, steps=3, learning_rate=0.1)
+    for form in ("linen", "nnx", "equinox", "function"):
+        ours, our_losses = render_vis(cnn[form], objective, **options)
+        np.testing.assert_allclose(our_losses, losses, rtol=1e-4, err_msg=f"render_vis losses on the {form} form")
+        np.testing.assert_allclose(ours, images, atol=1e-4, err_msg=f"render_vis on the {form} form")
+        ours = jx.deep_dream(cnn[form], dream_input, layer="block", filter=1, steps=3, learning_rate=0.1)
+        np.testing.assert_allclose(ours, dream, atol=1e-4, err_msg=f"deep_dream on the {form} form")

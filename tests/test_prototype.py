@@ -10,7 +10,7 @@ import pytest
 from jaxplain.attribution import prototype as proto
 from jaxplain.attribution._prototype_post import gaussian_matrix
 from jaxplain.nets import prototype as nets
-from jaxplain.rules import prp
+from jaxplain.rules import composites, lrp, prp
 
 ADD_ON = (("conv1", "Conv2d", (("kernel_size", 1), ("out_channels", 8))), ("relu1", "ReLU", ()),
           ("conv2", "Conv2d", (("kernel_size", 1), ("out_channels", 8))), ("sigmoid", "Sigmoid", ()))
@@ -170,6 +170,11 @@ def test_errors(model, x):
         proto.prototype_smoothgrad(model, x, 0)
     with pytest.raises(TypeError, match="prototype network"):
         proto.prototype_prp(lambda v: v, x, 0)
+    with pytest.raises(ValueError, match="'classifier.similarity_layer' needs a .*SimilarityRelevance"):
+        proto.prototype_prp(model, x, 0, composite=composites.CaBRNetExtractor())
+    with pytest.raises(ValueError, match="no rule for the activation layer at 'extractor.*'"):
+        proto.prototype_prp(model, x, 0, composite=composites.Composite(
+            ((("convolution",), lrp.Epsilon()), (("similarity",), prp.SimilarityRelevance()))))
     with pytest.raises(ValueError, match="polarity"):
         proto.prototype_saliency(model, x, 0, polarity="both")
     with pytest.raises(ValueError, match="cannot cut"):

@@ -18,9 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.model import FunctionModel, Model, as_model
-from jaxplain.rules.engine import forward_with_rules
 from jaxplain.rules import fast_conv
-from jaxplain.rules.fast_conv import conv_rules
 from jaxplain.typing import Array, Target
 
 Core = Callable[..., Any]
@@ -163,22 +161,16 @@ def target_gradient(forward: Callable[[Array], Array], inputs: Array, target: Ar
     return jax.grad(lambda x: jnp.sum(selected_output(forward(x), target)))(inputs)
 
 
-def loop_forward(model: Model | FunctionModel, batch_size: int | None,
-                 method: str | None = None) -> Callable[[Array], Array]:
+def loop_forward(model: Model | FunctionModel, batch_size: int | None) -> Callable[[Array], Array]:
     """The forward function a method differentiates inside :func:`sum_over`'s loop.
 
     With ``batch_size`` set (a ``lax.scan`` body) and a structured model of any form, its
     convolutions get :mod:`~jaxplain.rules.fast_conv`'s input gradient on the CPU backend:
     the same values, but XLA CPU keeps its fast kernels inside the loop
-    (benchmarks/XLA_CPU_NOTES.md, section 4). ``method`` names another method of a linen
-    model to run (``"similarities"``).
+    (benchmarks/XLA_CPU_NOTES.md, section 4).
     """
     if batch_size is None or isinstance(model, FunctionModel):
-        if method is None:
-            return model
-        return lambda inputs: model.module.apply(model.variables, inputs, method=method)
-    if method is not None:
-        return forward_with_rules(model, conv_rules, method=method)
+        return model
     from jaxplain import program
 
     return program.forward(model, node_rules=fast_conv.node_rules)

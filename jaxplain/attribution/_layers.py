@@ -4,9 +4,8 @@ A *tap* records a layer's output (or its inputs, with ``attribute_to_layer_input
 adds a perturbation ``delta`` to it; the gradient of the target with respect to a zero
 ``delta`` is the gradient with respect to the activation. Layers are regions of the
 model's traced program (:mod:`jaxplain.program`), named by their dotted paths in every
-model form. Rules over program units (guided backprop, DeepLift) stay active around the
-tap. Module rules of the linen interception engine (LRP, excitation backprop) still run
-through :mod:`jaxplain.rules.engine` on ``jx.Model`` s.
+model form. Rules over program units (guided backprop, DeepLift, LRP's blocks, excitation
+backprop) stay active around the tap.
 """
 
 from __future__ import annotations
@@ -17,16 +16,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxplain import program
-from jaxplain.model import Model
-from jaxplain.program.interpret import UnitRuleMap, no_node_rules, region
-from jaxplain.rules.engine import forward_with_rules
+from jaxplain.program.interpret import no_node_rules, region
 from jaxplain.typing import Array
 
 Layers = str | tuple[str, ...]
-
-
-def _no_rules(module, path):
-    return None
 
 
 def layer_tuple(layer: Layers) -> tuple[str, ...]:
@@ -43,10 +36,6 @@ def check_layer(model: Any, inputs: Array, layer: Layers, *, method: str) -> Non
         region(graph, name, method=method)
 
 
-def _module_rules(rules: Any) -> bool:
-    return rules is not None and rules is not _no_rules and not isinstance(rules, UnitRuleMap)
-
-
 def tapped_forward(
     model: Any, layer: Layers, *, attribute_to_layer_input: bool = False, rules: Any = None,
     node_rules: Any = no_node_rules,
@@ -56,13 +45,10 @@ def tapped_forward(
     ``activation`` is the layer's output (or the tuple of its inputs, or the single
     input when there is one) before ``delta`` is added; ``delta`` has its structure or
     is a scalar. With a tuple of layers, ``activation`` and ``delta`` are tuples in that
-    order. ``rules`` is a unit rule map (:class:`~jaxplain.program.interpret.UnitRuleMap`),
-    or a module rule map of :mod:`jaxplain.rules.engine` for a ``jx.Model``; ``node_rules``
+    order. ``rules`` is a unit rule map (:class:`~jaxplain.program.interpret.UnitRuleMap`); ``node_rules``
     replace single nodes (:func:`jaxplain.rules.fast_conv.node_rules`).
     """
     names = layer_tuple(layer)
-    if _module_rules(rules):
-        return _intercepted(model, layer, attribute_to_layer_input, rules)
     tapped = program.tapped(model, names, to_input=attribute_to_layer_input,
                             rules=rules if rules is not None else program.no_rules, node_rules=node_rules)
 
@@ -71,45 +57,6 @@ def tapped_forward(
         return outputs, activations[0] if isinstance(layer, str) else tuple(activations)
 
     return forward
-
-
-def _intercepted(model: Model, layer: Layers, attribute_to_layer_input: bool, rules: Any):
-    """The tap through linen's interception engine, for module rules (LRP, excitation backprop)."""
-    names = layer_tuple(layer)
-
-    def forward(inputs: Array, delta: Any) -> tuple[Array, Any]:
-        captured: dict[str, Any] = {}
-        deltas = dict(zip(names, (delta,) if isinstance(layer, str) else delta))
-
-        def rule_map(module, path):
-            inner = rules(module, path)
-            name = ".".join(path)
-            if name not in deltas:
-                return inner
-
-            def tap(module, call, *args):
-                run = (lambda *a: inner(module, call, *a)) if inner is not None else call
-                if attribute_to_layer_input:
-                    captured[name] = args[0] if len(args) == 1 else args
-                    shifted = _shift(captured[name], deltas[name])
-                    return run(*((shifted,) if len(args) == 1 else shifted))
-                captured[name] = run(*args)
-                return _shift(captured[name], deltas[name])
-
-            return tap
-
-        outputs = forward_with_rules(model, rule_map)(inputs)
-        activations = tuple(captured[name] for name in names)
-        return outputs, activations[0] if isinstance(layer, str) else activations
-
-    return forward
-
-
-def _shift(activation: Any, delta: Any) -> Any:
-    """``activation + delta`` leaf by leaf; a scalar ``delta`` is added to every leaf."""
-    if isinstance(delta, (int, float)):
-        return jax.tree_util.tree_map(lambda leaf: leaf + delta, activation)
-    return jax.tree_util.tree_map(jnp.add, activation, delta)
 
 
 def activation_shape(model: Any, layer: Layers, inputs: Array, attribute_to_layer_input: bool = False) -> Any:

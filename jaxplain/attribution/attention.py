@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxplain import program
 from jaxplain.attribution._common import check_choice, prepare, run, selected_output
 from jaxplain.attribution.cam import UPSAMPLE_MODES, _upsample, channel_axis
-from jaxplain.attribution.lrp import _block_rules, _check_rules
+from jaxplain.attribution.lrp import block_rules, check_rules
 from jaxplain.attribution.tokens import token_grid
 from jaxplain.model import require_structure
 from jaxplain.program.graph import Graph, Unit
@@ -115,7 +115,7 @@ def _attention_forward(model: Any, units: Sequence[Unit], composite: Composite |
         if composite is None:
             return evaluate(graph, program.params_of(model), inputs, taps=taps)
         view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
-        rules = _block_rules(composite, view, None, model.layer_channel_axis)
+        rules = block_rules(composite, view, None, model.layer_channel_axis)
         return evaluate(graph, program.params_of(model), inputs, rules=rules, units=view.blocks, taps=taps)
 
     return forward
@@ -536,7 +536,7 @@ def transformer_attribution(
     model, inputs, target, layers = _prepare(model, inputs, target, layers, method)
     composite = relevance_composite(float(stabilizer))
     view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
-    _check_rules(composite, view, None, program.graph_of(model, inputs), method=method)
+    check_rules(composite, view, None, program.graph_of(model, inputs), method=method)
     return run(_transformer_attribution_core, model, inputs, target, layers=layers, upsample=upsample,
                stabilizer=float(stabilizer))
 

@@ -748,6 +748,6 @@ def full_grad(
     model = require_structure(model, "full_grad")
     require_channels_last(model, "full_grad")
     if eigen_smooth and min(inputs.shape[1:3]) < 8:
-        raise ValueError(f"full_grad: eigen_smooth resizes to an eighth of the input, which needs at least 8x8 pixels")
+        raise ValueError("full_grad: eigen_smooth resizes to an eighth of the input, which needs at least 8x8 pixels")
     return run(_full_grad_core, model, inputs, target, eigen_smooth=bool(eigen_smooth), postprocess=postprocess,
                aug_smooth=bool(aug_smooth))

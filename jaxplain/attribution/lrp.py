@@ -28,7 +28,7 @@ from jaxplain.typing import Array, Target
 INITIAL_RELEVANCE = ("output", "one_hot")
 
 
-def _check_rules(composite: Composite, view: Blocks, first_path: str | None, graph: Any, *, method: str) -> None:
+def check_rules(composite: Composite, view: Blocks, first_path: str | None, graph: Any, *, method: str) -> None:
     """Raise unless every block that needs a rule gets one and every operation is classified.
 
     Raises:
@@ -55,7 +55,7 @@ def _check_rules(composite: Composite, view: Blocks, first_path: str | None, gra
                             f"not to the {block.kind} layer at {block.name!r}")
 
 
-def _block_rules(composite: Composite, view: Blocks, first_path: str | None, channel_axis: int):
+def block_rules(composite: Composite, view: Blocks, first_path: str | None, channel_axis: int):
     """The unit rule map of ``composite`` over ``view``'s blocks."""
     nonnegative = set(view.nonnegative)
 
@@ -71,7 +71,7 @@ def _block_rules(composite: Composite, view: Blocks, first_path: str | None, cha
 def _lrp_core(model, inputs, target, key, arrays, *, composite, initial, first_path, channel_axis):
     graph = program.graph_of(model, inputs)
     view = program.blocks_of(model, inputs, merge=composite.merge_batch_norm)
-    rules = _block_rules(composite, view, first_path, channel_axis)
+    rules = block_rules(composite, view, first_path, channel_axis)
 
     def forward(x):
         return evaluate(graph, program.params_of(model), x, rules=rules, units=view.blocks)[0]
@@ -136,6 +136,6 @@ def lrp(
     model = program.structured(model, "lrp")
     view = program.blocks_of(model, inputs, merge=chosen.merge_batch_norm)
     first_path = chosen.first_layer([(block.name, block.kind) for block in view.blocks])
-    _check_rules(chosen, view, first_path, program.graph_of(model, inputs), method="lrp")
+    check_rules(chosen, view, first_path, program.graph_of(model, inputs), method="lrp")
     return run(_lrp_core, model, inputs, target, composite=chosen, initial=initial_relevance,
                first_path=first_path, channel_axis=model.layer_channel_axis)

@@ -39,8 +39,12 @@ from jaxplain.attribution import _prototype_post as post
 from jaxplain.attribution._common import (check_batch_size, check_choice, check_inputs, loop_forward, require_key,
                                           run, sum_over, traced_once)
 from jaxplain.model import Model, as_model
+from jaxplain import program
+from jaxplain.attribution.lrp import block_rules, check_rules
+from jaxplain.nets.prototype import SIMILARITY_LAYER
+from jaxplain.program.interpret import evaluate
 from jaxplain.rules import composites as composites_module
-from jaxplain.rules.engine import forward_with_rules, kind_of, module_calls
+from jaxplain.rules import prp
 from jaxplain.typing import Array
 
 Location = tuple[int, int] | str | None
@@ -138,7 +142,7 @@ def _gradient_setup(model: Model, inputs: Array, protos: Array, location: str | 
                     batch_size: int | None) -> tuple[Any, bool]:
     """The features' forward function to differentiate, and whether the basis path is taken (always a loop)."""
     basis = _uses_basis(model, inputs, protos, location)
-    return loop_forward(model, 1 if basis else batch_size, method="features"), basis
+    return loop_forward(model.feature_model(), 1 if basis else batch_size), basis
 
 
 def _absolute_gradient_sum(model: Model, forward_features, inputs: Array, index: Array, weight: Array,
@@ -222,37 +226,39 @@ def _smoothgrad_core(model, inputs, protos, key, arrays, *, location, batch_size
     return total / num_samples
 
 
-def _leaf_calls(model: Model, inputs: Array) -> list[tuple[str, Any]]:
-    calls = [(".".join(path), module) for path, module in module_calls(model, inputs) if path]
-    paths = [path for path, _ in calls]
-    return [(path, module) for path, module in calls if not any(other.startswith(path + ".") for other in paths)]
+def _similarity_rule(composite: composites_module.Composite, first_path: str | None) -> prp.SimilarityRelevance:
+    rule = composite.rule_for(composites_module.SIMILARITY[0], SIMILARITY_LAYER, first_path)
+    if not isinstance(rule, prp.SimilarityRelevance):
+        raise ValueError(
+            f"prototype_prp: the similarity layer {SIMILARITY_LAYER!r} needs a jaxplain.rules.prp.SimilarityRelevance "
+            f"rule, the composite gives it {rule!r}; add layer_map=((\"similarity\",), prp.SimilarityRelevance())"
+        )
+    return rule
 
 
-def _check_layers(composite: composites_module.Composite, calls: list[tuple[str, Any]], first_path: str | None) -> None:
-    for path, module in calls:
-        kind = kind_of(module)
-        if kind not in composites_module.KINDS + ("structural",) and \
-                composite.rule_for(kind, path, first_path) is None:
-            raise ValueError(
-                f"prototype_prp: no relevance rule for layer {path!r} ({type(module).__name__}); give it one with "
-                f"name_map=(({path!r},), rule)"
-            )
+def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, channel_axis):
+    extractor = model.feature_model()
+    graph = program.graph_of(extractor, inputs)
+    view = program.blocks_of(extractor, inputs, merge=composite.merge_batch_norm)
+    rules = block_rules(composite, view, first_path, channel_axis)
+    similarity = _similarity_rule(composite, first_path)
 
+    def features_of(x):
+        return evaluate(graph, program.params_of(extractor), x, rules=rules, units=view.blocks)[0]
 
-def _prp_core(model, inputs, protos, key, arrays, *, location, batch_size, composite, first_path, pairs,
-              nonnegative):
-    rules = composites_module.rule_map(composite, model, first_path, pairs, nonnegative)
-    sims, pullback = jax.vjp(forward_with_rules(model, rules, method="similarities"), inputs)
+    features, pullback = jax.vjp(features_of, inputs)
+    prototypes = model.prototypes
+    sims = similarity.forward(features, prototypes)
     index, weight = _selected(_maps(sims, protos), location, arrays["point"], arrays["threshold"])
 
     def per_prototype(k):
-        return pullback(_seed(index[:, k], weight[:, k], protos[:, k], sims.shape))[0]
+        seed = _seed(index[:, k], weight[:, k], protos[:, k], sims.shape)
+        return pullback(similarity.relevance(features, prototypes, seed))[0]
 
-    prototypes = jnp.arange(protos.shape[1])
+    prototypes_chosen = jnp.arange(protos.shape[1])
     if batch_size is None:
-        return jax.vmap(per_prototype, out_axes=1)(prototypes)
-    return jnp.moveaxis(jax.lax.map(per_prototype, prototypes, batch_size=batch_size), 0, 1)
-
+        return jax.vmap(per_prototype, out_axes=1)(prototypes_chosen)
+    return jnp.moveaxis(jax.lax.map(per_prototype, prototypes_chosen, batch_size=batch_size), 0, 1)
 
 def _random_core(model, inputs, protos, key, arrays):
     return jax.random.uniform(key, (inputs.shape[0], protos.shape[1]) + inputs.shape[1:], inputs.dtype)
@@ -431,7 +437,8 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
     """CaBRNet's ``prp``: prototype relevance propagation (``cabrnet/core/visualization/gradients.py``).
 
     The relevance of ``sim[h, w]`` at each selected location (it starts from the similarity value,
-    as Captum's LRP does), propagated under the ``CaBRNetPRP`` composite
+    as Captum's LRP does), propagated through the extractor's traced program (the program
+    engine's blocks, as :func:`jaxplain.lrp` reads them) under the ``CaBRNetPRP`` composite
     (``jaxplain.rules.composites``: ZBeta on the first convolution, Alpha1Beta0 on the others,
     StackedSum on residual sums, batch norms merged, CaBRNet's similarity rule), summed over
     locations, then post-processed. The sum over locations is a single backward pass (the rules
@@ -454,8 +461,9 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
         ``[N, H, W]`` (``[N, K, H, W]`` for ``[N, K]`` indices) maps.
 
     Raises:
-        ValueError: a layer with parameters the composite has no rule for, and as
-            :func:`prototype_saliency`.
+        ValueError: naming the layer, for a layer of the extractor the composite has no rule
+            for, an operation no rule can reach, or a similarity layer without a
+            :class:`~jaxplain.rules.prp.SimilarityRelevance` rule; and as :func:`prototype_saliency`.
 
     Example:
         >>> import jax, jaxplain as jx
@@ -472,18 +480,16 @@ def prototype_prp(model: Any, inputs: Array, proto_idx: Any, *, location: Locati
     chosen = composites_module.get(chosen)
     prepared = _prototype_model(model, method)
     checked = check_inputs(prepared, inputs, method=method)
-    calls = traced_once("leaf_calls", prepared, checked, lambda: _leaf_calls(prepared, checked))
-    first_path = chosen.first_layer([(path, kind_of(module)) for path, module in calls])
-    _check_layers(chosen, calls, first_path)
-    pairs = traced_once("batch_norm_pairs", prepared, checked,
-                        lambda: composites_module.batch_norm_pairs(prepared, checked))
-    nonnegative = traced_once("nonnegative_inputs", prepared, checked,
-                              lambda: composites_module.nonnegative_inputs(prepared, checked))
+    extractor = prepared.feature_model()
+    view = program.blocks_of(extractor, checked, merge=chosen.merge_batch_norm)
+    first_path = chosen.first_layer([(block.name, block.kind) for block in view.blocks])
+    check_rules(chosen, view, first_path, program.graph_of(extractor, checked), method=method)
+    _similarity_rule(chosen, first_path)
     return _explain(_prp_core, method, prepared, checked, proto_idx, key=None, location=location,
                     single_location=single_location, similarity_threshold=similarity_threshold, polarity=polarity,
                     gaussian_ksize=gaussian_ksize, normalize=normalize, grads_x_input=grads_x_input,
                     image_size=image_size, postprocess=postprocess, batch_size=batch_size, composite=chosen,
-                    first_path=first_path, pairs=pairs, nonnegative=nonnegative)
+                    first_path=first_path, channel_axis=extractor.layer_channel_axis)
 
 
 def prototype_randgrad(model: Any, inputs: Array, proto_idx: Any = 0, *, key: Array | None = None,

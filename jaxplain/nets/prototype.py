@@ -177,6 +177,10 @@ def log_similarity(distances: jax.Array, epsilon: float = 1e-4) -> jax.Array:
     return jnp.log((distances + 1) / (distances + epsilon))
 
 
+SIMILARITY_LAYER = "classifier.similarity_layer"
+"""The path of a prototype network's similarity layer (where CaBRNet's similarity rule applies)."""
+
+
 class L2Similarity(nn.Module):
     """CaBRNet's L2 similarity layers (``cabrnet/core/utils/similarities.py``), by class name.
 
@@ -423,6 +427,10 @@ class _PrototypeNetwork(nn.Module):
     def distances(self, x: jax.Array) -> jax.Array:
         return self.classifier.distances(self.extractor(x))
 
+    def prototype_vectors(self) -> jax.Array:
+        """The prototypes ``[P, D]`` in feature space."""
+        return self.classifier.prototypes
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.classifier(self.extractor(x))
 
@@ -511,6 +519,16 @@ class PrototypeModel(Model):
     def features(self, inputs: jax.Array) -> jax.Array:
         """The extractor's output ``[N, h, w, D]``."""
         return self.module.apply(self.variables, inputs, method="features")
+
+    def feature_model(self) -> Model:
+        """The extractor alone, as a :class:`~jaxplain.model.Model` (its layers keep their paths)."""
+        return Model(self.module, self.variables, self.input_channels, self.mean, self.std, self.name,
+                     call_kwargs=(("method", "features"),), layer_channel_axis=self.layer_channel_axis)
+
+    @property
+    def prototypes(self) -> jax.Array:
+        """The prototypes ``[P, D]`` in feature space."""
+        return self.module.apply(self.variables, method="prototype_vectors")
 
     @property
     def num_prototypes(self) -> int:

@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxplain.attribution._layers import check_layer, tapped_forward
-from jaxplain.rules.engine import forward_with_rules
+from jaxplain import program
+from jaxplain.attribution._layers import check_layer
+from jaxplain.forms import ProgramModel
 from jaxplain.model import FunctionModel, Model
-from jaxplain.rules.fast_conv import conv_rules
+from jaxplain.rules import fast_conv
 from jaxplain.optimization.objectives import LABELS, Objective
 from jaxplain.typing import Array
 
@@ -57,32 +58,48 @@ def model_stats(model: Model | FunctionModel) -> tuple[tuple[float, ...], tuple[
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def activations(model: Model | FunctionModel, layers: tuple[str, ...], inputs: Array) -> dict[str, Array]:
+def model_layout(model: Model | ProgramModel | FunctionModel, images: Array) -> Array:
+    """NHWC ``images`` in the layout of the model's inputs (``channel_axis``)."""
+    axis = getattr(model, "channel_axis", -1)
+    return jnp.moveaxis(images, -1, axis) if axis != -1 and images.ndim > 2 else images
+
+
+def activations(model: Model | ProgramModel | FunctionModel, layers: tuple[str, ...],
+                inputs: Array) -> dict[str, Array]:
     """``{layer: activation}`` for ``layers`` from one forward pass (``"labels"``: the output).
 
-    Convolutions get :mod:`~jaxplain.rules.fast_conv`'s input gradient (same
-    values, fast inside the optimisation's ``lax.scan`` on CPU).
+    The model's traced program runs with :mod:`~jaxplain.rules.fast_conv`'s convolution
+    gradient (same values, fast inside the optimisation's ``lax.scan`` on CPU), so layers are
+    named the same way in every model form (:func:`jaxplain.layers`). ``inputs`` are NHWC
+    images: a channels-first model (``channel_axis=1``, an Equinox module) gets them transposed,
+    and activations of a model whose layers keep channels first (a converted torch model) are
+    returned channels-last, as objectives read them.
     """
-    if not isinstance(model, Model):
+    inputs = model_layout(model, inputs)
+    if isinstance(model, FunctionModel):
         return {LABELS: model(inputs)}
     named = tuple(name for name in layers if name != LABELS)
     if not named:
-        return {LABELS: forward_with_rules(model, conv_rules)(inputs)}
-    outputs, captured = tapped_forward(model, named, rules=conv_rules)(inputs, (0.0,) * len(named))
+        return {LABELS: program.forward(model, node_rules=fast_conv.node_rules)(inputs)}
+    outputs, captured = program.tapped(model, named, node_rules=fast_conv.node_rules)(inputs, (0.0,) * len(named))
+    layer_axis = getattr(model, "layer_channel_axis", -1)
+    captured = [jnp.moveaxis(a, layer_axis, -1) if layer_axis != -1 and a.ndim > 2 else a for a in captured]
     return {**dict(zip(named, captured)), LABELS: outputs}
 
 
-def check_objective_layers(model: Model | FunctionModel, objective: Objective, inputs: Array, *, method: str) -> dict:
+def check_objective_layers(model: Model | ProgramModel | FunctionModel, objective: Objective, inputs: Array, *,
+                           method: str) -> dict:
     """Check the layer paths and indices of a (stacked) objective; return the activation shapes."""
     layers = objective.layers()
     named = tuple(name for name in layers if name != LABELS)
-    if named and not isinstance(model, Model):
+    if named and isinstance(model, FunctionModel):
         raise TypeError(
-            f"{method}: objectives on named layers need a jaxplain.Model (a Flax module with its variables), "
-            "not a bare function; a bare function supports 'labels' objectives only"
+            f"{method}: objectives on named layers need the weights as arguments (a jx.Model, an NNX or an "
+            "Equinox module, or jx.Model.from_function(fn, params)), not a bare function; a bare function "
+            "supports 'labels' objectives only"
         )
     if named:
-        check_layer(model, inputs, named, method=method)
+        check_layer(model, model_layout(model, inputs), named, method=method)
     shapes = jax.eval_shape(lambda x: activations(model, layers, x), jax.ShapeDtypeStruct(inputs.shape, inputs.dtype))
     shapes = {name: tuple(shape.shape) for name, shape in shapes.items()}
     objective.check(shapes, method=method)

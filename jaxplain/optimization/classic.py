@@ -217,9 +217,10 @@ def deep_dream(
     key = require_key(key, method=method) if jitter else jax.random.PRNGKey(0)
     model = require_structure(as_model(model), method)
     images = jnp.asarray(images, jnp.float32)
-    if images.ndim != 4 or images.shape[-1] != (model.input_channels or images.shape[-1]):
+    channels = getattr(model, "input_channels", None)
+    if images.ndim != 4 or images.shape[-1] != (channels or images.shape[-1]):
         raise ValueError(
-            f"{method}: images must be NHWC [N, H, W, {model.input_channels}] in [0, 1], got {images.shape}"
+            f"{method}: images must be NHWC [N, H, W, {channels or 'C'}] in [0, 1], got {images.shape}"
         )
     if not bool(jnp.all(jnp.isfinite(images))):
         raise ValueError(f"{method}: images contain NaN or inf")

@@ -23,17 +23,10 @@ both (Zennit needs its ``ResNetCanonizer`` for that).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
-from jaxplain.model import Model
 from jaxplain.rules import lrp, prp, relevance
-from jaxplain.rules.engine import RuleMap, kind_of
-from jaxplain.typing import Array
 
 CONVOLUTION = ("convolution",)
 DENSE = ("dense",)
@@ -329,125 +322,3 @@ def get(composite: Composite | str, **options: Any) -> Composite:
         return PRESETS[composite](**options)
     except TypeError as error:
         raise TypeError(f"composite {composite!r}: {error}") from None
-
-
-def _data_flow(model: Model, inputs: Array) -> list[tuple[str, nn.Module, tuple[int, ...], int]]:
-    """Every module call as ``(path, module, ids of its array arguments, id of its output)``, abstractly traced."""
-    calls = []
-
-    def interceptor(next_fun, args, kwargs, context):
-        if context.method_name != "__call__":
-            return next_fun(*args, **kwargs)
-        output = next_fun(*args, **kwargs)
-        arguments = tuple(id(a) for a in jax.tree_util.tree_leaves(args))
-        calls.append((".".join(context.module.path), context.module, arguments, id(output), output))
-        return output
-
-    def forward(x):
-        with nn.intercept_methods(interceptor):
-            return model.module.apply(model.variables, x)
-
-    jax.eval_shape(forward, inputs)
-    return [(path, module, arguments, output) for path, module, arguments, output, _ in calls]
-
-
-def batch_norm_pairs(model: Model, inputs: Array) -> tuple[tuple[str, str, float], ...]:
-    """``(linear path, batch norm path, eps)`` for each BatchNorm2d reading only a linear layer's output."""
-    calls = [call for call in _data_flow(model, inputs) if call[0]]
-    readers: dict[int, int] = {}
-    for _, _, arguments, _ in calls:
-        for argument in arguments:
-            readers[argument] = readers.get(argument, 0) + 1
-    producer = {output: (path, module) for path, module, _, output in calls if kind_of(module) in LINEAR}
-    pairs = []
-    for path, module, arguments, _ in calls:
-        if kind_of(module) in BATCH_NORM and len(arguments) == 1 and arguments[0] in producer:
-            if readers[arguments[0]] == 1:
-                pairs.append((producer[arguments[0]][0], path, float(module.eps)))
-    return tuple(pairs)
-
-
-SIGN_PRESERVING = MAX_POOL + AVG_POOL + SUM + ("structural",)
-"""Kinds whose output is non-negative when all their inputs are."""
-
-
-def nonnegative_inputs(model: Model, inputs: Array) -> tuple[str, ...]:
-    """Paths of the linear layers whose input is non-negative by construction (read from a ReLU, a pool of one...).
-
-    Found by data flow over the module calls; an input produced by anything else (an array
-    operation between modules, the image itself) counts as possibly negative.
-    """
-    nonnegative: set[int] = set()
-    found = []
-    for path, module, arguments, output in _data_flow(model, inputs):
-        if not path:
-            continue
-        if getattr(module, "nonnegative_output", False) or (
-                kind_of(module) in SIGN_PRESERVING and arguments and all(a in nonnegative for a in arguments)):
-            nonnegative.add(output)
-        if kind_of(module) in LINEAR and len(arguments) == 1 and arguments[0] in nonnegative:
-            found.append(path)
-    return tuple(found)
-
-
-def _variables_at(variables: Any, collection: str, path: str) -> dict[str, Array]:
-    node = variables[collection]
-    for part in path.split("."):
-        node = node[part]
-    return node
-
-
-def merged_parameters(model: Model, pairs: Sequence[tuple[str, str]], eps: dict[str, float]) -> dict[str, dict]:
-    """The linear layers' parameters with their batch norms folded in, by linear path."""
-    merged = {}
-    for linear_path, norm_path in pairs:
-        params = dict(_variables_at(model.variables, "params", linear_path))
-        norm = _variables_at(model.variables, "params", norm_path)
-        stats = _variables_at(model.variables, "batch_stats", norm_path)
-        scale = norm["scale"] * jax.lax.rsqrt(stats["var"] + eps[norm_path])
-        bias = params.get("bias", jnp.zeros_like(scale))
-        merged[linear_path] = {"kernel": params["kernel"] * scale, "bias": (bias - stats["mean"]) * scale + norm["bias"]}
-    return merged
-
-
-@dataclass(frozen=True)
-class _WithParams:
-    """A linear layer under ``rule`` (or its plain forward), computed from ``params`` (``None``: its own) and
-    with its input known to be non-negative where ``nonnegative_input``."""
-
-    rule: Any
-    params: Any = field(compare=False, hash=False)
-    nonnegative_input: bool = False
-
-    def __call__(self, module, call, x):
-        if isinstance(self.rule, lrp.LinearRule):
-            return self.rule(module, call, x, params=self.params, nonnegative_input=self.nonnegative_input)
-        return module.forward(self.params, x)
-
-
-def _identity(module, call, x):
-    return x
-
-
-def rule_map(composite: Composite, model: Model, first_path: str | None,
-             pairs: Sequence[tuple[str, str, float]], nonnegative: Sequence[str] = ()) -> RuleMap:
-    """The engine's rule map for ``composite`` on ``model`` (call inside the traced function).
-
-    ``first_path`` (the first layer ``first_map`` applies to), ``pairs`` (linear path, batch
-    norm path, its eps) and ``nonnegative`` (:func:`nonnegative_inputs`) come from abstract
-    tracing; merged parameters are computed here from the model's (traced) variables.
-    """
-    pairs = tuple(pairs) if composite.merge_batch_norm else ()
-    merged = merged_parameters(model, [(linear, norm) for linear, norm, _ in pairs], {n: e for _, n, e in pairs})
-    merged_norms = {norm for _, norm, _ in pairs}
-
-    def choose(module: nn.Module, path: tuple[str, ...]):
-        name = ".".join(path)
-        if name in merged_norms:
-            return _identity
-        rule = composite.rule_for(kind_of(module), name, first_path)
-        if name in merged or (name in nonnegative and isinstance(rule, lrp.LinearRule)):
-            return _WithParams(rule, merged.get(name), name in nonnegative)
-        return rule
-
-    return choose

@@ -9,9 +9,8 @@ YNNPACK for dots only, IG-20 in chunks of 5 on a ResNet-18, 128 px, batch 4 stil
 recomputes that gradient as an ordinary ``HWIO`` convolution of the output gradient
 with an explicitly flipped and transposed kernel, kept materialised by an
 ``optimization_barrier``; the forward pass and every value are unchanged. It applies
-to ungrouped, undilated ``Conv2d`` layers outside ``small_conv``'s patches path, and, on the
-program engine, to every such NHWC/HWIO convolution node of any model form
-(:func:`node_rules`), on the CPU backend only.
+to every ungrouped, undilated NHWC/HWIO convolution node of the program engine outside
+``small_conv``'s patches path, in any model form (:func:`node_rules`), on the CPU backend only.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxplain.nets.layers import Conv2d, _pair
 from jaxplain.nets.small_conv import is_smaller_than_kernel
 from jaxplain.typing import Array
 
@@ -45,48 +43,6 @@ def input_gradient(
     return lax.conv_general_dilated(
         cotangent, transposed.astype(cotangent.dtype), (1, 1), pads, lhs_dilation=strides, dimension_numbers=DIMENSIONS
     )
-
-
-def fast_input_gradient(module: Conv2d, params: dict[str, Array], inputs: Array) -> Array:
-    """``module.forward(params, inputs)`` with :func:`input_gradient` as its input VJP."""
-    ph, pw = _pair(module.padding)
-    padding, strides = ((ph, ph), (pw, pw)), _pair(module.stride)
-
-    @jax.custom_vjp
-    def conv(p, x):
-        return module.forward(p, x)
-
-    def forward(p, x):
-        return module.forward(p, x), (p, x)
-
-    def backward(residuals, cotangent):
-        p, x = residuals
-        _, param_vjp = jax.vjp(lambda q: module.forward(q, x), p)
-        return param_vjp(cotangent)[0], input_gradient(cotangent, p["kernel"], strides, padding, x.shape[1:3])
-
-    conv.defvjp(forward, backward)
-    return conv(params, inputs)
-
-
-def eligible(module: Any, inputs: Array) -> bool:
-    """Whether :func:`fast_input_gradient` handles this call."""
-    if not isinstance(module, Conv2d) or module.groups != 1 or _pair(module.dilation) != (1, 1):
-        return False
-    kh, kw = _pair(module.kernel_size)
-    return not is_smaller_than_kernel(inputs.shape, (kh, kw))
-
-
-def conv_rules(module: Any, path: tuple[str, ...]) -> Callable[..., Array] | None:
-    """A rule map giving every ``Conv2d`` call :func:`fast_input_gradient` where it applies."""
-    if not isinstance(module, Conv2d):
-        return None
-
-    def rule(module: Conv2d, call: Callable[..., Array], inputs: Array) -> Array:
-        if not eligible(module, inputs):
-            return call(inputs)
-        return fast_input_gradient(module, module.variables["params"], inputs)
-
-    return rule
 
 
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), DIMENSIONS)

@@ -2,7 +2,7 @@
 
 Relevance travels as the cotangent of the backward pass: a rule's backward receives the
 relevance ``R`` of the layer's output and returns the relevance of its input. Every
-rule of a linear layer (``Conv2d``, ``Linear``) is one shared construction, after
+rule of a linear layer (a convolution or a dense layer) is one shared construction, after
 Zennit's ``BasicHook`` (Anders et al. 2021, zennit/core.py): evaluate the layer on
 ``k`` modified (input, parameter) pairs, ``z_k = f(theta_k, x_k)``; map the output
 relevance to one cotangent per pair, ``s_k = mapping(R, z)``; pull each back,
@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -72,7 +71,7 @@ class LinearRule:
     term (Zennit's ``zero_params=['bias']``).
 
     On a layer whose input is known to be non-negative (every layer after a ReLU:
-    ``nonnegative_input``, found by data flow in ``composites.nonnegative_inputs``), rules that
+    ``nonnegative_input``, found on the program's blocks, :mod:`jaxplain.program.blocks`), rules that
     split the input by sign (``x+``, ``x-``) leave out the ``x-`` terms, which are exactly zero
     there: the relevance is the same and two of every four convolutions are skipped. A term that
     is the layer's own forward (its input and parameters unmodified) reuses the forward pass's
@@ -106,13 +105,6 @@ class LinearRule:
             pullbacks.append(pullback)
         gradients = [pullback(cotangent)[0] for pullback, cotangent in zip(pullbacks, self.cotangents(relevance, outputs))]
         return self.reduce(inputs, gradients)
-
-    def __call__(self, module: nn.Module, call: Callable, x: Array, params: Params | None = None,
-                 nonnegative_input: bool = False) -> Array:
-        if getattr(module, "layer_kind", None) not in ("convolution", "dense") or not hasattr(module, "forward"):
-            raise TypeError(f"{type(self).__name__} applies to convolution and dense layers, not {type(module).__name__}")
-        params = dict(module.variables["params"]) if params is None else params
-        return relevance_layer(self, module.forward, params, x, nonnegative_input)
 
 
 def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array], params: Params, x: Array,
@@ -414,7 +406,7 @@ class Norm:
 
     stabilizer: float = 1e-6
 
-    def __call__(self, module: nn.Module, call: Callable, *args: Array) -> Array:
+    def __call__(self, block: Any, call: Callable, *args: Array) -> Array:
         def backward(args, output, relevance):
             _, pullback = jax.vjp(call, *args)
             gradients = pullback(relevance / stabilize(output, self.stabilizer))
@@ -427,7 +419,7 @@ class Norm:
 class Pass:
     """Relevance handed through unchanged (activations, batch norm): ``R_in = R_out``."""
 
-    def __call__(self, module: nn.Module, call: Callable, x: Array) -> Array:
+    def __call__(self, block: Any, call: Callable, x: Array) -> Array:
         return with_backward(call, (x,), lambda args, output, relevance: (relevance,))
 
 
@@ -435,7 +427,7 @@ class Pass:
 class Gradient:
     """The ordinary backward pass; stops a composite's later mappings from applying."""
 
-    def __call__(self, module: nn.Module, call: Callable, *args: Any) -> Any:
+    def __call__(self, block: Any, call: Callable, *args: Any) -> Any:
         return call(*args)
 
 
@@ -443,5 +435,5 @@ class Gradient:
 class Zero:
     """No relevance through the layer (CP-LRP's attention softmax: the attention weights are constants)."""
 
-    def __call__(self, module: Any, call: Callable, *args: Array) -> Array:
+    def __call__(self, block: Any, call: Callable, *args: Array) -> Array:
         return with_backward(call, args, lambda args, output, relevance: tuple(jnp.zeros_like(a) for a in args))

@@ -3,13 +3,14 @@
 Gautam et al. 2023 (Pattern Recognition 136, "This looks more like that") propagate relevance
 from a prototype's similarity map back to the input. CaBRNet
 (``cabrnet/core/visualization/prp_utils.py``) does it with three pieces beyond ordinary LRP
-rules, written here as rules for the interception engine:
+rules:
 
 - :class:`SimilarityRelevance`: the relevance of a similarity map ``R[p, h, w]`` goes to the
   feature channels in proportion to how close each is to the prototype,
   ``R_f[c, h, w] = sum_p R[p, h, w] g_pc / (sum_c' g_pc' + eps)`` with
-  ``g_pc = 1 / ((f_c - p_c)^2 + eps)``; nothing goes to the prototypes.
-- :class:`StackedSum`: residual sums split in proportion, ``R_i = x_i R / stab(x_1 + x_2)``.
+  ``g_pc = 1 / ((f_c - p_c)^2 + eps)``; nothing goes to the prototypes. ``prototype_prp``
+  applies it between the extractor's relevance pass and the similarity maps.
+- :class:`StackedSum` (a rule of the program engine's sum blocks): residual sums split in proportion, ``R_i = x_i R / stab(x_1 + x_2)``.
   CaBRNet's stabiliser is written ``eps * (sign(z) + z == 0)``, which Python reads as
   ``eps * ((sign(z) + z) == 0)``: ``eps`` is added only where ``z == 0`` and never with the sign
   of ``z``. ``cabrnet_quirk=True`` reproduces that; the default is the intended
@@ -22,9 +23,8 @@ rules, written here as rules for the interception engine:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxplain.nets import prototype
@@ -47,21 +47,19 @@ class SimilarityRelevance:
     ``sum_p R[p] * S_p / (S_p + epsilon)`` with ``S_p = sum_c g_pc``. Like CaBRNet's wrapper, the
     layer's forward becomes ProtoPNet's similarity ``log((d + 1) / (d + similarity_epsilon))``
     whatever the model's own similarity (a ProtoTree's ``exp(-sqrt(d))`` included): the
-    relevance starts from that value.
+    relevance starts from that value (:meth:`forward`).
     """
 
     epsilon: float = 1e-12
     similarity_epsilon: float = 1e-4
 
-    def __call__(self, module: nn.Module, call: Callable, features: Array, prototypes: Array) -> Array:
-        def forward(features, prototypes):
-            return prototype.log_similarity(prototype.squared_distances(features, prototypes), self.similarity_epsilon)
+    def forward(self, features: Array, prototypes: Array) -> Array:
+        """The similarity maps ``[N, h, w, P]`` the relevance starts from."""
+        return prototype.log_similarity(prototype.squared_distances(features, prototypes), self.similarity_epsilon)
 
-        def backward(args, output, relevance):
-            features, prototypes = args
-            return similarity_relevance(features, prototypes, relevance, self.epsilon), jnp.zeros_like(prototypes)
-
-        return lrp.with_backward(forward, (features, prototypes), backward)
+    def relevance(self, features: Array, prototypes: Array, relevance: Array) -> Array:
+        """The features' relevance ``[N, h, w, D]`` from the maps' ``relevance`` (none goes to the prototypes)."""
+        return similarity_relevance(features, prototypes, relevance, self.epsilon)
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class StackedSum:
             return jnp.where(total == 0, jnp.asarray(self.stabilizer, total.dtype), total)
         return lrp.stabilize(total, self.stabilizer)
 
-    def __call__(self, module: nn.Module, call: Callable, *terms: Array) -> Array:
+    def __call__(self, block: Any, call: Callable[..., Array], *terms: Array) -> Array:
         def backward(args, output, relevance):
             ratio = relevance / self.denominator(output)
             return tuple(term * ratio for term in args)

@@ -125,13 +125,21 @@ class FixedStart(param.ImageParam):
 START = _spectrum(2, SIZE, SIZE, scale=0.01, seed=5)
 
 
-def test_render_without_transforms_equals_lucent():
+@pytest.mark.parametrize("route", ["zoo", "export"])
+def test_render_without_transforms_equals_lucent(route):
+    """On the zoo's VGG-11 and on the same weights through torch.export, whose layers keep torch's
+    NCHW layout (objectives must read channels on axis 1 there)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         from lucent.optvis import render
+    from converters.export import export_model
 
     torch_model = randomised("vgg11", num_classes=10)
-    model = converters.from_torch(torch_model, input_shape=(1, SIZE, SIZE, 3))
+    if route == "zoo":
+        model = converters.from_torch(torch_model, input_shape=(1, SIZE, SIZE, 3))
+    else:
+        model = export_model(torch_model, (1, SIZE, SIZE, 3))
+        assert model.layer_channel_axis == 1
 
     def lucent_param_f():
         params, image_f = lucent_param.image(SIZE, batch=2)
