@@ -2,8 +2,8 @@
 
 Each side runs in its own worker process (``PYTHONPATH`` points the "before" worker at an
 older checkout, e.g. one made with ``git worktree add /tmp/before <commit>``), on the same
-zoo model with the same initialisation key, one after the other in rotating rounds so that
-a shared machine's noise falls on both. Printed: images/s of each side, their ratio
+zoo model with the same initialisation key, one after the other in rounds that alternate
+which side goes first, so that a shared machine's noise (and any drift) falls on both. Printed: images/s of each side, their ratio
 (after / before; above 1 is faster), and the first call's excess over the steady state
 (trace and compile time).
 
@@ -39,7 +39,7 @@ def _prototype_net(model, model_name: str, layer: str, size: int):
     key = (model_name, layer, size)
     if key not in _PROTOTYPE_NETS:
         probe = jnp.zeros((1, size, size, 3))
-        width = jax.eval_shape(lambda v: jx.layer_activation(model, v, layer), probe).shape[-1]
+        width = jax.eval_shape(lambda v: jx.layer_activation(model, v, layer=layer), probe).shape[-1]
         _PROTOTYPE_NETS[key] = protopnet(model_name, layer, num_classes=10, num_prototypes=PROTOTYPES,
                                          num_features=width, input_shape=(1, size, size, 3), key=jax.random.PRNGKey(0))
     return _PROTOTYPE_NETS[key]
@@ -124,9 +124,10 @@ def main() -> None:
         arguments.models = [model]
         for method in arguments.methods:
             before, after = [], []
-            for _ in range(arguments.rounds):
-                before.append(_run(arguments.before, arguments, method))
-                after.append(_run(None, arguments, method))
+            for round_index in range(arguments.rounds):
+                sides = [(before, arguments.before), (after, None)]
+                for results, checkout in sides[::-1] if round_index % 2 else sides:
+                    results.append(_run(checkout, arguments, method))
             b = statistics.median(r["seconds"] for r in before)
             a = statistics.median(r["seconds"] for r in after)
             fb = statistics.median(r["first_excess"] for r in before)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -642,23 +641,17 @@ def randomize_parameters(params: Any, layers: Any, key: Array) -> Any:
 
 
 def _forward_order(model: Model, inputs: Array) -> tuple[tuple[str, ...], ...]:
-    """Module paths in the order their ``__call__`` is first entered during a forward pass."""
+    """Parameterised layer paths in the order the traced program first reads their parameters."""
 
     def compute():
+        from jaxplain import program
+
         seen: list[tuple[str, ...]] = []
-
-        def record(next_fun, args, kwargs, context):
-            if context.method_name == "__call__" and context.module.scope is not None:
-                path = tuple(str(part) for part in context.module.scope.path)
-                if path not in seen:
-                    seen.append(path)
-            return next_fun(*args, **kwargs)
-
-        def forward(x):
-            with nn.intercept_methods(record):
-                return model(x)
-
-        jax.eval_shape(forward, jax.ShapeDtypeStruct(inputs.shape, inputs.dtype))
+        for node in program.graph_of(model, inputs).nodes:
+            for path in node.params_read:
+                parts = tuple(path.split("."))
+                if parts[0] == "params" and parts[1:-1] not in seen:
+                    seen.append(parts[1:-1])
         return tuple(seen)
 
     return traced_once("forward_order", model, inputs, compute)
