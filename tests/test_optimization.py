@@ -283,7 +283,7 @@ def test_to_pil():
 def test_fast_conv_gradient_equals_autodiff():
     """The CPU node rule's input and kernel gradients equal autodiff's on a strided, padded convolution."""
     from jaxplain import program
-    from jaxplain.rules import fast_conv
+    from jaxplain.cpu import fast_conv
 
     def conv(params, x):
         return jax.lax.conv_general_dilated(x, params["kernel"], (3, 3), ((2, 2), (2, 2)),

@@ -8,7 +8,7 @@ tests check numbers, not speed, and that level more than halves compile time.
 
 The inputs are 64x64 and 64x96: the deepest maps of the 32x-downsampling nets are then
 2x2 and 2x3, smaller than a 3x3 kernel, which exercises the patches path of
-``jaxplain.nets.small_conv`` (XLA CPU's own convolution is pathologically slow there).
+``jaxplain.cpu.small_conv`` (XLA CPU's own convolution is pathologically slow there).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxplain.model import FunctionModel, Model, as_model
-from jaxplain.rules import fast_conv
+from jaxplain.cpu import fast_conv
 from jaxplain.typing import Array, Target
 
 Core = Callable[..., Any]
@@ -165,7 +165,7 @@ def loop_forward(model: Model | FunctionModel, batch_size: int | None) -> Callab
     """The forward function a method differentiates inside :func:`sum_over`'s loop.
 
     With ``batch_size`` set (a ``lax.scan`` body) and a structured model of any form, its
-    convolutions get :mod:`~jaxplain.rules.fast_conv`'s input gradient on the CPU backend:
+    convolutions get :mod:`~jaxplain.cpu.fast_conv`'s input gradient on the CPU backend:
     the same values, but XLA CPU keeps its fast kernels inside the loop
     (benchmarks/XLA_CPU_NOTES.md, section 4).
     """

@@ -46,7 +46,7 @@ def tapped_forward(
     input when there is one) before ``delta`` is added; ``delta`` has its structure or
     is a scalar. With a tuple of layers, ``activation`` and ``delta`` are tuples in that
     order. ``rules`` is a unit rule map (:class:`~jaxplain.program.interpret.UnitRuleMap`); ``node_rules``
-    replace single nodes (:func:`jaxplain.rules.fast_conv.node_rules`).
+    replace single nodes (:func:`jaxplain.cpu.fast_conv.node_rules`).
     """
     names = layer_tuple(layer)
     tapped = program.tapped(model, names, to_input=attribute_to_layer_input,

@@ -35,7 +35,7 @@ from jaxplain.attribution._layers import (
 from jaxplain.attribution.path import PATH_METHODS, gradient_shap_draw, path_points
 from jaxplain.model import require_structure
 from jaxplain.program.interpret import no_node_rules
-from jaxplain.rules.fast_conv import node_rules
+from jaxplain.cpu.fast_conv import node_rules
 from jaxplain.rules.guided import GUIDED_BACKPROP
 from jaxplain.typing import Array, Target
 
@@ -43,7 +43,7 @@ tree_map = jax.tree_util.tree_map
 
 
 def _loop_rules(batch_size: int | None, count: int) -> Any:
-    """:mod:`~jaxplain.rules.fast_conv`'s node rules when ``count`` points are chunked into a loop (same values,
+    """:mod:`~jaxplain.cpu.fast_conv`'s node rules when ``count`` points are chunked into a loop (same values,
     fast backward convolutions on XLA CPU; see ``loop_forward``), else none."""
     chunked = batch_size is not None and batch_size < count
     return node_rules if chunked else no_node_rules

@@ -22,7 +22,7 @@ from jaxplain import program
 from jaxplain.attribution._layers import check_layer
 from jaxplain.forms import ProgramModel
 from jaxplain.model import FunctionModel, Model
-from jaxplain.rules import fast_conv
+from jaxplain.cpu import fast_conv
 from jaxplain.optimization.objectives import LABELS, Objective
 from jaxplain.typing import Array
 
@@ -68,7 +68,7 @@ def activations(model: Model | ProgramModel | FunctionModel, layers: tuple[str, 
                 inputs: Array) -> dict[str, Array]:
     """``{layer: activation}`` for ``layers`` from one forward pass (``"labels"``: the output).
 
-    The model's traced program runs with :mod:`~jaxplain.rules.fast_conv`'s convolution
+    The model's traced program runs with :mod:`~jaxplain.cpu.fast_conv`'s convolution
     gradient (same values, fast inside the optimisation's ``lax.scan`` on CPU), so layers are
     named the same way in every model form (:func:`jaxplain.layers`). ``inputs`` are NHWC
     images: a channels-first model (``channel_axis=1``, an Equinox module) gets them transposed,

@@ -206,7 +206,7 @@ def evaluate(graph: Graph, params: Any, inputs: Any, *, rules: RuleMap = no_rule
         rules: the rule map applied to every unit.
         taps: layers to record and perturb.
         node_rules: replacements of single nodes that keep their values (the CPU backend's
-            convolution gradients, :mod:`jaxplain.rules.fast_conv`).
+            convolution gradients, :mod:`jaxplain.cpu.fast_conv`).
         units: the units rules may replace (None: the graph's own); a method with its own
             view of the layers (LRP's linear blocks, sums and pools) passes disjoint units here.
 

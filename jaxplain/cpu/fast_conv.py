@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxplain.nets.small_conv import is_smaller_than_kernel
+from jaxplain.cpu import on_cpu
+from jaxplain.cpu.small_conv import is_smaller_than_kernel
 from jaxplain.typing import Array
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -84,6 +85,6 @@ def _fast_node(node: Any, values: list[Array]) -> list[Array]:
 
 def node_rules(node: Any) -> Callable[[Any, list[Array]], list[Array]] | None:
     """The program engine's node rule map: :func:`input_gradient` for NHWC convolutions, on CPU only."""
-    if jax.default_backend() != "cpu" or not _eligible_node(node):
+    if not on_cpu() or not _eligible_node(node):
         return None
     return _fast_node

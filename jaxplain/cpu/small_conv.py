@@ -5,10 +5,10 @@ ResNet's ``layer4`` at 2x2, from 64 px inputs; ``layer3``/``layer4`` of CIFAR-si
 inputs), XLA's algebraic simplifier swaps the convolution's operands (the activation
 becomes the "kernel"), and XLA CPU runs the swapped convolution in a generic loop
 that is one to two orders of magnitude slower than its YNNPACK kernels, forward and
-backward (see benchmarks/XLA_CPU_NOTES.md). :func:`conv2d` computes such convolutions
-as one matrix product over explicitly gathered patches, keeping only the kernel taps
-that ever touch the map, and leaves every other convolution to
-``lax.conv_general_dilated`` unchanged.
+backward (see benchmarks/XLA_CPU_NOTES.md). On the CPU backend, :func:`conv2d` computes
+such convolutions as one matrix product over explicitly gathered patches, keeping only the
+kernel taps that ever touch the map; every other convolution, and every convolution on
+another backend, is ``lax.conv_general_dilated`` unchanged.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jaxplain.cpu import on_cpu
 
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
@@ -59,8 +61,8 @@ def conv2d(
     dilation: tuple[int, int] = (1, 1),
     groups: int = 1,
 ) -> jax.Array:
-    """``lax.conv_general_dilated`` (NHWC, HWIO), by patches when the map is smaller than the kernel."""
-    if groups == 1 and dilation == (1, 1) and is_smaller_than_kernel(inputs.shape, kernel.shape):
+    """``lax.conv_general_dilated`` (NHWC, HWIO), by patches when the map is smaller than the kernel on CPU."""
+    if on_cpu() and groups == 1 and dilation == (1, 1) and is_smaller_than_kernel(inputs.shape, kernel.shape):
         return patches_conv2d(inputs, kernel, strides, padding)
     return lax.conv_general_dilated(
         inputs,

@@ -1,4 +1,5 @@
-"""Convolutions over maps smaller than the kernel: the patches path equals lax's convolution."""
+"""The CPU workarounds (jaxplain.cpu): the patches path equals lax's convolution, and on another
+backend neither the patches path nor the loop-body convolution rule is in the program."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxplain.nets import small_conv
+from jaxplain.cpu import small_conv
 
 CASES = [
     # (H, W, C, kh, kw, O, strides, padding)
@@ -52,3 +53,30 @@ def test_large_maps_and_grouped_convolutions_take_lax_path():
     expected = lax.conv_general_dilated(inputs, kernel, (1, 1), ((1, 1), (1, 1)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=2)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def _primitives(*args):
+    """The primitives of a fresh trace of ``small_conv.conv2d`` (a new function object: no trace cache)."""
+    jaxpr = jax.make_jaxpr(lambda x, k: small_conv.conv2d(x, k, (1, 1), ((1, 1), (1, 1))))(*args)
+    return {eqn.primitive.name for eqn in jaxpr.eqns}
+
+
+def test_workarounds_apply_on_the_cpu_backend_only(monkeypatch):
+    import jaxplain as jx
+    from jaxplain import program
+    from jaxplain.cpu import fast_conv
+
+    inputs, kernel = jnp.ones((1, 2, 2, 3)), jnp.ones((3, 3, 3, 4))
+    padding = ((1, 1), (1, 1))
+    conv = lambda x, k: small_conv.conv2d(x, k, (1, 1), padding)
+    model = jx.Model.from_function(
+        lambda p, x: lax.conv_general_dilated(x, p, (1, 1), "SAME", dimension_numbers=fast_conv.DIMENSIONS),
+        jnp.ones((3, 3, 3, 4)))
+    node = next(n for n in program.graph_of(model, jnp.ones((1, 8, 8, 3))).nodes if n.primitive == "conv_general_dilated")
+    assert jax.default_backend() == "cpu"
+    assert "conv_general_dilated" not in _primitives(inputs, kernel)
+    assert fast_conv.node_rules(node) is not None
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "conv_general_dilated" in _primitives(inputs, kernel)
+    assert fast_conv.node_rules(node) is None
+    np.testing.assert_allclose(conv(inputs, kernel), reference(inputs, kernel, (1, 1), padding), rtol=1e-6)
