@@ -89,6 +89,7 @@ class Cell:
     max_gb: float
     idle_wait_s: float
     sample_dir: str
+    peer_once: bool = False
 
 
 def gb_per_image(framework: str, model: str, size: int) -> float:
@@ -194,7 +195,8 @@ def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[s
             last[name] = call()
             return last[name]
 
-        return h.Contender(name, remembered, sync, h.torch_meter() if framework == "captum" else h.jax_meter())
+        return h.Contender(name, remembered, sync, h.torch_meter() if framework == "captum" else h.jax_meter(),
+                           warm=not (cell.peer_once and framework == "captum"))
 
     # Captum first, its memory-bounded setting before its default, jaxplain last: a
     # contender measured after a larger one could reuse memory that one freed.
@@ -259,7 +261,7 @@ def measure_method(args: argparse.Namespace, model: str, batch: int, method: str
     with tempfile.TemporaryDirectory() as sample_dir:
         cell = Cell(model, batch, args.size, method, chunk, skipped["jaxplain"] is None,
                     tuple(v.key for v in variants if skipped[v.key] is None), args.reps, args.budget_s, args.seed,
-                    args.max_gb, args.idle_wait_s, sample_dir)
+                    args.max_gb, args.idle_wait_s, sample_dir, args.peer_once)
         if cell.run_jax or cell.captum_variants:
             if args.in_process:
                 key = (model, batch, args.size)
@@ -306,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--equal-batching", action="store_true",
                         help="jaxplain's passes no larger than Captum's memory-bounded setting (IG: 50 images, SG: 10 draws)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-once", action="store_true",
+                        help="call Captum once, its untimed warm-up skipped (torch compiles nothing; for calls of many minutes)")
     parser.add_argument("--idle-wait-s", type=float, default=0.0,
                         help="on a shared machine: wait up to this long for other jobs to leave the CPU before timing")
     parser.add_argument("--in-process", action="store_true", help="every configuration in this process")
