@@ -69,7 +69,20 @@ VARIANTS: dict[str, tuple[Variant, ...]] = {
     ),
     "gbp": (Variant("gbp", "gbp", "GuidedBackprop", 1, lambda n: n),),
 }
-VARIANT_BY_KEY = {variant.key: variant for variants in VARIANTS.values() for variant in variants}
+
+
+def variants_of(method: str, sg_draws: int = 10) -> tuple[Variant, ...]:
+    """The rows of ``method``; SmoothGrad's memory-bounded row passes ``sg_draws`` draws of every image at once."""
+    if method != "sg50" or sg_draws == 10:
+        return VARIANTS[method]
+    bounded = Variant(f"sg50-nt{sg_draws}", "sg50", f"SmoothGrad-50, Captum nt_samples_batch_size={sg_draws}", STEPS,
+                      lambda n: sg_draws * n, (("nt_samples_batch_size", sg_draws),))
+    return (bounded, VARIANTS[method][1])
+
+
+def variant_by_key(key: str, sg_draws: int = 10) -> Variant:
+    """The variant called ``key``."""
+    return next(v for method in VARIANTS for v in variants_of(method, sg_draws) if v.key == key)
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,7 @@ class Cell:
     idle_wait_s: float
     sample_dir: str
     peer_once: bool = False
+    sg_draws: int = 10
 
 
 def gb_per_image(framework: str, model: str, size: int) -> float:
@@ -98,15 +112,15 @@ def gb_per_image(framework: str, model: str, size: int) -> float:
 
 
 def jax_batch_size(model: str, batch: int, size: int, budget_gb: float, method: str = "ig50",
-                   equal_batching: bool = False) -> int | None:
+                   equal_batching: bool = False, sg_draws: int = 10) -> int | None:
     """jaxplain's ``batch_size``: the largest divisor ``k`` of the step count whose pass of ``batch * k`` images fits.
 
     It must fit ``budget_gb``; with ``equal_batching`` a pass also holds no more images than
     Captum's memory-bounded setting does (IG: ``internal_batch_size=50`` images; SmoothGrad:
-    ``nt_samples_batch_size=10`` draws of every image).
+    ``nt_samples_batch_size=sg_draws`` draws of every image).
     """
     per_image = gb_per_image("jaxplain", model, size)
-    cap = {"ig50": STEPS, "sg50": 10 * batch}.get(method) if equal_batching else None
+    cap = {"ig50": STEPS, "sg50": sg_draws * batch}.get(method) if equal_batching else None
     fits = [k for k in range(1, STEPS + 1)
             if STEPS % k == 0 and batch * k * per_image <= budget_gb and (cap is None or batch * k <= cap)]
     best = max(fits, default=1)
@@ -201,7 +215,8 @@ def run_cell(cell: Cell, prepared: tuple[Any, Any, Any] | None = None) -> dict[s
     # Captum first, its memory-bounded setting before its default, jaxplain last: a
     # contender measured after a larger one could reuse memory that one freed.
     for key in cell.captum_variants:
-        contenders.append(contender(key, *captum_call(VARIANT_BY_KEY[key], model, inputs, target), "captum"))
+        contenders.append(contender(key, *captum_call(variant_by_key(key, cell.sg_draws), model, inputs, target),
+                                    "captum"))
     if cell.run_jax:
         contenders.append(contender("jaxplain", *jax_call(cell, model, inputs, target), "jaxplain"))
     results = h.compare(contenders, cell.batch, cell.reps, cell.budget_s, is_oom, cell.idle_wait_s)
@@ -254,14 +269,14 @@ def skip_reason(framework: str, variant: Variant, model: str, batch: int, args: 
 def measure_method(args: argparse.Namespace, model: str, batch: int, method: str, chunk: int | None,
                    cache: dict) -> list[list[str]]:
     """The table rows of one method: jaxplain and Captum's settings measured in one process."""
-    variants = VARIANTS[method]
+    variants = variants_of(method, args.sg_draws)
     skipped = {"jaxplain": skip_reason("jaxplain", variants[0], model, batch, args, chunk)}
     skipped.update({v.key: skip_reason("captum", v, model, batch, args, chunk) for v in variants})
     results: dict[str, h.Measurement] = {name: h.Measurement(error=why) for name, why in skipped.items() if why}
     with tempfile.TemporaryDirectory() as sample_dir:
         cell = Cell(model, batch, args.size, method, chunk, skipped["jaxplain"] is None,
                     tuple(v.key for v in variants if skipped[v.key] is None), args.reps, args.budget_s, args.seed,
-                    args.max_gb, args.idle_wait_s, sample_dir, args.peer_once)
+                    args.max_gb, args.idle_wait_s, sample_dir, args.peer_once, args.sg_draws)
         if cell.run_jax or cell.captum_variants:
             if args.in_process:
                 key = (model, batch, args.size)
@@ -306,7 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-call-s", type=float, default=900.0, help="CPU: skip calls estimated longer")
     parser.add_argument("--jax-gb", type=float, help="memory jaxplain's batch_size is chosen to fit (default 10 on CPU)")
     parser.add_argument("--equal-batching", action="store_true",
-                        help="jaxplain's passes no larger than Captum's memory-bounded setting (IG: 50 images, SG: 10 draws)")
+                        help="jaxplain's passes no larger than Captum's memory-bounded setting (IG: 50 images, SG: --sg-draws)")
+    parser.add_argument("--sg-draws", type=int, default=10,
+                        help="SmoothGrad draws per Captum pass in its memory-bounded row (nt_samples_batch_size; "
+                             "a divisor of 50; fewer where 10 draws of the batch would not fit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peer-once", action="store_true",
                         help="call Captum once, its untimed warm-up skipped (torch compiles nothing; for calls of many minutes)")
@@ -324,6 +342,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.models, args.batches, args.size, args.reps, args.in_process = "resnet18", "2", 64, 1, True
+    if STEPS % args.sg_draws:
+        parser.error(f"--sg-draws must divide {STEPS}")
     if args.cpus:
         os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
     args.gpu = h.on_gpu()
@@ -341,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     for model in args.models.split(","):
         for batch in map(int, args.batches.split(",")):
             for method in methods:
-                chunk = jax_batch_size(model, batch, args.size, jax_gb, method, args.equal_batching)
+                chunk = jax_batch_size(model, batch, args.size, jax_gb, method, args.equal_batching, args.sg_draws)
                 new = measure_method(args, model, batch, method, chunk, cache)
                 rows += new
                 print(h.markdown_table(headers, new).split("\n", 2)[2], flush=True)
