@@ -80,3 +80,64 @@ def test_workarounds_apply_on_the_cpu_backend_only(monkeypatch):
     assert "conv_general_dilated" in _primitives(inputs, kernel)
     assert fast_conv.node_rules(node) is None
     np.testing.assert_allclose(conv(inputs, kernel), reference(inputs, kernel, (1, 1), padding), rtol=1e-6)
+
+
+@pytest.mark.parametrize("numbers, x_shape, k_shape, window", [
+    (("NHWC", "HWIO", "NHWC"), (2, 18, 17, 3), (4, 4, 3, 5), (4, 4)),
+    (("NCHW", "OIHW", "NCHW"), (2, 3, 16, 20), (5, 3, 4, 5), (4, 5)),
+    (("NCHW", "OIHW", "NHWC"), (1, 3, 9, 9), (6, 3, 3, 3), (3, 3)),
+    (("NWC", "WIO", "NWC"), (2, 13, 4), (3, 4, 7), (3,)),
+])
+def test_patch_convolution_as_a_product_matches_the_convolution_and_its_gradients(numbers, x_shape, k_shape, window):
+    from jaxplain import program
+    from jaxplain.cpu import patch_conv
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float64 if jax.config.x64_enabled else jnp.float32)
+    k = jnp.asarray(rng.standard_normal(k_shape), x.dtype)
+    conv = lambda k, x: lax.conv_general_dilated(x, k, window, "VALID", dimension_numbers=numbers)
+    graph = program.graph_of(jx_model(conv, k), x)
+    node = next(n for n in graph.nodes if n.primitive == "conv_general_dilated")
+    assert patch_conv.is_patch_conv(node)
+    ours = lambda k, x: patch_conv.conv_as_product(node, x, k)
+    np.testing.assert_allclose(ours(k, x), conv(k, x), rtol=1e-5, atol=1e-5)
+    cotangent = jnp.asarray(rng.standard_normal(conv(k, x).shape), x.dtype)
+    for a, b in zip(jax.vjp(ours, k, x)[1](cotangent), jax.vjp(conv, k, x)[1](cotangent)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def jx_model(conv, kernel):
+    import jaxplain as jx
+
+    return jx.Model.from_function(conv, kernel)
+
+
+def test_patch_convolution_rule_is_cpu_only_and_keeps_lrp(monkeypatch):
+    import jaxplain as jx
+    from jaxplain import program
+    from jaxplain.cpu import patch_conv
+
+    rng = np.random.default_rng(1)
+    params = {"k": jnp.asarray(rng.standard_normal((4, 4, 3, 6)), jnp.float32),
+              "w": jnp.asarray(rng.standard_normal((6 * 16, 5)), jnp.float32)}
+
+    def net(p, x):
+        h = lax.conv_general_dilated(x, p["k"], (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return h.reshape(h.shape[0], -1) @ p["w"]
+
+    model = jx.Model.from_function(net, params)
+    x = jnp.asarray(rng.standard_normal((2, 16, 16, 3)), jnp.float32)
+    nodes = [n for n in program.graph_of(model, x).nodes if n.primitive == "conv_general_dilated"]
+    assert [patch_conv.is_patch_conv(n) for n in nodes] == [True]
+    assert patch_conv.uses_product(nodes[0])
+    on_cpu = jx.lrp(model, x, jnp.array([0, 3]), composite="attn_lrp", conv_gamma=0.25)
+    lowered = jax.jit(lambda x: jx.lrp(model, x, jnp.array([0, 3]), composite="attn_lrp")).lower(x).as_text()
+    assert "convolution" not in lowered
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not patch_conv.uses_product(nodes[0])
+    # Another batch size: programs traced (and cached) under the CPU backend are not reused.
+    wider, targets = jnp.concatenate([x, x[:1]]), jnp.array([0, 3, 1])
+    elsewhere = jx.lrp(model, wider, targets, composite="attn_lrp", conv_gamma=0.25)[:2]
+    lowered = jax.jit(lambda x: jx.lrp(model, x, targets, composite="attn_lrp")).lower(wider).as_text()
+    assert "convolution" in lowered
+    np.testing.assert_allclose(on_cpu, elsewhere, rtol=1e-4, atol=1e-5 * float(jnp.abs(elsewhere).max()))

@@ -8,6 +8,9 @@ Each keeps every value and only changes how XLA CPU computes it:
 - :mod:`jaxplain.cpu.fast_conv`: inside a ``lax.scan`` body, a convolution's input gradient
   as an ordinary forward-layout convolution (XLA CPU loses its fast kernels there). A node
   rule of the program engine, CPU backend only.
+- :mod:`jaxplain.cpu.patch_conv`: a patch-embedding convolution (windows tiling the input) as
+  one matrix product in the relevance rules' linear blocks (XLA CPU's input gradient of it, a
+  heavily dilated convolution, runs at a few GFLOP/s). CPU backend only.
 - :mod:`jaxplain.cpu.max_pool`: max pooling whose gradient goes to each window's first
   maximum without select-and-scatter. Kept on every backend: the first maximum is torch's
   semantics, not only a speed-up.

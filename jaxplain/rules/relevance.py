@@ -8,7 +8,8 @@ nodes after it (a batch norm folded in) and the offset ``c`` (its bias, the norm
 along ``K``'s output-feature axis), which is what Zennit's ``MergeBatchNorm`` canonizer computes
 for a ``BatchNorm2d`` after a ``Conv2d``, so every linear rule of :mod:`jaxplain.rules.lrp`
 (Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, Flat, WSquare) applies to ``{"kernel": K', "bias": c}``
-as it does to a layer's own parameters.
+as it does to a layer's own parameters. On the CPU backend a patch-embedding convolution (stride equal
+to its kernel, unpadded) is computed there as one matrix product (:mod:`jaxplain.cpu.patch_conv`).
 
 Other blocks (sums, pools, norms, products, activations) take the rules written for two-argument
 calls, ``rule(block, call, *inputs)``, where ``call`` evaluates the block as traced.
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxplain.cpu import patch_conv
 from jaxplain.program.blocks import Block
 from jaxplain.program.interpret import UnitCall, bind
 from jaxplain.rules import lrp
@@ -94,6 +96,8 @@ def folded(block: Block, call: UnitCall) -> tuple[Callable[[Params, Array], Arra
     def apply_linear(weight: Array, x: Array) -> Array:
         values = [None, None]
         values[weight_position], values[1 - weight_position] = weight, x
+        if weight_position == 1 and patch_conv.uses_product(linear):
+            return patch_conv.conv_as_product(linear, *values)
         return bind(linear, values)[0]
 
     def run_chain(y: Array, affine: bool = True) -> Array:
