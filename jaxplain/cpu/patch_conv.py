@@ -106,6 +106,12 @@ def conv_as_product(node: Any, x: Array, kernel: Array) -> Array:
 def uses_product(node: Any) -> bool:
     """Whether the relevance rules compute ``node`` by :func:`conv_as_product`: a patch convolution, on CPU.
 
+    Args:
+        node: a program-graph node.
+
+    Returns:
+        ``on_cpu() and is_patch_conv(node)``, read when the program is traced.
+
     Example:
         >>> class Node: primitive = "dot_general"
         >>> uses_product(Node())
