@@ -89,6 +89,7 @@ def test_workarounds_apply_on_the_cpu_backend_only(monkeypatch):
     (("NWC", "WIO", "NWC"), (2, 13, 4), (3, 4, 7), (3,)),
 ])
 def test_patch_convolution_as_a_product_matches_the_convolution_and_its_gradients(numbers, x_shape, k_shape, window):
+    import jaxplain as jx
     from jaxplain import program
     from jaxplain.cpu import patch_conv
 
@@ -96,7 +97,7 @@ def test_patch_convolution_as_a_product_matches_the_convolution_and_its_gradient
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float64 if jax.config.x64_enabled else jnp.float32)
     k = jnp.asarray(rng.standard_normal(k_shape), x.dtype)
     conv = lambda k, x: lax.conv_general_dilated(x, k, window, "VALID", dimension_numbers=numbers)
-    graph = program.graph_of(jx_model(conv, k), x)
+    graph = program.graph_of(jx.Model.from_function(conv, k), x)
     node = next(n for n in graph.nodes if n.primitive == "conv_general_dilated")
     assert patch_conv.is_patch_conv(node)
     ours = lambda k, x: patch_conv.conv_as_product(node, x, k)
@@ -106,16 +107,11 @@ def test_patch_convolution_as_a_product_matches_the_convolution_and_its_gradient
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def jx_model(conv, kernel):
+def _patch_models():
+    """A patch convolution then a dense layer, as a plain function and as idiomatic linen."""
+    import flax.linen as nn
+
     import jaxplain as jx
-
-    return jx.Model.from_function(conv, kernel)
-
-
-def test_patch_convolution_rule_is_cpu_only_and_keeps_lrp(monkeypatch):
-    import jaxplain as jx
-    from jaxplain import program
-    from jaxplain.cpu import patch_conv
 
     rng = np.random.default_rng(1)
     params = {"k": jnp.asarray(rng.standard_normal((4, 4, 3, 6)), jnp.float32),
@@ -125,8 +121,25 @@ def test_patch_convolution_rule_is_cpu_only_and_keeps_lrp(monkeypatch):
         h = lax.conv_general_dilated(x, p["k"], (4, 4), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return h.reshape(h.shape[0], -1) @ p["w"]
 
-    model = jx.Model.from_function(net, params)
-    x = jnp.asarray(rng.standard_normal((2, 16, 16, 3)), jnp.float32)
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = nn.Conv(6, (4, 4), strides=4, padding="VALID")(x)
+            return nn.Dense(5)(h.reshape(h.shape[0], -1))
+
+    linen = Net()
+    return {"function": jx.Model.from_function(net, params),
+            "linen": jx.Model(linen, linen.init(jax.random.PRNGKey(1), jnp.ones((1, 16, 16, 3))))}
+
+
+@pytest.mark.parametrize("form", ["function", "linen"])
+def test_patch_convolution_rule_is_cpu_only_and_keeps_lrp(monkeypatch, form):
+    import jaxplain as jx
+    from jaxplain import program
+    from jaxplain.cpu import patch_conv
+
+    model = _patch_models()[form]
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 16, 16, 3)), jnp.float32)
     nodes = [n for n in program.graph_of(model, x).nodes if n.primitive == "conv_general_dilated"]
     assert [patch_conv.is_patch_conv(n) for n in nodes] == [True]
     assert patch_conv.uses_product(nodes[0])
