@@ -164,7 +164,106 @@ class OnBlock:
 
     def __call__(self, block: Block, call: UnitCall, x: Array) -> Array:
         forward, params = folded(block, call)
+        if isinstance(self.rule, lrp.Flat) and _channel_uniform(block, call):
+            return _flat_by_window_sums(self.rule, call.graph.nodes[block.attributes["linear"]], forward, params, x)
         return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input)
+
+
+def _channel_uniform(block: Block, call: UnitCall) -> bool:
+    """Whether the block is an ungrouped convolution of its input, followed by affine nodes only.
+
+    Flat's all-ones weights then give every output channel the same fan-in and every input channel
+    the same share, so its relevance can be computed on one channel (:func:`_flat_by_window_sums`).
+    """
+    graph = call.graph
+    linear = graph.nodes[block.attributes["linear"]]
+    if linear.primitive != "conv_general_dilated" or linear.ins[0] != _live(graph, linear)[0]:
+        return False
+    params = linear.eqn.params
+    if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
+        return False
+    if any(low < 0 or high < 0 for low, high in params["padding"]):
+        return False
+    return all(graph.nodes[i].kind == "affine" for i in block.nodes[1:])
+
+
+def _taps_in_bounds(size: int, kernel: int, stride: int, padding: tuple[int, int], base: int, dilation: int,
+                    out: int) -> np.ndarray:
+    """Per output position along one axis, how many kernel taps land on a real input element.
+
+    The input is dilated by ``base`` (its holes are not real), padded by ``padding``, and read by
+    ``kernel`` taps ``dilation`` apart every ``stride`` positions, as in ``lax.conv_general_dilated``.
+    """
+    position = (np.arange(out)[:, None] * stride + np.arange(kernel)[None, :] * dilation) - padding[0]
+    real = (position >= 0) & (position <= (size - 1) * base) & (position % base == 0)
+    return real.sum(axis=1)
+
+
+def _fan_in(linear, kernel_shape: tuple[int, ...], value_shape: tuple[int, ...],
+            dtype: Any) -> tuple[np.ndarray, Callable[[Array], Array]]:
+    """Fan-in of the convolution ``linear`` with all-ones weights, and the pullback of its window sum.
+
+    Returns ``(counts, spread)``: ``counts`` is the number of real input taps at every output position,
+    laid out as the output with unit batch and feature axes (a constant computed from the shapes,
+    separable as the product of each spatial axis' count); ``spread`` maps a one-channel cotangent of
+    the output to the input, the transpose of the window sum of ``lax.reduce_window`` (window,
+    strides, padding, input and kernel dilation as the convolution's), on the input's layout.
+    """
+    params = linear.eqn.params
+    numbers = params["dimension_numbers"]
+    lhs, rhs, out = numbers.lhs_spec, numbers.rhs_spec, numbers.out_spec
+    out_shape = linear.eqn.outvars[0].aval.shape
+    rank = len(lhs)
+    window, strides, base, dilation, padding = [1] * rank, [1] * rank, [1] * rank, [1] * rank, [(0, 0)] * rank
+    counts = np.ones([1] * rank, np.int64)
+    for k, axis in enumerate(lhs[2:]):
+        window[axis] = kernel_shape[rhs[2 + k]]
+        strides[axis] = params["window_strides"][k]
+        base[axis] = params["lhs_dilation"][k]
+        dilation[axis] = params["rhs_dilation"][k]
+        padding[axis] = tuple(params["padding"][k])
+        along = _taps_in_bounds(value_shape[axis], window[axis], strides[axis], padding[axis], base[axis],
+                                dilation[axis], out_shape[out[2 + k]])
+        shape = [1] * rank
+        shape[out[2 + k]] = along.shape[0]
+        counts = counts * along.reshape(shape)
+    order = [0] * rank
+    for k in range(rank):
+        order[out[k]] = lhs[k]
+    one_channel = list(value_shape)
+    one_channel[lhs[1]] = 1
+
+    def window_sum(ones: Array) -> Array:
+        summed = jax.lax.reduce_window(ones, np.zeros((), dtype), jax.lax.add, window, strides, padding, base, dilation)
+        return jnp.transpose(summed, order)
+
+    transpose = jax.linear_transpose(window_sum, jax.ShapeDtypeStruct(tuple(one_channel), dtype))
+    return counts, lambda cotangent: transpose(cotangent)[0]
+
+
+def _flat_by_window_sums(rule: lrp.Flat, linear, forward: Callable[[Params, Array], Array], params: Params,
+                         x: Array) -> Array:
+    """Flat on a channel-uniform convolution block, computed from window sums on one channel.
+
+    With unit weights on a unit input, output channel ``o`` at position ``p`` sums ``I`` input channels
+    over the ``n(p)`` in-bounds taps: ``z = I n(p)`` for every ``o``, and input ``(q, i)`` receives
+    ``sum_o sum_{p sees q} R[p, o] / stab(I n(p))``, the same for every ``i``. So ``n`` is the fan-in
+    (:func:`_fan_in`, from the shapes alone) and the sum over ``p`` a transposed window sum of
+    ``sum_o R / stab(I n)`` on one channel, instead of an ``I x O``-channel convolution and its input
+    gradient (on a ResNet's 7x7 stem at 224 px, the costliest convolution of the network). The numbers
+    are Flat's (:class:`jaxplain.rules.lrp.Flat`), summed in another order.
+    """
+    numbers = linear.eqn.params["dimension_numbers"]
+    in_axis, out_axis = numbers.lhs_spec[1], numbers.out_spec[1]
+
+    def backward(args, output, relevance):
+        layer_params, value = args
+        counts, spread = _fan_in(linear, params["kernel"].shape, value.shape, value.dtype)
+        ratio = relevance / lrp.stabilize(jnp.asarray(value.shape[in_axis] * counts, relevance.dtype), rule.stabilizer)
+        shares = spread(jnp.sum(ratio, axis=out_axis, keepdims=True).astype(value.dtype))
+        return jax.tree_util.tree_map(jnp.zeros_like, layer_params), jnp.broadcast_to(shares, value.shape)
+
+    return lrp.with_backward(forward, (params, x), backward)
 
 
 def _statistics(block: Block, call: UnitCall) -> set[int]:
