@@ -108,15 +108,21 @@ class LinearRule:
 
 
 def relevance_layer(rule: LinearRule, forward: Callable[[Params, Array], Array], params: Params, x: Array,
-                    nonnegative_input: bool = False) -> Array:
-    """``forward(params, x)`` whose backward pass is ``rule``'s relevance (zero for the parameters)."""
+                    nonnegative_input: bool = False, primal: Callable[[Array], Array] | None = None) -> Array:
+    """``forward(params, x)`` whose backward pass is ``rule``'s relevance (zero for the parameters).
+
+    ``primal(x)``, where given, computes the same value as ``forward(params, x)`` another way (a
+    layer and the batch norm folded into ``params``, evaluated unfolded, so that the folded weight
+    is only built where a rule's modified weights need it).
+    """
+    evaluate = (lambda params, x: primal(x)) if primal is not None else forward
 
     @jax.custom_vjp
     def layer(params, x):
-        return forward(params, x)
+        return evaluate(params, x)
 
     def layer_forward(params, x):
-        output = forward(params, x)
+        output = evaluate(params, x)
         return output, (params, x, output)
 
     def layer_backward(residuals, relevance):

@@ -166,7 +166,7 @@ class OnBlock:
         forward, params = folded(block, call)
         if isinstance(self.rule, lrp.Flat) and _channel_uniform(block, call):
             return _flat_by_window_sums(self.rule, call.graph.nodes[block.attributes["linear"]], forward, params, x)
-        return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input)
+        return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input, primal=call)
 
 
 def _channel_uniform(block: Block, call: UnitCall) -> bool:
