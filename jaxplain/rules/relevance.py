@@ -157,16 +157,23 @@ def with_channel_axis(rule: Any, axis: int) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class OnBlock:
-    """A linear rule applied to a folded linear block (its input non-negative where promised)."""
+    """A linear rule applied to a folded linear block (its input non-negative where promised).
+
+    The forward pass is the block as traced; the folded weight enters only the rule's modified
+    weights. A patch-embedding convolution computed as a product on the CPU
+    (:mod:`jaxplain.cpu.patch_conv`) keeps the product in its forward pass too.
+    """
 
     rule: lrp.LinearRule
     nonnegative_input: bool = False
 
     def __call__(self, block: Block, call: UnitCall, x: Array) -> Array:
         forward, params = folded(block, call)
+        linear = call.graph.nodes[block.attributes["linear"]]
         if isinstance(self.rule, lrp.Flat) and _channel_uniform(block, call):
-            return _flat_by_window_sums(self.rule, call.graph.nodes[block.attributes["linear"]], forward, params, x)
-        return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input, primal=call)
+            return _flat_by_window_sums(self.rule, linear, forward, params, x)
+        primal = None if patch_conv.uses_product(linear) else call
+        return lrp.relevance_layer(self.rule, forward, params, x, self.nonnegative_input, primal=primal)
 
 
 def _channel_uniform(block: Block, call: UnitCall) -> bool:
