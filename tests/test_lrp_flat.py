@@ -12,7 +12,9 @@ all-ones convolution and its input gradient. Checked here:
   Flat);
 - for geometries torch's ``Conv`` cannot express (input dilation, asymmetric padding, an output laid
   out unlike the input), against Flat's definition evaluated with ``lax.conv_general_dilated`` itself:
-  ``R_in = x_1 * J^T (R / stab(conv(1, 1)))`` with an all-ones kernel and input (float64, 1e-10);
+  ``R_in = x_1 * J^T (R / stab(conv(1, 1)))`` with an all-ones kernel and input (float64, 1e-10), and
+  conservation: each example's input relevance sums to the relevance at the convolution's output,
+  up to the stabiliser's share (relative 1e-6);
 - that the program then holds the forward convolution only (no all-ones convolution, no input gradient).
 """
 
@@ -183,6 +185,9 @@ def test_flat_matches_its_definition_on_lax(case, x64):
     z, pullback = jax.vjp(lambda v: conv(v, ones_kernel), ones)
     expected = pullback(relevance / stab(z))[0]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * float(jnp.abs(expected).max()))
+    # Flat conserves up to the stabiliser: each position keeps the share eps / (I n + eps) <= STAB.
+    axes = tuple(range(1, x.ndim))
+    np.testing.assert_allclose(jnp.sum(got, axis=axes), jnp.sum(relevance, axis=axes), rtol=STAB)
 
 
 def test_flat_program_holds_the_forward_convolution_only():
