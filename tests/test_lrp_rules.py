@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 from jaxplain.nets.layers import Conv2d, Linear
 from jaxplain.rules import lrp
@@ -188,3 +189,38 @@ def test_normalised_sum_gives_each_operand_its_share_per_example():
 def test_alpha_beta_must_differ_by_one():
     with pytest.raises(ValueError, match="alpha - beta = 1"):
         lrp.AlphaBeta(2.0, 2.0)
+
+
+class _SmallMapNet(nn.Module):
+    """A zoo convolution over a 2x2 map with a 3x3 kernel (computed on CPU as a product over padded patches)."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.relu(Conv2d(5, 3, padding=1, use_bias=False, name="conv")(x))
+        return Linear(3, use_bias=False, name="fc")(h.reshape(h.shape[0], -1))
+
+
+@pytest.mark.parametrize("rule", [lrp.Flat(), lrp.WSquare(), lrp.ZBox(-3.0, 3.0)], ids=lambda r: type(r).__name__)
+def test_input_independent_rules_refuse_a_convolution_computed_over_padded_patches(rule):
+    """Flat, WSquare and ZBox read the convolution's zero padding as absent; over gathered patches the padded taps
+    are entries of the product's input, and the rule would count them (a conv with relevance 18.4 came out at 8.2):
+    lrp raises naming the rule and the layer. Epsilon, proportional to the input, runs and conserves (no biases)."""
+    import jaxplain as jx
+    from jaxplain.cpu import small_conv
+    from jaxplain.rules import composites
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 2, 2, 4)), jnp.float32)
+    module = _SmallMapNet()
+    model = jx.as_model(module.bind(module.init(jax.random.PRNGKey(0), x)))
+    assert small_conv.is_smaller_than_kernel(x.shape, (3, 3))
+    target = jnp.array([0, 1])
+
+    def composite(linear_rule):
+        return composites.Composite(layer_map=((("convolution",), linear_rule), (("dense",), lrp.Epsilon(1e-9)),
+                                               (("activation",), lrp.Pass())))
+
+    with pytest.raises(ValueError, match=f"{type(rule).__name__} at 'conv'.*padded patches"):
+        jx.lrp(model, x, target, composite=composite(rule))
+    relevance = jx.lrp(model, x, target, composite=composite(lrp.Epsilon(1e-9)))
+    logits = np.asarray(model(x))[np.arange(2), np.asarray(target)]
+    np.testing.assert_allclose(np.asarray(relevance).sum((1, 2, 3)), logits, rtol=1e-4)

@@ -28,6 +28,10 @@ from jaxplain.typing import Array, Target
 INITIAL_RELEVANCE = ("output", "one_hot")
 
 
+PADDING_SENSITIVE = (lrp_rules.Flat, lrp_rules.WSquare, lrp_rules.ZBox)
+"""Linear rules whose terms do not vanish at a zero input, so a convolution's padding must not count as input."""
+
+
 def check_rules(composite: Composite, view: Blocks, first_path: str | None, graph: Any, *, method: str) -> None:
     """Raise unless every block that needs a rule gets one and every operation is classified.
 
@@ -53,6 +57,14 @@ def check_rules(composite: Composite, view: Blocks, first_path: str | None, grap
         if isinstance(rule, lrp_rules.LinearRule) and block.kind not in LINEAR_KINDS:
             raise TypeError(f"{method}: {type(rule).__name__} applies to convolution and dense layers, "
                             f"not to the {block.kind} layer at {block.name!r}")
+        if isinstance(rule, PADDING_SENSITIVE) and block.kind == "convolution" \
+                and graph.nodes[block.attributes["linear"]].primitive == "dot_general":
+            raise ValueError(
+                f"{method}: {type(rule).__name__} at {block.name!r} replaces the convolution's input by ones or "
+                "bounds, but this convolution is computed as a product over gathered, zero-padded patches (jaxplain's "
+                "layers do so on the CPU for a map smaller than the kernel), so its padded taps would count as "
+                "inputs; give the layer an input-proportional rule (Epsilon, ZPlus, Gamma, AlphaBeta) or a larger input"
+            )
 
 
 def block_rules(composite: Composite, view: Blocks, first_path: str | None, channel_axis: int):
