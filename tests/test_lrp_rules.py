@@ -224,3 +224,29 @@ def test_input_independent_rules_refuse_a_convolution_computed_over_padded_patch
     relevance = jx.lrp(model, x, target, composite=composite(lrp.Epsilon(1e-9)))
     logits = np.asarray(model(x))[np.arange(2), np.asarray(target)]
     np.testing.assert_allclose(np.asarray(relevance).sum((1, 2, 3)), logits, rtol=1e-4)
+
+
+def test_input_independent_rules_still_apply_to_an_unpadded_product_over_patches():
+    """A patch embedding written as a reshape and a product with a 4-d kernel (no padding) keeps Flat: only a product
+    over padded patches is refused. Flat there is the dense rule's definition: every input of an example's patch row
+    gets ``sum_o R_o / (patch length)``."""
+    import jaxplain as jx
+    from jaxplain.rules import composites
+
+    rng = np.random.default_rng(1)
+    params = {"k": jnp.asarray(rng.standard_normal((2, 2, 3, 4)), jnp.float32),
+              "w": jnp.asarray(rng.standard_normal((4 * 4, 2)), jnp.float32)}
+
+    def net(p, x):
+        n = x.shape[0]
+        patches = x.reshape(n, 2, 2, 2, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(n, 4, 12)
+        h = jnp.einsum("npk,ko->npo", patches, p["k"].reshape(12, 4))
+        return h.reshape(n, -1) @ p["w"]
+
+    model = jx.Model.from_function(net, params)
+    x = jnp.asarray(rng.standard_normal((2, 4, 4, 3)), jnp.float32)
+    comp = composites.Composite(layer_map=((("convolution",), lrp.Flat()), (("dense",), lrp.Epsilon(1e-9))))
+    relevance = np.asarray(jx.lrp(model, x, jnp.array([0, 1]), composite=comp))
+    assert np.isfinite(relevance).all() and np.abs(relevance).max() > 0
+    logits = np.asarray(model(x))[np.arange(2), [0, 1]]
+    np.testing.assert_allclose(relevance.sum((1, 2, 3)), logits, rtol=1e-4)

@@ -32,6 +32,26 @@ PADDING_SENSITIVE = (lrp_rules.Flat, lrp_rules.WSquare, lrp_rules.ZBox)
 """Linear rules whose terms do not vanish at a zero input, so a convolution's padding must not count as input."""
 
 
+def _padded_patches(graph: Any, linear: Any) -> bool:
+    """Whether the linear node is a product over patches gathered, through shape-only operations, from a padded
+    input (a convolution computed as a product, as ``jaxplain.cpu.small_conv`` does for small maps)."""
+    if linear.primitive != "dot_general":
+        return False
+    pending = [a for a in linear.ins if isinstance(a, int) and a in graph.depends]
+    seen = set()
+    while pending:
+        value = pending.pop()
+        if value in seen or value not in graph.producer:
+            continue
+        seen.add(value)
+        node = graph.nodes[graph.producer[value]]
+        if node.primitive == "pad":
+            return True
+        if node.kind == "structural":
+            pending.extend(a for a in node.ins if isinstance(a, int) and a in graph.depends)
+    return False
+
+
 def check_rules(composite: Composite, view: Blocks, first_path: str | None, graph: Any, *, method: str) -> None:
     """Raise unless every block that needs a rule gets one and every operation is classified.
 
@@ -57,8 +77,7 @@ def check_rules(composite: Composite, view: Blocks, first_path: str | None, grap
         if isinstance(rule, lrp_rules.LinearRule) and block.kind not in LINEAR_KINDS:
             raise TypeError(f"{method}: {type(rule).__name__} applies to convolution and dense layers, "
                             f"not to the {block.kind} layer at {block.name!r}")
-        if isinstance(rule, PADDING_SENSITIVE) and block.kind == "convolution" \
-                and graph.nodes[block.attributes["linear"]].primitive == "dot_general":
+        if isinstance(rule, PADDING_SENSITIVE) and _padded_patches(graph, graph.nodes[block.attributes["linear"]]):
             raise ValueError(
                 f"{method}: {type(rule).__name__} at {block.name!r} replaces the convolution's input by ones or "
                 "bounds, but this convolution is computed as a product over gathered, zero-padded patches (jaxplain's "
