@@ -56,9 +56,72 @@ def test_large_maps_and_grouped_convolutions_take_lax_path():
 
 
 def _primitives(*args):
-    """The primitives of a fresh trace of ``small_conv.conv2d`` (a new function object: no trace cache)."""
+    """The primitives of a fresh trace of ``small_conv.conv2d`` (a new function object: no trace cache), nested
+    calls inlined."""
+    from jaxplain.program.graph import body_primitives
+
     jaxpr = jax.make_jaxpr(lambda x, k: small_conv.conv2d(x, k, (1, 1), ((1, 1), (1, 1))))(*args)
-    return {eqn.primitive.name for eqn in jaxpr.eqns}
+    return set(body_primitives(jaxpr.jaxpr))
+
+
+def test_float64_convolutions_are_products_over_patches_and_equal_lax():
+    """XLA CPU's fast convolution kernels take float32 and float16 only; a float64 convolution of any size goes by
+    patches on the CPU (a matrix product, fast in float64) and equals lax's, forward and gradients."""
+    with jax.enable_x64(True):
+        keys = jax.random.split(jax.random.PRNGKey(1), 3)
+        inputs = jax.random.normal(keys[0], (2, 9, 7, 3), jnp.float64)
+        kernel = jax.random.normal(keys[1], (3, 3, 3, 4), jnp.float64)
+        assert not small_conv.is_smaller_than_kernel(inputs.shape, kernel.shape)
+        assert "conv_general_dilated" not in _primitives(inputs, kernel)
+        assert "conv_general_dilated" in _primitives(inputs.astype(jnp.float32), kernel.astype(jnp.float32))
+        for strides, padding in [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 0), (2, 1))), ((2, 1), ((0, 0), (0, 0)))]:
+            expected = reference(inputs, kernel, strides, padding)
+            got = small_conv.conv2d(inputs, kernel, strides, padding)
+            assert got.dtype == jnp.float64
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+            cotangent = jax.random.normal(keys[2], expected.shape, jnp.float64)
+            loss = lambda conv: lambda x, w: jnp.sum(conv(x, w, strides, padding) * cotangent)
+            for ours, theirs in zip(jax.grad(loss(small_conv.conv2d), argnums=(0, 1))(inputs, kernel),
+                                    jax.grad(loss(reference), argnums=(0, 1))(inputs, kernel)):
+                np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_the_program_engine_sees_a_convolution_where_the_layer_computes_patches():
+    """The patches call is read back as the convolution it computes (strides and padding kept), the engine evaluates
+    the model to its direct output, and a convolution node the engine binds in float64 goes by patches too."""
+    import flax.linen as nn
+
+    import jaxplain as jx
+    from jaxplain import program
+    from jaxplain.nets.layers import Conv2d
+    from jaxplain.program.graph import body_primitives
+    from jaxplain.program.interpret import bind, evaluate
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return Conv2d(4, 3, stride=2, padding=1, name="conv")(x)
+
+    x = jax.random.normal(jax.random.PRNGKey(2), (2, 2, 2, 3))
+    module = Net()
+    model = jx.as_model(module.bind(module.init(jax.random.PRNGKey(0), x)))
+    graph = program.graph_of(model, x)
+    (node,) = [n for n in graph.nodes if n.primitive == "conv_general_dilated"]
+    assert node.name == "conv" and node.kind == "linear"
+    assert tuple(node.eqn.params["window_strides"]) == (2, 2)
+    assert tuple(map(tuple, node.eqn.params["padding"])) == ((1, 1), (1, 1))
+    assert "dot_general" not in {n.primitive for n in graph.nodes}
+    np.testing.assert_allclose(evaluate(graph, program.params_of(model), x)[0], model(x), rtol=1e-6)
+
+    with jax.enable_x64(True):
+        kernel = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 3, 4), jnp.float64)
+        user = jx.Model.from_function(
+            lambda k, v: lax.conv_general_dilated(v, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
+            kernel)
+        big = jax.random.normal(jax.random.PRNGKey(4), (1, 6, 5, 3), jnp.float64)
+        (node,) = [n for n in program.graph_of(user, big).nodes if n.primitive == "conv_general_dilated"]
+        assert "conv_general_dilated" not in body_primitives(jax.make_jaxpr(lambda v, k: bind(node, [v, k]))(big, kernel).jaxpr)
+        np.testing.assert_allclose(bind(node, [big, kernel])[0], user(big), rtol=1e-12, atol=1e-12)
 
 
 def test_workarounds_apply_on_the_cpu_backend_only(monkeypatch):

@@ -200,19 +200,69 @@ class _SmallMapNet(nn.Module):
         return Linear(3, use_bias=False, name="fc")(h.reshape(h.shape[0], -1))
 
 
+@pytest.mark.parametrize("name", ["flat", "wsquare", "zbox", "zplus", "epsilon"])
+def test_rules_on_a_zoo_convolution_computed_by_patches_match_the_matrix_reference(name):
+    """The zoo computes a convolution over a map smaller than its kernel as a product over zero-padded patches on the
+    CPU; the program engine still sees the convolution, so the rules that replace its input (Flat's ones, WSquare,
+    ZBox's bounds) leave the padding out as the convolution does. Before, the padded taps counted as inputs (a
+    relevance of 18.4 came out at 8.2). Reference: the network as matrices, each rule from its definition."""
+    import jaxplain as jx
+    from jaxplain import program
+    from jaxplain.cpu import small_conv
+    from jaxplain.rules import composites
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 2, 2, 4)), jnp.float32)
+    module = _SmallMapNet()
+    variables = module.init(jax.random.PRNGKey(0), x)
+    model = jx.as_model(module.bind(variables))
+    assert small_conv.is_smaller_than_kernel(x.shape, (3, 3))
+    primitives = [node.primitive for node in program.graph_of(model, x).nodes]
+    assert "conv_general_dilated" in primitives and "dot_general" in primitives
+    rule = RULES[name] if name != "zbox" else lrp.ZBox(-3.0, 3.0, EPS)
+    composite = composites.Composite(layer_map=((("convolution",), rule), (("dense",), lrp.Epsilon(EPS)),
+                                                (("activation",), lrp.Pass())))
+    target = np.array([0, 2])
+    got = np.asarray(jx.lrp(model, x, jnp.asarray(target), composite=composite)).reshape(2, -1)
+
+    kernel = np.asarray(variables["params"]["conv"]["kernel"], float)
+    dense = np.asarray(variables["params"]["fc"]["kernel"], float)
+    matrix, _ = conv_matrix(kernel, 2, 2, padding=1)
+    for example in range(2):
+        flat_x = np.asarray(x[example], float).reshape(-1)
+        hidden = np.maximum(flat_x @ matrix, 0)
+        logits = hidden @ dense
+        relevance = np.where(np.arange(3) == target[example], logits, 0.0)
+        hidden_relevance = reference("epsilon", hidden, dense, np.zeros(3), relevance)
+        if name == "flat":
+            connected, _ = conv_matrix(np.ones_like(kernel), 2, 2, padding=1)
+            expected = (connected / stab(connected.sum(0))) @ hidden_relevance
+        else:
+            expected = reference(name, flat_x, matrix, np.zeros(matrix.shape[1]), hidden_relevance,
+                                 low=np.full(flat_x.shape, -3.0), high=np.full(flat_x.shape, 3.0))
+        np.testing.assert_allclose(got[example], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("rule", [lrp.Flat(), lrp.WSquare(), lrp.ZBox(-3.0, 3.0)], ids=lambda r: type(r).__name__)
-def test_input_independent_rules_refuse_a_convolution_computed_over_padded_patches(rule):
-    """Flat, WSquare and ZBox read the convolution's zero padding as absent; over gathered patches the padded taps
-    are entries of the product's input, and the rule would count them (a conv with relevance 18.4 came out at 8.2):
-    lrp raises naming the rule and the layer. Epsilon, proportional to the input, runs and conserves (no biases)."""
+def test_input_independent_rules_refuse_a_product_over_padded_patches(rule):
+    """A user's own product over gathered, zero-padded patches is a product in the program, with the padded taps
+    among its inputs: Flat, WSquare and ZBox would count them, so lrp raises naming the rule and the layer. Epsilon,
+    proportional to the input, runs and conserves (no biases)."""
     import jaxplain as jx
     from jaxplain.cpu import small_conv
     from jaxplain.rules import composites
 
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 2, 2, 4)), jnp.float32)
-    module = _SmallMapNet()
-    model = jx.as_model(module.bind(module.init(jax.random.PRNGKey(0), x)))
-    assert small_conv.is_smaller_than_kernel(x.shape, (3, 3))
+    rng = np.random.default_rng(2)
+    params = {"conv": jnp.asarray(rng.standard_normal((3, 3, 4, 5)), jnp.float32),
+              "fc": jnp.asarray(rng.standard_normal((20, 3)), jnp.float32)}
+
+    def net(p, x):
+        with jax.named_scope("conv"):
+            h = small_conv.patches_conv2d(x, p["conv"], (1, 1), ((1, 1), (1, 1)))
+        return jax.nn.relu(h).reshape(h.shape[0], -1) @ p["fc"]
+
+    model = jx.Model.from_function(net, params)
+    x = jnp.asarray(rng.standard_normal((2, 2, 2, 4)), jnp.float32)
     target = jnp.array([0, 1])
 
     def composite(linear_rule):

@@ -39,6 +39,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from jaxplain import program
+from jaxplain.cpu import small_conv
 from jaxplain.program.graph import (
     ELEMENTWISE_BINARY,
     ELEMENTWISE_UNARY,
@@ -343,7 +344,8 @@ def _convolution(node: Node, changed: dict[int, Any], env: dict[int, Any]) -> li
     kernel = _value(env, rhs)
 
     def convolve(merged):
-        return node.eqn.primitive.bind(merged, kernel, **params)
+        routed = small_conv.by_patches([merged, kernel], params)
+        return node.eqn.primitive.bind(merged, kernel, **params) if routed is None else routed
 
     out = _sliding(patch, _value(env, lhs), kernels, params["window_strides"], node.eqn.params["padding"],
                    out_axes, [out_shape[a] for a in out_axes], 0.0, convolve)

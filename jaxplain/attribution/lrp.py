@@ -34,7 +34,8 @@ PADDING_SENSITIVE = (lrp_rules.Flat, lrp_rules.WSquare, lrp_rules.ZBox)
 
 def _padded_patches(graph: Any, linear: Any) -> bool:
     """Whether the linear node is a product over patches gathered, through shape-only operations, from a padded
-    input (a convolution computed as a product, as ``jaxplain.cpu.small_conv`` does for small maps)."""
+    input (a convolution written as a product by hand; ``jaxplain.cpu.small_conv``'s own patches path is read back
+    as a convolution node and never reaches this)."""
     if linear.primitive != "dot_general":
         return False
     pending = [a for a in linear.ins if isinstance(a, int) and a in graph.depends]
@@ -80,9 +81,9 @@ def check_rules(composite: Composite, view: Blocks, first_path: str | None, grap
         if isinstance(rule, PADDING_SENSITIVE) and _padded_patches(graph, graph.nodes[block.attributes["linear"]]):
             raise ValueError(
                 f"{method}: {type(rule).__name__} at {block.name!r} replaces the convolution's input by ones or "
-                "bounds, but this convolution is computed as a product over gathered, zero-padded patches (jaxplain's "
-                "layers do so on the CPU for a map smaller than the kernel), so its padded taps would count as "
-                "inputs; give the layer an input-proportional rule (Epsilon, ZPlus, Gamma, AlphaBeta) or a larger input"
+                "bounds, but this layer is a product over gathered, zero-padded patches, so its padded taps would count "
+                "as inputs; write it as a convolution (lax.conv_general_dilated, or a framework's Conv layer) or give "
+                "the layer an input-proportional rule (Epsilon, ZPlus, Gamma, AlphaBeta)"
             )
 
 

@@ -10,7 +10,7 @@ recomputes that gradient as an ordinary ``HWIO`` convolution of the output gradi
 with an explicitly flipped and transposed kernel, kept materialised by an
 ``optimization_barrier``; the forward pass and every value are unchanged. It applies
 to every ungrouped, undilated NHWC/HWIO convolution node of the program engine outside
-``small_conv``'s patches path, in any model form (:func:`node_rules`), on the CPU backend only.
+``small_conv``'s patches path (maps smaller than the kernel, float64), in any model form (:func:`node_rules`), on the CPU backend only.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxplain.cpu import on_cpu
-from jaxplain.cpu.small_conv import is_smaller_than_kernel
+from jaxplain.cpu.small_conv import routes
 from jaxplain.typing import Array
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -57,8 +57,8 @@ def _eligible_node(node: Any) -> bool:
         return False
     if tuple(params["lhs_dilation"]) != (1, 1) or tuple(params["rhs_dilation"]) != (1, 1):
         return False
-    lhs, rhs = (var.aval.shape for var in node.eqn.invars)
-    return not is_smaller_than_kernel(lhs, rhs[:2])
+    lhs, rhs = (var.aval for var in node.eqn.invars)
+    return not routes(lhs.shape, rhs.shape, lhs.dtype)
 
 
 def _fast_node(node: Any, values: list[Array]) -> list[Array]:

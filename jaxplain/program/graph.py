@@ -2,7 +2,8 @@
 
 :func:`trace` runs ``apply(params, x)`` through ``jax.make_jaxpr`` once per structure and
 input shape, inlines every ``jit``/``pjit`` call (keeping ``custom_jvp``/``custom_vjp`` calls
-whole, so their derivatives survive) and turns the equations into :class:`Node` objects
+whole, so their derivatives survive, and reading a convolution that
+:mod:`jaxplain.cpu.small_conv` computes by patches back as one convolution node) and turns the equations into :class:`Node` objects
 over integer value ids. Each node gets
 
 - a *name*: its dotted module path, from the name stack where the framework records one
@@ -35,6 +36,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+from jaxplain.cpu import small_conv
 from jaxplain.forms import SCOPE_MARK
 
 Atom = int | jcore.Literal
@@ -209,6 +211,7 @@ class _Flattener:
     def run(self, jaxpr: Any, env: dict, stack: tuple[str, ...], functions: tuple[str, ...]) -> None:
         for eqn in jaxpr.eqns:
             full = stack + _scopes(eqn.source_info.name_stack)
+            eqn = small_conv.convolution_equation(eqn) or eqn
             primitive = eqn.primitive.name
             if primitive in INLINED and ("jaxpr" in eqn.params or "call_jaxpr" in eqn.params):
                 inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr"))

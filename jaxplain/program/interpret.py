@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jcore
 
+from jaxplain.cpu import small_conv
 from jaxplain.program.graph import Graph, Node, Unit
 
 Rule = Callable[[Unit, Callable[[Any], Any], Any], Any]
@@ -138,8 +139,16 @@ class Tap:
 
 
 def bind(node: Node, values: Sequence[Any]) -> list[Any]:
-    """The node's primitive applied to ``values``, as traced (its list of outputs)."""
+    """The node's primitive applied to ``values``, as traced (its list of outputs).
+
+    A convolution XLA CPU would run in its slow loop is computed by patches
+    (:func:`jaxplain.cpu.small_conv.by_patches`), its zero padding applied to whatever input it is given.
+    """
     eqn = node.eqn
+    if node.primitive == "conv_general_dilated":
+        routed = small_conv.by_patches(list(values), eqn.params)
+        if routed is not None:
+            return [routed]
     with eqn.ctx.manager:
         out = eqn.primitive.bind(*values, **eqn.primitive.get_bind_params(eqn.params))
     return list(out) if eqn.primitive.multiple_results else [out]
