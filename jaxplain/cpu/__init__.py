@@ -2,9 +2,10 @@
 
 Each keeps every value and only changes how XLA CPU computes it:
 
-- :mod:`jaxplain.cpu.small_conv`: a convolution over a map smaller than its kernel as one
-  matrix product over gathered patches (XLA CPU runs the operand-swapped convolution in a
-  slow generic loop). CPU backend only.
+- :mod:`jaxplain.cpu.small_conv`: a convolution over a map smaller than its kernel, and every
+  float64 convolution, as one matrix product over gathered patches (XLA CPU runs those
+  convolutions in a slow generic loop); the program engine still sees a convolution there.
+  CPU backend only.
 - :mod:`jaxplain.cpu.fast_conv`: inside a ``lax.scan`` body, a convolution's input gradient
   as an ordinary forward-layout convolution (XLA CPU loses its fast kernels there). A node
   rule of the program engine, CPU backend only.

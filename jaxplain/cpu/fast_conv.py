@@ -10,7 +10,8 @@ recomputes that gradient as an ordinary ``HWIO`` convolution of the output gradi
 with an explicitly flipped and transposed kernel, kept materialised by an
 ``optimization_barrier``; the forward pass and every value are unchanged. It applies
 to every ungrouped, undilated NHWC/HWIO convolution node of the program engine outside
-``small_conv``'s patches path (maps smaller than the kernel, float64), in any model form (:func:`node_rules`), on the CPU backend only.
+``small_conv``'s patches path (maps smaller than the kernel, float64), in any model form
+(:func:`node_rules`), on the CPU backend only.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 :func:`trace` runs ``apply(params, x)`` through ``jax.make_jaxpr`` once per structure and
 input shape, inlines every ``jit``/``pjit`` call (keeping ``custom_jvp``/``custom_vjp`` calls
 whole, so their derivatives survive, and reading a convolution that
-:mod:`jaxplain.cpu.small_conv` computes by patches back as one convolution node) and turns the equations into :class:`Node` objects
-over integer value ids. Each node gets
+:mod:`jaxplain.cpu.small_conv` computes by patches back as one convolution node) and turns
+the equations into :class:`Node` objects over integer value ids. Each node gets
 
 - a *name*: its dotted module path, from the name stack where the framework records one
   (Flax linen scopes; the module-call scopes :mod:`jaxplain.forms` opens for NNX
