@@ -51,6 +51,17 @@ class Model:
     layer_channel_axis: int = struct.field(pytree_node=False, default=-1)
 
     def __call__(self, inputs: Array) -> Array:
+        """The forward pass; called outside any trace (on concrete values) it runs as one compiled program.
+
+        Op by op, a converted graph of a few hundred operations compiles each of them on its first call (a
+        MobileNetV3-Small at 32 px: 18 s against 4 s compiled whole); inside ``jit``, ``grad`` or a method it is the
+        module's ``apply``, traced into the caller's program.
+        """
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves((self.variables, inputs))):
+            return self._apply(inputs)
+        return _compiled_call(self, inputs)
+
+    def _apply(self, inputs: Array) -> Array:
         return self.module.apply(self.variables, inputs, **dict(self.call_kwargs))
 
     @staticmethod
@@ -98,6 +109,11 @@ class Model:
             return value.astype(dtype) if jnp.issubdtype(value.dtype, jnp.floating) else value
 
         return self.replace(variables=jax.tree_util.tree_map(cast, self.variables))
+
+
+@jax.jit
+def _compiled_call(model: Model, inputs: Array) -> Array:
+    return model._apply(inputs)
 
 
 @struct.dataclass

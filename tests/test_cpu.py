@@ -67,23 +67,29 @@ def _primitives(*args):
 def test_float64_convolutions_are_products_over_patches_and_equal_lax():
     """XLA CPU's fast convolution kernels take float32 and float16 only; a float64 convolution of any size goes by
     patches on the CPU (a matrix product, fast in float64) and equals lax's, forward and gradients."""
+    rng = np.random.default_rng(1)
     with jax.enable_x64(True):
-        keys = jax.random.split(jax.random.PRNGKey(1), 3)
-        inputs = jax.random.normal(keys[0], (2, 9, 7, 3), jnp.float64)
-        kernel = jax.random.normal(keys[1], (3, 3, 3, 4), jnp.float64)
+        inputs = jnp.asarray(rng.standard_normal((2, 9, 7, 3)), jnp.float64)
+        kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float64)
         assert not small_conv.is_smaller_than_kernel(inputs.shape, kernel.shape)
         assert "conv_general_dilated" not in _primitives(inputs, kernel)
         assert "conv_general_dilated" in _primitives(inputs.astype(jnp.float32), kernel.astype(jnp.float32))
         for strides, padding in [((1, 1), ((1, 1), (1, 1))), ((2, 2), ((1, 0), (2, 1))), ((2, 1), ((0, 0), (0, 0)))]:
-            expected = reference(inputs, kernel, strides, padding)
-            got = small_conv.conv2d(inputs, kernel, strides, padding)
-            assert got.dtype == jnp.float64
-            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-            cotangent = jax.random.normal(keys[2], expected.shape, jnp.float64)
-            loss = lambda conv: lambda x, w: jnp.sum(conv(x, w, strides, padding) * cotangent)
-            for ours, theirs in zip(jax.grad(loss(small_conv.conv2d), argnums=(0, 1))(inputs, kernel),
-                                    jax.grad(loss(reference), argnums=(0, 1))(inputs, kernel)):
-                np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+            out_shape = reference(inputs, kernel, strides, padding).shape
+            cotangent = jnp.asarray(rng.standard_normal(out_shape), jnp.float64)
+
+            @jax.jit
+            def both(x, w, strides=strides, padding=padding):
+                results = []
+                for conv in (small_conv.conv2d, reference):
+                    out, pullback = jax.vjp(lambda x, w: conv(x, w, strides, padding), x, w)
+                    results.append((out, *pullback(cotangent)))
+                return results
+
+            ours, theirs = both(inputs, kernel)
+            assert ours[0].dtype == jnp.float64
+            for a, b in zip(ours, theirs):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_the_program_engine_sees_a_convolution_where_the_layer_computes_patches():
@@ -114,11 +120,11 @@ def test_the_program_engine_sees_a_convolution_where_the_layer_computes_patches(
     np.testing.assert_allclose(evaluate(graph, program.params_of(model), x)[0], model(x), rtol=1e-6)
 
     with jax.enable_x64(True):
-        kernel = jax.random.normal(jax.random.PRNGKey(3), (3, 3, 3, 4), jnp.float64)
+        kernel = jnp.asarray(np.random.default_rng(3).standard_normal((3, 3, 3, 4)), jnp.float64)
         user = jx.Model.from_function(
             lambda k, v: lax.conv_general_dilated(v, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")),
             kernel)
-        big = jax.random.normal(jax.random.PRNGKey(4), (1, 6, 5, 3), jnp.float64)
+        big = jnp.asarray(np.random.default_rng(4).standard_normal((1, 6, 5, 3)), jnp.float64)
         (node,) = [n for n in program.graph_of(user, big).nodes if n.primitive == "conv_general_dilated"]
         bound = jax.make_jaxpr(lambda v, k: bind(node, [v, k]))(big, kernel).jaxpr
         assert "conv_general_dilated" not in body_primitives(bound)
