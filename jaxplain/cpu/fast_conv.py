@@ -23,10 +23,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxplain.cpu import on_cpu
-from jaxplain.cpu.small_conv import routes
+from jaxplain.cpu.small_conv import DIMENSIONS, NHWC_NUMBERS, routes
 from jaxplain.typing import Array
-
-DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
 
 def input_gradient(
@@ -47,12 +45,9 @@ def input_gradient(
     )
 
 
-_NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), DIMENSIONS)
-
-
 def _eligible_node(node: Any) -> bool:
     params = node.eqn.params
-    if node.primitive != "conv_general_dilated" or params["dimension_numbers"] != _NHWC:
+    if node.primitive != "conv_general_dilated" or params["dimension_numbers"] != NHWC_NUMBERS:
         return False
     if params["feature_group_count"] != 1 or params["batch_group_count"] != 1:
         return False

@@ -40,6 +40,7 @@ MARK = "jaxplain_patches_conv2d"
 """Name prefix of the ``jit`` call holding a convolution computed by patches; its strides and padding follow."""
 
 DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+NHWC_NUMBERS = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), DIMENSIONS)
 
 
 def _live_taps(size: int, kernel: int, stride: int, low: int, out: int) -> range:
@@ -156,9 +157,6 @@ def convolution_equation(eqn: Any) -> Any | None:
                                ctx=eqn.ctx)
 
 
-_NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), DIMENSIONS)
-
-
 def by_patches(values: list[Any], params: dict[str, Any]) -> jax.Array | None:
     """A ``conv_general_dilated`` with ``params`` on ``values``, by patches where :func:`routes` says so; else None.
 
@@ -179,7 +177,7 @@ def by_patches(values: list[Any], params: dict[str, Any]) -> jax.Array | None:
         12.0
     """
     inputs, kernel = values
-    if (params["dimension_numbers"] != _NHWC or params["feature_group_count"] != 1
+    if (params["dimension_numbers"] != NHWC_NUMBERS or params["feature_group_count"] != 1
             or params["batch_group_count"] != 1 or tuple(params["lhs_dilation"]) != (1, 1)
             or tuple(params["rhs_dilation"]) != (1, 1) or params.get("preferred_element_type") is not None
             or any(low < 0 or high < 0 for low, high in params["padding"])
@@ -226,6 +224,6 @@ def conv2d(
         window_strides=strides,
         padding=padding,
         rhs_dilation=dilation,
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        dimension_numbers=DIMENSIONS,
         feature_group_count=groups,
     )
